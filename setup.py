@@ -1,0 +1,35 @@
+"""segment-loops: Segment customer data into Loops, with Apache Beam.
+
+Installs the three packages (pipeline, transforms, schemas) with the Avro
+schemas as package data, so `--setup_file ./setup.py` ships everything a
+Dataflow worker needs.
+"""
+from setuptools import setup
+
+setup(
+    name='segment-loops',
+    version='0.1.0',
+    description='Backfill and stream Segment events into Loops contacts and events.',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=['pipeline', 'transforms', 'schemas'],
+    package_data={'schemas': ['*.avsc']},
+    include_package_data=True,
+    install_requires=[
+        'apache-beam[gcp,aws]>=2.77,<2.78',
+        'requests>=2.31',
+        'fastavro>=1.9',
+        'PyYAML>=6.0',
+    ],
+    extras_require={
+        'test': [
+            'pytest>=8',
+            'hypothesis>=6.100',
+            'moto[server]>=5.0',
+        ],
+    },
+    entry_points={
+        'console_scripts': ['segment-loops=pipeline.cli:main'],
+    },
+)
