@@ -1,0 +1,160 @@
+"""`segment-loops backfill`: Segment archives -> Loops contacts (and events).
+
+The pipeline, step by step:
+  1. ReadSegmentArchive   files -> raw events            (failures: read)
+  2. SegmentToLoops       parse, filter, map -> requests (failures: parse, map)
+  3. GroupByContact       per contact: drop duplicates, order, coalesce upserts
+  4. WriteContacts        contact upserts to Loops       (failures: deliver)
+  5. WriteEvents          event sends, once every upsert is done, so an event
+                          never fails for lack of a contact made in this run
+     or, with --dry_run, 4-5 write the requests as JSON lines instead.
+  6. WriteFailures        every failure record, flattened into one Avro sink
+"""
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline import summary as run_summary
+from pipeline.loops_options import add_loops_options, connect_to_loops
+from pipeline.options import (UsageError, add_coalesce_options, add_input_options,
+                              add_output_options, add_selection_options, job_parser, split_list,
+                              utc_day_ms)
+from transforms.coalesce import GroupByContact
+from transforms.mapping import Mapping, MappingError, default_mapping, load_mapping
+from transforms.process import SegmentToLoops
+from transforms.read import ReadSegmentArchive
+from transforms.sinks import WriteDryRun, WriteFailures
+from transforms.write import LoopsConnection, WriteToLoops
+
+SUPPORTED_TYPES = ('identify', 'track')
+DEFAULT_BATCH_RUNNER = 'FnApiRunner'
+
+log = logging.getLogger('segment_loops.backfill')
+
+
+@dataclass(frozen=True)
+class BackfillJob:
+    """What one backfill run does, validated before anything runs."""
+    inputs: tuple
+    since_ms: Optional[int]
+    until_ms: Optional[int]
+    types: tuple
+    event_names: Optional[tuple]
+    mapping: Mapping
+    coalesce: bool
+    dry_run: Optional[str]
+    dead_letter: str
+    summary_path: Optional[str]
+    loops: Optional[LoopsConnection]
+
+
+def selected_types(value: Optional[str], default: tuple) -> tuple:
+    types = tuple(t.lower() for t in (split_list(value) or default))
+    unsupported = [t for t in types if t not in SUPPORTED_TYPES]
+    if unsupported or not types:
+        raise UsageError(f'--types {value!r}: supported types are {", ".join(SUPPORTED_TYPES)} '
+                         '(identify -> contacts, track -> events)')
+    return types
+
+
+def mapping_from_option(path: Optional[str]) -> Mapping:
+    if path is None:
+        return default_mapping()
+    try:
+        return load_mapping(path)
+    except MappingError as error:
+        raise UsageError(f'--mapping {path}: {error}') from None
+
+
+def check_inputs_match(patterns: tuple) -> None:
+    """Fails fast, with the pattern in the message, when a pattern matches nothing."""
+    for pattern in patterns:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception as error:  # any file system's error: the user must see it, not a traceback
+            raise UsageError(f'--input {pattern}: cannot list files: {error}') from None
+        if not matched:
+            raise UsageError(f'--input {pattern}: no files match')
+
+
+def backfill_parser():
+    parser = job_parser('segment-loops backfill', __doc__.split('\n\n')[0])
+    for add_options in (add_input_options, add_selection_options, add_output_options,
+                        add_coalesce_options, add_loops_options):
+        add_options(parser)
+    return parser
+
+
+def job_from_args(args, options: PipelineOptions) -> BackfillJob:
+    """Validates what the user asked for; raises UsageError with what to fix."""
+    if not args.input:
+        raise UsageError('--input is required (e.g. --input "archive/segment-logs/*/*/*.gz")')
+    FileSystems.set_options(options)
+    check_inputs_match(tuple(args.input))
+    return BackfillJob(
+        inputs=tuple(args.input),
+        since_ms=utc_day_ms(args.since, '--since'),
+        until_ms=utc_day_ms(args.until, '--until'),
+        types=selected_types(args.types, ('identify',)),
+        event_names=tuple(split_list(args.events)) if args.events else None,
+        mapping=mapping_from_option(args.mapping),
+        coalesce=not args.no_coalesce,
+        dry_run=args.dry_run,
+        dead_letter=args.dead_letter,
+        summary_path=args.summary,
+        loops=None if args.dry_run else connect_to_loops(args),
+    )
+
+
+def build_backfill(p: beam.Pipeline, job: BackfillJob) -> None:
+    raw, read_failed = p | 'ReadSegmentArchive' >> ReadSegmentArchive(
+        job.inputs, job.since_ms, job.until_ms)
+    requests, processing_failed = raw | 'SegmentToLoops' >> SegmentToLoops(
+        job.types, job.event_names, job.mapping)
+    contacts, events = requests | 'GroupByContact' >> GroupByContact(job.coalesce)
+    failures = [read_failed, processing_failed]
+    if job.dry_run:
+        ((contacts, events) | 'AllRequests' >> beam.Flatten()
+         | 'WriteDryRun' >> WriteDryRun(job.dry_run))
+    else:
+        contacts_done, contact_failures = contacts | 'WriteContacts' >> WriteToLoops(
+            job.loops, label='contacts')
+        events_after_contacts = events | 'WaitForContacts' >> beam.Map(
+            lambda sequence, _done: sequence, beam.pvalue.AsList(contacts_done))
+        _, event_failures = events_after_contacts | 'WriteEvents' >> WriteToLoops(
+            job.loops, label='events')
+        failures += [contact_failures, event_failures]
+    (failures | 'AllFailures' >> beam.Flatten()
+     | 'WriteFailures' >> WriteFailures(job.dead_letter))
+
+
+def run(argv=None, out=sys.stdout) -> dict:
+    """Runs a backfill to completion; returns its summary. Raises UsageError."""
+    args, beam_args = backfill_parser().parse_known_args(argv)
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = DEFAULT_BATCH_RUNNER
+    job = job_from_args(args, options)
+    if job.loops is not None:
+        team = job.loops.check_key()
+        print(f'Loops API key accepted (team: {team}).', file=out)
+    p = beam.Pipeline(options=options)
+    build_backfill(p, job)
+    result = p.run()
+    result.wait_until_finish()
+    keys = dict(run_summary.BACKFILL_KEYS)
+    if job.loops is not None:
+        keys.update(run_summary.DELIVERY_KEYS)
+    summary = run_summary.build_summary(
+        run_summary.pipeline_counters(result), keys,
+        detail_prefixes=('filter/filtered_out_', 'parse/', 'map/', 'deliver/failed_'))
+    print(run_summary.format_table(summary, 'backfill summary'), file=out)
+    if job.summary_path:
+        run_summary.write_summary(summary, job.summary_path)
+    return summary

@@ -1,0 +1,90 @@
+"""The `segment-loops` command (also `python -m pipeline`)."""
+import logging
+import sys
+from typing import Callable, Optional
+
+USAGE = """usage: segment-loops COMMAND [options]
+
+commands:
+  backfill   Segment archives (S3/GCS/local, gzip NDJSON or Avro) -> Loops contacts and events
+  demo       a backfill of a generated archive into a local Loops sandbox (no account needed)
+  sandbox    serve a local Loops-compatible API for tests and trials
+  generate   write a realistic sample Segment archive
+
+`segment-loops COMMAND --help` lists a command's options.
+"""
+
+EXIT_USAGE, EXIT_FAILED, EXIT_AUTH = 2, 1, 3
+
+
+def _backfill(argv):
+    from pipeline import backfill
+    backfill.run(argv)
+    return 0
+
+
+def _demo(argv):
+    from pipeline import demo
+    return demo.main(argv)
+
+
+def _sandbox(argv):
+    from pipeline import sandbox
+    return sandbox.main(argv)
+
+
+def _generate(argv):
+    from pipeline import samples
+    return samples.main(argv)
+
+
+COMMANDS: dict[str, Callable[[list], int]] = {
+    'backfill': _backfill,
+    'demo': _demo,
+    'sandbox': _sandbox,
+    'generate': _generate,
+}
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(message)s')
+    logging.getLogger('segment_loops').setLevel(logging.INFO)
+
+
+def main(argv: Optional[list] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ('-h', '--help', 'help'):
+        print(USAGE)
+        return 0 if argv else EXIT_USAGE
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f'segment-loops: unknown command {command!r}\n\n{USAGE}', file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging()
+    from pipeline.options import UsageError
+    from transforms.loops_client import AuthError
+    try:
+        return COMMANDS[command](rest)
+    except UsageError as error:
+        print(f'segment-loops {command}: error: {error}', file=sys.stderr)
+        return EXIT_USAGE
+    except AuthError as error:
+        print(f'segment-loops {command}: {error}', file=sys.stderr)
+        return EXIT_AUTH
+    except KeyboardInterrupt:
+        print(f'segment-loops {command}: interrupted', file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # the job failed: one clear line, the details in the debug log
+        if 'AuthError' in str(error):
+            print(f'segment-loops {command}: Loops rejected the API key (401); nothing more was '
+                  'sent.', file=sys.stderr)
+            return EXIT_AUTH
+        logging.getLogger('segment_loops').debug('job failed', exc_info=True)
+        print(f'segment-loops {command}: failed: {type(error).__name__}: {_first_line(error)}',
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else ''

@@ -1,0 +1,96 @@
+"""Options for writing to Loops, shared by every job that sends."""
+import ipaddress
+import os
+from urllib.parse import urlparse
+
+from pipeline.options import UsageError
+from transforms.credentials import ApiKey
+from transforms.write import LoopsConnection
+
+API_KEY_ENV = 'LOOPS_API_KEY'
+DEFAULT_BASE_URL = 'https://app.loops.so/api'
+
+
+def add_loops_options(parser):
+    group = parser.add_argument_group('Loops')
+    group.add_argument(
+        '--loops_base_url', default=DEFAULT_BASE_URL,
+        help='Loops API base URL. Plain http:// is refused except to loopback hosts '
+             '(the local sandbox).')
+    group.add_argument(
+        '--loops_api_key_file', default=None, metavar='PATH',
+        help=f'File holding the Loops API key. Default: the {API_KEY_ENV} environment variable.')
+    group.add_argument(
+        '--loops_api_key_secret', default=None, metavar='projects/P/secrets/S/versions/V',
+        help='Google Secret Manager version holding the key, read by the workers themselves '
+             '(the key never travels with the job).')
+    group.add_argument(
+        '--rate_limit', type=float, default=10.0,
+        help='Requests per second for the whole job (Loops\' default team limit is 10).')
+    group.add_argument(
+        '--write_shards', type=int, default=1,
+        help='Writers sharing --rate_limit, each with an equal share. Requests are keyed into '
+             'exactly this many keys, so no runner can run more writers than this.')
+    group.add_argument(
+        '--max_attempts', type=int, default=6,
+        help='HTTP attempts per request for 429, 5xx, timeouts and connection errors.')
+    group.add_argument(
+        '--max_in_flight', type=int, default=None,
+        help='Concurrent requests per writer. Default: enough for the rate at 500 ms latency.')
+    group.add_argument('--connect_timeout', type=float, default=5.0, help='Seconds.')
+    group.add_argument('--read_timeout', type=float, default=30.0, help='Seconds.')
+
+
+def is_loopback(host: str) -> bool:
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_key_from(options) -> ApiKey:
+    """The key from (in order) a Secret Manager version, a file, the environment."""
+    if options.loops_api_key_secret:
+        return ApiKey(secret_version=options.loops_api_key_secret)
+    if options.loops_api_key_file:
+        try:
+            with open(options.loops_api_key_file, encoding='utf-8') as f:
+                value = f.read().strip()
+        except OSError as error:
+            raise UsageError(f'--loops_api_key_file: cannot read it ({error.strerror})') from None
+        if not value:
+            raise UsageError('--loops_api_key_file: the file is empty')
+        return ApiKey(value)
+    value = os.environ.get(API_KEY_ENV, '').strip()
+    if not value:
+        raise UsageError(f'no Loops API key: set {API_KEY_ENV}, or pass --loops_api_key_file '
+                         'or --loops_api_key_secret (or use --dry_run to send nothing)')
+    return ApiKey(value)
+
+
+def connect_to_loops(options) -> LoopsConnection:
+    """The validated connection described by the Loops options (argparse namespace)."""
+    url = urlparse(options.loops_base_url)
+    if url.scheme not in ('http', 'https') or not url.hostname:
+        raise UsageError(f'--loops_base_url {options.loops_base_url!r}: expected an https:// URL')
+    if url.scheme == 'http' and not is_loopback(url.hostname):
+        raise UsageError('--loops_base_url: plain http:// is only allowed to loopback hosts; '
+                         'use https:// so the API key is not sent in the clear')
+    if options.rate_limit <= 0:
+        raise UsageError('--rate_limit must be positive')
+    if options.write_shards < 1:
+        raise UsageError('--write_shards must be at least 1')
+    if options.max_attempts < 1:
+        raise UsageError('--max_attempts must be at least 1')
+    return LoopsConnection(
+        base_url=options.loops_base_url.rstrip('/'),
+        api_key=api_key_from(options),
+        rate_limit=options.rate_limit,
+        write_shards=options.write_shards,
+        max_attempts=options.max_attempts,
+        max_in_flight=options.max_in_flight,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+    )

@@ -1,0 +1,101 @@
+"""Command-line options of the jobs, in Beam's style (`--snake_case`).
+
+Options come in small groups; each job's parser adds the groups it needs.
+A job parses its own options first and hands everything else to Beam
+(`--runner`, `--direct_running_mode`, `--s3_endpoint_url`, ...). Our options
+never reach Beam's parser: Beam has a `--dry_run` of its own (a test flag that
+stops DataflowRunner from submitting the job). The Loops API key is
+deliberately not an option: options are logged and shown in job UIs.
+"""
+import argparse
+import datetime
+from typing import Optional
+
+from transforms.read import DAY_MS
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as is, exit status 2."""
+
+
+def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    # allow_abbrev=False: a prefix of one of our options must not swallow a
+    # Beam option (or the other way round).
+    return argparse.ArgumentParser(
+        prog=prog, description=description, allow_abbrev=False,
+        epilog='Other options go to Apache Beam, e.g. --runner, --direct_running_mode, '
+               '--direct_num_workers, --s3_endpoint_url, --project, --region, --temp_location.')
+
+
+def add_input_options(parser):
+    group = parser.add_argument_group('input')
+    group.add_argument(
+        '--input', action='append', default=None, metavar='PATTERN',
+        help='Segment archive files to read (repeatable): local paths, gs:// or s3://, '
+             'with wildcards, e.g. "s3://bucket/segment-logs/*/*/*.gz". Reads .gz NDJSON '
+             '(Segment\'s archive layout), plain .json/.jsonl/.ndjson and .avro files written '
+             'with schemas/segment_event.avsc; other files are skipped and counted.')
+    group.add_argument(
+        '--since', default=None, metavar='YYYY-MM-DD',
+        help='Only received-day folders from this UTC date on (by folder name; '
+             'other folders are never opened).')
+    group.add_argument(
+        '--until', default=None, metavar='YYYY-MM-DD',
+        help='Only received-day folders up to this UTC date (inclusive).')
+
+
+def add_selection_options(parser):
+    group = parser.add_argument_group('selection and mapping')
+    group.add_argument(
+        '--types', default=None, metavar='TYPE,...',
+        help='Segment call types to send (identify -> contact upsert, track -> event). '
+             'Default: identify for backfill, identify,track for stream. Others are counted '
+             'as filtered out.')
+    group.add_argument(
+        '--events', default=None, metavar='NAME,...',
+        help='Track event names to keep (exact match, comma-separated). Default: all.')
+    group.add_argument(
+        '--mapping', default=None, metavar='FILE',
+        help='YAML or JSON file overriding where each Loops field comes from '
+             '(see README, "Mapping"). Default: the Segment Loops destination\'s mapping.')
+
+
+def add_output_options(parser):
+    group = parser.add_argument_group('outputs')
+    group.add_argument(
+        '--dry_run', default=None, metavar='PREFIX',
+        help='Send nothing: write every request that would be sent as JSON lines to files '
+             'starting with PREFIX.')
+    group.add_argument(
+        '--dead_letter', default='dead-letter/', metavar='PREFIX',
+        help='Failure records (schemas/failure.avsc) as Avro files under PREFIX. '
+             'Default: dead-letter/.')
+    group.add_argument(
+        '--summary', default=None, metavar='PATH',
+        help='Write the run\'s counters as a JSON object to PATH (also printed as a table).')
+
+
+def add_coalesce_options(parser):
+    parser.add_argument(
+        '--no_coalesce', action='store_true', default=False,
+        help='One contact upsert per identify call instead of one merged upsert per '
+             'contact (still in event-time order per contact).')
+
+
+def utc_day_ms(value: Optional[str], option: str) -> Optional[int]:
+    """'2026-11-01' -> epoch ms of 00:00 UTC that day (the received-day folder name)."""
+    if value is None:
+        return None
+    try:
+        day = datetime.date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f'{option} {value!r}: expected a date like 2026-11-01') from None
+    epoch = datetime.date(1970, 1, 1)
+    return (day - epoch).days * DAY_MS
+
+
+def split_list(value: Optional[str]) -> Optional[list]:
+    """'identify, track' -> ['identify', 'track']; None stays None."""
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(',') if item.strip()]

@@ -1,0 +1,141 @@
+"""Segment events -> Loops requests: parse, filter, map.
+
+The same steps serve the backfill and the streaming job. Each fallible step
+has a 'failed' output of failure records (schemas/failure.avsc).
+"""
+from typing import Iterable, Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.mapping import Mapping, map_event
+from transforms.metrics import NAMESPACE
+from transforms.parse import ParsedEvent, Rejected, event_text, parse_event
+from transforms.records import failure_record, json_text
+
+FAILED = 'failed'
+
+
+def keeps(event: ParsedEvent, types: frozenset,
+          event_names: Optional[frozenset]) -> bool:
+    """Whether the filter keeps an event: its type is selected and, for
+    track calls, its name is one of `event_names` (None keeps every name)."""
+    if event.type not in types:
+        return False
+    if event_names is not None and event.type == 'track':
+        return event.data.get('event') in event_names
+    return True
+
+
+class _CountedReasons:
+    """Counters `<step>/failed` and `<step>/<reason>`, created on first use."""
+
+    def __init__(self, step: str):
+        self._step = step
+        self._total = Metrics.counter(NAMESPACE, f'{step}/failed')
+        self._by_reason = {}
+
+    def inc(self, reason: str, n: int = 1):
+        self._total.inc(n)
+        counter = self._by_reason.get(reason)
+        if counter is None:
+            counter = self._by_reason[reason] = Metrics.counter(
+                NAMESPACE, f'{self._step}/{reason}')
+        counter.inc(n)
+
+
+class _ParseEvent(beam.DoFn):
+    def setup(self):
+        self._failed = _CountedReasons('parse')
+
+    def process(self, item):
+        path, line_number, raw = item
+        source = f'{path}:{line_number}' if line_number else path
+        try:
+            yield parse_event(raw, source)
+        except Rejected as rejected:
+            self._failed.inc(rejected.reason)
+            yield beam.pvalue.TaggedOutput(FAILED, failure_record(
+                'parse', rejected.reason, rejected.message,
+                event=event_text(raw), source=source))
+
+
+class _FilterEvent(beam.DoFn):
+    def __init__(self, types: Iterable[str], event_names: Optional[Iterable[str]]):
+        self._types = frozenset(types)
+        self._event_names = frozenset(event_names) if event_names is not None else None
+
+    def setup(self):
+        self._kept = Metrics.counter(NAMESPACE, 'filter/kept')
+        self._filtered = Metrics.counter(NAMESPACE, 'filter/filtered_out')
+        self._by_type = {}
+
+    def process(self, event: ParsedEvent):
+        if keeps(event, self._types, self._event_names):
+            self._kept.inc()
+            yield event
+            return
+        self._filtered.inc()
+        counter = self._by_type.get(event.type)
+        if counter is None:
+            counter = self._by_type[event.type] = Metrics.counter(
+                NAMESPACE, f'filter/filtered_out_{event.type}')
+        counter.inc()
+
+
+class _MapEvent(beam.DoFn):
+    def __init__(self, mapping: Mapping):
+        self._mapping = mapping
+
+    def setup(self):
+        self._failed = _CountedReasons('map')
+        self._contacts = Metrics.counter(NAMESPACE, 'map/contact_updates')
+        self._events = Metrics.counter(NAMESPACE, 'map/event_sends')
+        self._adjusted = {}
+
+    def process(self, event: ParsedEvent):
+        try:
+            mapped = map_event(event, self._mapping)
+        except Rejected as rejected:
+            self._failed.inc(rejected.reason)
+            yield beam.pvalue.TaggedOutput(FAILED, failure_record(
+                'map', rejected.reason, rejected.message,
+                event=json_text(event.data), source=event.source))
+            return
+        (self._events if mapped.request.is_event else self._contacts).inc()
+        for name, n in mapped.adjustments.items():
+            counter = self._adjusted.get(name)
+            if counter is None:
+                counter = self._adjusted[name] = Metrics.counter(NAMESPACE, f'map/{name}')
+            counter.inc(n)
+        yield mapped.request
+
+
+class SegmentToLoops(beam.PTransform):
+    """(source, line number, raw event) -> LoopsRequest.
+
+    Parses each event, keeps the selected types and track names (the others
+    are counted per type, not failures), and maps identify calls to contact
+    upserts and track calls to event sends.
+
+    Returns (requests, failures): failures are records of stage `parse`
+    (invalid JSON, not an object, missing or unknown type, over 32 KB) and
+    `map` (missing userId, invalid email, ...).
+    """
+
+    def __init__(self, types: Iterable[str], event_names: Optional[Iterable[str]],
+                 mapping: Mapping):
+        super().__init__()
+        self._types = tuple(types)
+        self._event_names = tuple(event_names) if event_names is not None else None
+        self._mapping = mapping
+
+    def expand(self, raw_events):
+        parsed = raw_events | 'ParseEvents' >> beam.ParDo(_ParseEvent()).with_outputs(
+            FAILED, main='events')
+        kept = parsed.events | 'FilterEvents' >> beam.ParDo(
+            _FilterEvent(self._types, self._event_names))
+        mapped = kept | 'MapToRequests' >> beam.ParDo(_MapEvent(self._mapping)).with_outputs(
+            FAILED, main='requests')
+        failures = (parsed.failed, mapped.failed) | 'ProcessingFailures' >> beam.Flatten()
+        return mapped.requests, failures

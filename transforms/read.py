@@ -1,0 +1,169 @@
+"""Reading Segment archives: files -> (source, line number, raw event).
+
+Segment's S3/GCS layout is `.../segment-logs/<source-id>/<received-day>/<file>.gz`
+where `<received-day>` is epoch milliseconds at 00:00 UTC. This module reads
+that layout, plain NDJSON files and Avro files written with
+`schemas/segment_event.avsc`, through Beam's file systems (local, gs://, s3://).
+"""
+import gzip
+import io
+import re
+import zlib
+from typing import Iterator, Optional
+
+import apache_beam as beam
+import fastavro
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.avro_events import from_avro_record
+from transforms.metrics import NAMESPACE
+from transforms.records import failure_record
+
+DAY_MS = 86_400_000
+GZIP_NDJSON, NDJSON, AVRO = 'gzip_ndjson', 'ndjson', 'avro'
+_KINDS_BY_SUFFIX = (
+    ('.json.gz', GZIP_NDJSON), ('.jsonl.gz', GZIP_NDJSON), ('.ndjson.gz', GZIP_NDJSON),
+    ('.gz', GZIP_NDJSON),
+    ('.json', NDJSON), ('.jsonl', NDJSON), ('.ndjson', NDJSON),
+    ('.avro', AVRO),
+)
+SEGMENT_EVENT_SCHEMA = 'segment_loops.SegmentEvent'
+_DAY_FOLDER = re.compile(r'^\d{10,14}$')
+
+
+def archive_kind(path: str) -> Optional[str]:
+    """How to read the file at `path`, from its name; None for non-archives
+    such as Segment's `dummy-object.txt`."""
+    lower = path.lower()
+    for suffix, kind in _KINDS_BY_SUFFIX:
+        if lower.endswith(suffix):
+            return kind
+    return None
+
+
+def received_day_ms(path: str) -> Optional[int]:
+    """The received-day folder of an archive path (epoch ms at 00:00 UTC), or
+    None when the file is not directly inside such a folder."""
+    parts = path.replace('\\', '/').rstrip('/').split('/')
+    if len(parts) < 2 or not _DAY_FOLDER.match(parts[-2]):
+        return None
+    day = int(parts[-2])
+    return day if day % DAY_MS == 0 else None
+
+
+def in_date_range(day_ms: Optional[int], since_ms: Optional[int],
+                  until_ms: Optional[int]) -> bool:
+    """Whether a received-day folder lies within [since, until] (inclusive);
+    without a range every file is in it."""
+    if since_ms is None and until_ms is None:
+        return True
+    if day_ms is None:
+        return False
+    return ((since_ms is None or day_ms >= since_ms)
+            and (until_ms is None or day_ms <= until_ms))
+
+
+class _SelectArchiveFiles(beam.DoFn):
+    """File metadata -> paths worth opening; counts what it skips and why."""
+
+    def __init__(self, since_ms: Optional[int], until_ms: Optional[int]):
+        self._since_ms = since_ms
+        self._until_ms = until_ms
+        self._files = Metrics.counter(NAMESPACE, 'read/files')
+        self._not_archive = Metrics.counter(NAMESPACE, 'read/skipped_not_archive')
+        self._outside = Metrics.counter(NAMESPACE, 'read/skipped_outside_dates')
+
+    def process(self, metadata):
+        path = metadata.path
+        if archive_kind(path) is None:
+            self._not_archive.inc()
+            return
+        if not in_date_range(received_day_ms(path), self._since_ms, self._until_ms):
+            self._outside.inc()
+            return
+        self._files.inc()
+        yield path
+
+
+def _read_failure(path: str, reason: str, error: Exception) -> dict:
+    return failure_record('read', reason, f'{type(error).__name__}: {error}',
+                          source=path)
+
+
+class _ReadArchiveFile(beam.DoFn):
+    """path -> (path, line number, raw) for every line or Avro record.
+
+    A file that cannot be read (corrupt or truncated gzip, a foreign Avro
+    schema) yields what it could read, then one failure record (stage
+    `read`) on the 'failed' output.
+    """
+    FAILED = 'failed'
+
+    def __init__(self):
+        self._lines = Metrics.counter(NAMESPACE, 'read/lines')
+        self._unreadable = Metrics.counter(NAMESPACE, 'read/unreadable_files')
+
+    def process(self, path: str):
+        kind = archive_kind(path)
+        count = 0
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+                for count, item in enumerate(self._items(kind, raw), start=1):
+                    yield path, count, item
+        except (OSError, EOFError, zlib.error, ValueError,
+                fastavro.read.SchemaResolutionError) as error:
+            self._unreadable.inc()
+            reason = 'truncated_file' if isinstance(error, EOFError) else 'unreadable_file'
+            yield beam.pvalue.TaggedOutput(
+                self.FAILED, _read_failure(path, reason, error))
+        finally:
+            self._lines.inc(count)
+
+    @staticmethod
+    def _items(kind: str, raw) -> Iterator:
+        if kind == AVRO:
+            reader = fastavro.reader(raw)
+            name = reader.writer_schema.get('name') if isinstance(reader.writer_schema, dict) else None
+            if name != SEGMENT_EVENT_SCHEMA:
+                raise ValueError(
+                    f'Avro schema {name!r} is not {SEGMENT_EVENT_SCHEMA} '
+                    '(see schemas/segment_event.avsc)')
+            return (from_avro_record(record) for record in reader)
+        if kind == GZIP_NDJSON:
+            # Iterated directly (small internal reads), a truncated file still
+            # yields every whole line before the break.
+            return gzip.GzipFile(fileobj=raw)
+        return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+class ReadSegmentArchive(beam.PTransform):
+    """Reads Segment archives matching file patterns.
+
+    In: the pipeline root. Out: a PCollection of (path, line number, raw)
+    where raw is the line's bytes (NDJSON, gzip or plain) or an event dict
+    (Avro). `failed`: failure records (stage `read`) of unreadable files.
+    Non-archive files and day folders outside [since, until] are skipped
+    without being opened, and counted.
+    """
+
+    def __init__(self, patterns: list, since_ms: Optional[int] = None,
+                 until_ms: Optional[int] = None):
+        super().__init__()
+        self._patterns = list(patterns)
+        self._since_ms = since_ms
+        self._until_ms = until_ms
+
+    def expand(self, pbegin):
+        read = (
+            pbegin
+            | 'Patterns' >> beam.Create(self._patterns)
+            | 'MatchFiles' >> fileio.MatchAll()
+            | 'SelectArchiveFiles' >> beam.ParDo(
+                _SelectArchiveFiles(self._since_ms, self._until_ms))
+            | 'SpreadFiles' >> beam.Reshuffle()
+            | 'ReadFiles' >> beam.ParDo(_ReadArchiveFile()).with_outputs(
+                _ReadArchiveFile.FAILED, main='events'))
+        return read.events, read.failed

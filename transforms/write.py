@@ -1,0 +1,146 @@
+"""WriteToLoops: contact sequences -> calls to the Loops API, under its rate limit.
+
+Loops allows `rate_limit` requests per second per team and has no batch
+endpoint. Requests are keyed into exactly `write_shards` keys (a stable hash
+of the contact), so on any runner at most `write_shards` writers run at once,
+each owning rate_limit / write_shards through its own token bucket. Within a
+writer, several contacts are sent concurrently (one sequential writer cannot
+reach 10/s at Loops' 100-300 ms latency), each contact's requests strictly in
+order.
+"""
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.credentials import ApiKey
+from transforms.delivery import DeliveryProgress, deliver_sequences, in_flight_for
+from transforms.loops_client import LoopsClient
+from transforms.metrics import NAMESPACE
+from transforms.records import failure_record
+
+FAILED = 'failed'
+
+
+@dataclass(frozen=True)
+class LoopsConnection:
+    """Where and how fast to write (picklable; the key stays hidden)."""
+    base_url: str
+    api_key: ApiKey
+    rate_limit: float = 10.0
+    write_shards: int = 1
+    max_attempts: int = 6
+    max_in_flight: Optional[int] = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    progress_interval: float = 10.0
+
+    @property
+    def shard_rate(self) -> float:
+        return self.rate_limit / self.write_shards
+
+    def client(self, rate: Optional[float] = None) -> LoopsClient:
+        return LoopsClient(self.base_url, self.api_key.get(),
+                           rate=rate if rate is not None else self.shard_rate,
+                           max_attempts=self.max_attempts,
+                           connect_timeout=self.connect_timeout,
+                           read_timeout=self.read_timeout)
+
+    def check_key(self) -> str:
+        """GET /v1/api-key before reading any input: a wrong key fails in seconds."""
+        client = self.client()
+        try:
+            return client.check_key()
+        finally:
+            client.close()
+
+
+def shard_of(contact: str, shards: int) -> int:
+    """A stable shard for a contact: the same on every worker and every run
+    (Python's own hash() is salted per process)."""
+    return zlib.crc32(contact.encode('utf-8')) % shards
+
+
+class _WriteShard(beam.DoFn):
+    """(shard, contact sequences) -> one count per shard; failures tagged."""
+
+    def __init__(self, connection: LoopsConnection, label: str):
+        self._connection = connection
+        self._label = label
+
+    def setup(self):
+        self._client = self._connection.client()
+        self._counters = {
+            name: Metrics.counter(NAMESPACE, f'deliver/{name}')
+            for name in ('delivered', 'already_delivered', 'failed', 'retries', 'rate_limited')}
+        self._by_reason = {}
+
+    def teardown(self):
+        client = getattr(self, '_client', None)
+        if client is not None:
+            client.close()
+
+    def process(self, keyed):
+        shard, sequences = keyed
+        # A GroupByKey result can be iterated again on every runner: counting
+        # first gives the progress line a total and an ETA.
+        total = sum(len(s.requests) for s in sequences)
+        connection = self._connection
+        progress = DeliveryProgress(total, connection.shard_rate,
+                                    interval=connection.progress_interval,
+                                    label=f'{self._label} shard {shard}:')
+        in_flight = connection.max_in_flight or in_flight_for(connection.shard_rate)
+        sent = 0
+        for request, outcome in deliver_sequences(
+                self._client, (s.requests for s in sequences), in_flight, progress):
+            sent += 1
+            self._counters['retries'].inc(outcome.attempts - 1)
+            self._counters['rate_limited'].inc(outcome.rate_limited)
+            if outcome.status != 'failed':
+                self._counters[outcome.status].inc()
+                continue
+            self._counters['failed'].inc()
+            self._count_reason(outcome.reason)
+            yield beam.pvalue.TaggedOutput(FAILED, failure_record(
+                'deliver', outcome.reason, outcome.message or outcome.reason,
+                request=request, http_status=outcome.http_status,
+                response_body=outcome.response_body, attempts=outcome.attempts,
+                source=request.source))
+        progress.finish()
+        yield shard, sent
+
+    def _count_reason(self, reason):
+        counter = self._by_reason.get(reason)
+        if counter is None:
+            counter = self._by_reason[reason] = Metrics.counter(
+                NAMESPACE, f'deliver/failed_{reason}')
+        counter.inc()
+
+
+class WriteToLoops(beam.PTransform):
+    """ContactSequence -> (per-shard sent counts, failure records).
+
+    Sends every request of every sequence to Loops: 2xx is delivered, 409 on
+    our idempotency key already delivered, 400/404/405/413 a permanent failure,
+    429/5xx/timeouts/connection errors are retried with backoff up to
+    `max_attempts` (then `retries_exhausted`). A 401 stops the job.
+    The first output has one (shard, sent) per shard when it is done, so a
+    later step can wait for it as a side input.
+    """
+
+    def __init__(self, connection: LoopsConnection, label: str = 'requests'):
+        super().__init__()
+        self._connection = connection
+        self._label = label
+
+    def expand(self, sequences):
+        shards = self._connection.write_shards
+        written = (
+            sequences
+            | 'KeyByShard' >> beam.Map(lambda s: (shard_of(s.contact, shards), s))
+            | 'GroupByShard' >> beam.GroupByKey()
+            | 'SendToLoops' >> beam.ParDo(_WriteShard(self._connection, self._label))
+            .with_outputs(FAILED, main='sent'))
+        return written.sent, written[FAILED]
