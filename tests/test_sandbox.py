@@ -1,0 +1,493 @@
+"""The Loops sandbox, over real HTTP: the API it imitates, its limits and its faults."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from pipeline.sandbox import LoopsSandbox
+
+API_KEY = 'test-key-0123'
+EMAIL = 'ada@example.com'
+TOO_LONG = 'Some body key or value is longer than allowable'
+
+
+class Client:
+    """A keep-alive session against one sandbox, authenticated unless told otherwise."""
+
+    def __init__(self, sandbox: LoopsSandbox, api_key: str = API_KEY):
+        self.base_url = sandbox.base_url
+        self.session = requests.Session()
+        self.session.headers['Authorization'] = f'Bearer {api_key}'
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault('timeout', 5)
+        return self.session.request(method, self.base_url + path, **kwargs)
+
+    def update(self, body: dict) -> requests.Response:
+        return self.call('PUT', '/v1/contacts/update', json=body)
+
+    def event(self, body: dict, key: str | None = None) -> requests.Response:
+        headers = {'Idempotency-Key': key} if key is not None else {}
+        return self.call('POST', '/v1/events/send', json=body, headers=headers)
+
+
+@pytest.fixture
+def sandbox():
+    with LoopsSandbox(API_KEY, rate_limit=None, seed=1) as running:
+        yield running
+
+
+@pytest.fixture
+def client(sandbox):
+    return Client(sandbox)
+
+
+def only_contact(sandbox: LoopsSandbox) -> dict:
+    contacts = sandbox.state()['contacts']
+    assert len(contacts) == 1, contacts
+    return contacts[0]
+
+
+# ----------------------------------------------------------------------- auth
+
+def test_api_key_check_answers_the_team_name(client):
+    response = client.call('GET', '/v1/api-key')
+    assert response.status_code == 200
+    assert response.json() == {'success': True, 'teamName': 'Sandbox team'}
+
+
+@pytest.mark.parametrize('authorization', [
+    None, f'Bearer {API_KEY}x', f'Basic {API_KEY}', API_KEY, f'bearer  {API_KEY}',
+])
+def test_a_bad_authorization_header_gets_401(sandbox, authorization):
+    headers = {'Authorization': authorization} if authorization else {}
+    response = requests.get(sandbox.base_url + '/v1/api-key', headers=headers, timeout=5)
+    assert response.status_code == 401
+    assert response.json() == {'success': False, 'message': 'Invalid API key'}
+    assert sandbox.state()['requests'][0]['status'] == 401
+
+
+@pytest.mark.parametrize('method, path, status', [
+    ('GET', '/v1/nothing-here', 404),
+    ('GET', '/v1/events/send', 405),
+    ('DELETE', '/v1/contacts/update', 405),
+])
+def test_unknown_paths_and_wrong_methods(client, method, path, status):
+    response = client.call(method, path)
+    assert response.status_code == status
+    assert response.json()['success'] is False
+
+
+@pytest.mark.parametrize('authorized', [True, False])
+def test_every_answer_is_json_with_rate_limit_headers(sandbox, authorized):
+    client = Client(sandbox, API_KEY if authorized else 'wrong')
+    for path in ('/v1/api-key', '/v1/unknown', '/v1/lists'):
+        response = client.call('GET', path)
+        assert response.headers['Content-Type'] == 'application/json'
+        assert int(response.headers['x-ratelimit-remaining']) >= 0
+        assert int(response.headers['x-ratelimit-limit']) > 0
+
+
+# ----------------------------------------------------------------- validation
+
+VALID = {'email': EMAIL}
+
+
+@pytest.mark.parametrize('method, path, body, headers, message', [
+    ('PUT', '/v1/contacts/update', b'not json', {}, 'must be a JSON object'),
+    ('PUT', '/v1/contacts/update', b'[1, 2]', {}, 'must be a JSON object'),
+    ('PUT', '/v1/contacts/update', b'{"email": "ada@example.com", "score": NaN}', {},
+     'must be a JSON object'),
+    ('PUT', '/v1/contacts/update', {'email': 'ada.example.com'}, {}, 'Invalid email'),
+    ('PUT', '/v1/contacts/update', {'email': 'ada@example'}, {}, 'Invalid email'),
+    ('PUT', '/v1/contacts/update', {'firstName': 'Ada'}, {}, 'email or a userId'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'tags': ['a', 'b']}, {}, 'nested objects'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'address': {'city': 'Paris'}}, {},
+     'nested objects'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'bio': 'x' * 501}, {}, TOO_LONG),
+    ('PUT', '/v1/contacts/update', {**VALID, 'k' * 501: 1}, {}, TOO_LONG),
+    ('PUT', '/v1/contacts/update', {**VALID, 'teamId': 't1'}, {}, 'reserved'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'id': 'c1'}, {}, 'reserved'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'subscribed': 'yes'}, {}, 'subscribed'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'mailingLists': ['list_news']}, {},
+     'mailingLists must be'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'mailingLists': {'list_news': 'true'}}, {},
+     'mailingLists must be'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'mailingLists': {'list_gone': True}}, {},
+     'Unknown mailing list id: list_gone'),
+    ('POST', '/v1/contacts/create', {'userId': 'u1'}, {}, 'email is required'),
+    ('POST', '/v1/events/send', VALID, {}, 'eventName is required'),
+    ('POST', '/v1/events/send', {'eventName': 'Signed Up'}, {}, 'email or a userId'),
+    ('POST', '/v1/events/send', {**VALID, 'eventName': 'x', 'eventProperties': 'pro'}, {},
+     'eventProperties must be an object'),
+    ('POST', '/v1/events/send', {**VALID, 'eventName': 'x', 'eventProperties': {'a': [1]}},
+     {}, 'nested objects'),
+    ('POST', '/v1/events/send',
+     {**VALID, 'eventName': 'x', 'eventProperties': {'note': 'x' * 501}}, {}, TOO_LONG),
+    ('POST', '/v1/events/send', {**VALID, 'eventName': 'x', 'plan': {'a': 1}}, {},
+     'nested objects'),
+    ('POST', '/v1/events/send', {**VALID, 'eventName': 'x', 'updatedAt': 1}, {}, 'reserved'),
+    ('POST', '/v1/events/send', {**VALID, 'eventName': 'x'}, {'Idempotency-Key': 'k' * 101},
+     'at most 100'),
+    ('GET', '/v1/contacts/find', None, {}, 'exactly one'),
+    ('GET', '/v1/contacts/find?email=ada@example.com&userId=u1', None, {}, 'exactly one'),
+    ('POST', '/v1/contacts/delete', {}, {}, 'exactly one'),
+    ('POST', '/v1/contacts/delete', {'email': EMAIL, 'userId': 'u1'}, {}, 'exactly one'),
+])
+def test_invalid_requests_get_400_and_store_nothing(client, sandbox, method, path, body,
+                                                     headers, message):
+    if isinstance(body, bytes):
+        response = client.call(method, path, data=body, headers=headers)
+    else:
+        response = client.call(method, path, json=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()['success'] is False
+    assert message in response.json()['message']
+    assert sandbox.state()['contacts'] == []
+    assert sandbox.state()['events'] == []
+
+
+def test_a_body_over_1_mb_gets_413_and_the_session_goes_on(client, sandbox):
+    body = json.dumps({**VALID, 'notes': 'x' * 1_000_000})
+    response = client.call('PUT', '/v1/contacts/update', data=body)
+    assert response.status_code == 413
+    assert client.call('GET', '/v1/api-key').status_code == 200
+    assert sandbox.state()['contacts'] == []
+
+
+# -------------------------------------------------------------------- contacts
+
+def test_update_creates_a_subscribed_contact_then_merges(client, sandbox):
+    created = client.update({'email': EMAIL, 'firstName': 'Ada', 'plan': 'free',
+                             'mailingLists': {'list_news': True}})
+    assert created.status_code == 200 and created.json()['success'] is True
+    client.update({'email': EMAIL, 'lastName': 'Lovelace', 'plan': 'pro',
+                   'mailingLists': {'list_product': False}})
+    assert only_contact(sandbox) == {
+        'id': created.json()['id'], 'email': EMAIL, 'userId': None, 'firstName': 'Ada',
+        'lastName': 'Lovelace', 'source': 'API', 'subscribed': True, 'userGroup': None,
+        'mailingLists': {'list_news': True, 'list_product': False}, 'plan': 'pro',
+    }
+
+
+def test_null_resets_a_property(client, sandbox):
+    client.update({'email': EMAIL, 'firstName': 'Ada', 'plan': 'pro'})
+    client.update({'email': EMAIL, 'firstName': None, 'plan': None})
+    contact = only_contact(sandbox)
+    assert (contact['firstName'], contact['plan']) == (None, None)
+
+
+def test_update_with_an_unknown_user_id_alone_is_refused(client, sandbox):
+    response = client.update({'userId': 'u-unknown', 'firstName': 'Ada'})
+    assert response.status_code == 400
+    assert response.json()['message'] == ('userId not found and cannot create a new '
+                                          'contact without an email.')
+    assert sandbox.state()['contacts'] == []
+
+
+def test_either_id_finds_the_contact_and_the_other_is_set(client, sandbox):
+    first = client.update({'email': EMAIL}).json()['id']
+    assert client.update({'email': EMAIL, 'userId': 'u1'}).json()['id'] == first
+    assert client.update({'userId': 'u1', 'email': 'ada@new.example'}).json()['id'] == first
+    contact = only_contact(sandbox)
+    assert (contact['email'], contact['userId']) == ('ada@new.example', 'u1')
+
+
+def test_ids_of_two_different_contacts_conflict(client, sandbox):
+    client.update({'email': EMAIL, 'userId': 'u1'})
+    client.update({'email': 'bob@example.com', 'userId': 'u2'})
+    response = client.update({'email': EMAIL, 'userId': 'u2', 'firstName': 'X'})
+    assert response.status_code == 409
+    assert all(c['firstName'] is None for c in sandbox.state()['contacts'])
+
+
+def test_create_refuses_an_email_or_user_id_in_use(client, sandbox):
+    assert client.call('POST', '/v1/contacts/create',
+                       json={'email': EMAIL, 'userId': 'u1'}).status_code == 200
+    for body in ({'email': EMAIL.upper()}, {'email': 'other@example.com', 'userId': 'u1'}):
+        assert client.call('POST', '/v1/contacts/create', json=body).status_code == 409
+    assert len(sandbox.state()['contacts']) == 1
+
+
+def test_find_and_delete(client, sandbox):
+    contact_id = client.update({'email': EMAIL, 'userId': 'u1'}).json()['id']
+    for query in (f'email={EMAIL.upper()}', 'userId=u1'):
+        found = client.call('GET', f'/v1/contacts/find?{query}')
+        assert [c['id'] for c in found.json()] == [contact_id]
+    assert client.call('GET', '/v1/contacts/find?userId=u2').json() == []
+    deleted = client.call('POST', '/v1/contacts/delete', json={'userId': 'u1'})
+    assert deleted.json() == {'success': True, 'message': 'Contact deleted.'}
+    again = client.call('POST', '/v1/contacts/delete', json={'email': EMAIL})
+    assert again.status_code == 404
+    assert sandbox.state()['contacts'] == []
+
+
+def test_lists_and_properties(client):
+    assert [l['id'] for l in client.call('GET', '/v1/lists').json()] == [
+        'list_news', 'list_product']
+    created = client.call('POST', '/v1/contacts/properties',
+                          json={'name': 'planTier', 'type': 'string'})
+    assert created.json() == {'success': True}
+    custom = client.call('GET', '/v1/contacts/properties?list=custom').json()
+    assert custom == [{'key': 'planTier', 'label': 'Plan Tier', 'type': 'string'}]
+    every = client.call('GET', '/v1/contacts/properties?list=all').json()
+    assert {'email', 'userId', 'subscribed', 'planTier'} <= {p['key'] for p in every}
+    for body in ({'name': 'planTier', 'type': 'string'}, {'name': 'seats', 'type': 'list'},
+                 {'name': 'teamId', 'type': 'string'}):
+        assert client.call('POST', '/v1/contacts/properties', json=body).status_code == 400
+
+
+# ---------------------------------------------------------------------- events
+
+def test_an_event_with_a_new_email_creates_the_contact(client, sandbox):
+    response = client.event({'eventName': 'Signed Up', 'email': EMAIL, 'userId': 'u1',
+                             'plan': 'pro', 'eventProperties': {'via': 'ad', 'n': 2}},
+                            key='k-1')
+    assert response.json() == {'success': True}
+    contact = only_contact(sandbox)
+    assert (contact['email'], contact['userId'], contact['plan']) == (EMAIL, 'u1', 'pro')
+    assert (contact['subscribed'], contact['source']) == (True, 'API')
+    [event] = sandbox.state()['events']
+    assert event['received_at'] == pytest.approx(time.time(), abs=5)
+    assert {k: v for k, v in event.items() if k != 'received_at'} == {
+        'eventName': 'Signed Up', 'email': EMAIL, 'userId': 'u1',
+        'eventProperties': {'via': 'ad', 'n': 2}, 'idempotency_key': 'k-1',
+        'contact_id': contact['id']}
+
+
+def test_an_event_uses_the_contact_either_id_finds(client, sandbox):
+    contact_id = client.update({'email': EMAIL, 'userId': 'u1'}).json()['id']
+    for ids in ({'userId': 'u1'}, {'email': EMAIL}, {'email': EMAIL, 'userId': 'u9'}):
+        assert client.event({'eventName': 'Paid', 'plan': 'pro', **ids}).status_code == 200
+    assert {e['contact_id'] for e in sandbox.state()['events']} == {contact_id}
+    contact = only_contact(sandbox)
+    assert (contact['userId'], contact['plan']) == ('u1', 'pro')
+
+
+def test_an_event_for_an_unknown_user_id_alone_is_refused(client, sandbox):
+    response = client.event({'eventName': 'Paid', 'userId': 'u-unknown'})
+    assert response.status_code == 400
+    assert response.json()['message'] == 'Contact not found.'
+    assert sandbox.state()['events'] == [] and sandbox.state()['contacts'] == []
+
+
+def test_an_idempotency_key_is_used_once_and_only_when_accepted(client, sandbox):
+    assert client.event({'eventName': 'Paid', 'userId': 'nobody'}, key='k1').status_code == 400
+    body = {'eventName': 'Paid', 'email': EMAIL}
+    assert client.event(body, key='k1').status_code == 200
+    reused = client.event(body, key='k1')
+    assert reused.status_code == 409
+    assert reused.json() == {'success': False,
+                             'message': 'Idempotency key has already been used'}
+    assert client.event(body, key='k' * 100).status_code == 200
+    assert client.event(body).status_code == 200
+    assert [e['idempotency_key'] for e in sandbox.state()['events']] == ['k1', 'k' * 100, None]
+
+
+# ------------------------------------------------------------------ rate limit
+
+def test_a_burst_gets_exactly_the_limit_through():
+    with LoopsSandbox(API_KEY, rate_limit=10) as sandbox:
+        barrier = threading.Barrier(30)
+        responses = []
+
+        def fire():
+            barrier.wait()
+            responses.append(requests.get(sandbox.base_url + '/v1/api-key', timeout=5,
+                                          headers={'Authorization': f'Bearer {API_KEY}'}))
+
+        threads = [threading.Thread(target=fire) for _ in range(30)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        accepted = [r for r in responses if r.status_code == 200]
+        refused = [r for r in responses if r.status_code == 429]
+        assert (len(accepted), len(refused)) == (10, 20)
+        assert sorted(int(r.headers['x-ratelimit-remaining']) for r in accepted) == list(range(10))
+        assert {r.headers['x-ratelimit-remaining'] for r in refused} == {'0'}
+        assert {r.headers['x-ratelimit-limit'] for r in responses} == {'10'}
+        assert refused[0].json() == {'success': False, 'message': 'Rate limit exceeded'}
+        assert requests.get(sandbox.base_url.replace('/api', '/_sandbox/state'),
+                            timeout=5).status_code == 200
+
+
+def test_refused_requests_do_not_count_in_the_window():
+    with LoopsSandbox(API_KEY, rate_limit=1) as sandbox:
+        client = Client(sandbox)
+        assert client.call('GET', '/v1/api-key').status_code == 200
+        time.sleep(0.6)
+        assert client.call('GET', '/v1/api-key').status_code == 429
+        time.sleep(0.5)
+        assert client.call('GET', '/v1/api-key').status_code == 200
+        sandbox.configure(rate_limit=None)
+        assert all(client.call('GET', '/v1/lists').status_code == 200 for _ in range(5))
+
+
+def test_latency_sleeps_overlap_between_connections():
+    with LoopsSandbox(API_KEY, rate_limit=None, latency=(0.3, 0.3)) as sandbox:
+        durations = []
+
+        def timed_call():
+            start = time.monotonic()
+            Client(sandbox).call('GET', '/v1/api-key')
+            durations.append(time.monotonic() - start)
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=timed_call) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert min(durations) >= 0.3
+        assert time.monotonic() - start < 1.2
+
+
+def test_a_session_keeps_its_connection_alive(client):
+    for _ in range(3):
+        assert client.call('GET', '/v1/api-key').status_code == 200
+    pools = client.session.get_adapter(client.base_url).poolmanager.pools
+    assert [pools[key].num_connections for key in pools.keys()] == [1]
+
+
+# ---------------------------------------------------------------------- faults
+
+@pytest.mark.parametrize('fault, outcome, processed', [
+    ({'fail_before': 1.0}, 500, False),
+    ({'fail_after': 1.0}, 500, True),
+    ({'drop_before': 1.0}, requests.ConnectionError, False),
+    ({'drop_after': 1.0}, requests.ConnectionError, True),
+    ({'slow_after': 1.0, 'slow_seconds': 1.0}, requests.ReadTimeout, True),
+])
+def test_faults(client, sandbox, fault, outcome, processed):
+    sandbox.configure(**fault)
+    if isinstance(outcome, int):
+        response = client.call('PUT', '/v1/contacts/update', json=VALID, timeout=0.3)
+        assert response.status_code == outcome
+        assert response.json() == {'success': False, 'message': 'Internal server error'}
+    else:
+        with pytest.raises(outcome):
+            client.call('PUT', '/v1/contacts/update', json=VALID, timeout=0.3)
+    state = sandbox.state()
+    assert len(state['contacts']) == (1 if processed else 0)
+    expected_status = outcome if isinstance(outcome, int) else None
+    if outcome is requests.ReadTimeout:
+        sandbox.stop()  # ends the slow answer, so its status is final
+        expected_status = 200
+        state = sandbox.state()
+    assert [r['status'] for r in state['requests']] == [expected_status]
+
+
+def test_faults_spare_auth_errors_unknown_paths_and_inspection(sandbox):
+    sandbox.configure(fail_before=1.0)
+    assert Client(sandbox, 'wrong').call('GET', '/v1/api-key').status_code == 401
+    assert Client(sandbox).call('GET', '/nope').status_code == 404
+    assert requests.get(sandbox.base_url.replace('/api', '/_sandbox/state'),
+                        timeout=5).status_code == 200
+    assert Client(sandbox).call('GET', '/v1/api-key').status_code == 500
+
+
+def test_fault_shares_follow_the_seed():
+    def statuses(seed):
+        with LoopsSandbox(API_KEY, rate_limit=None, seed=seed, fail_before=0.5) as sandbox:
+            client = Client(sandbox)
+            return [client.call('GET', '/v1/api-key').status_code for _ in range(40)]
+
+    first = statuses(7)
+    assert first == statuses(7)
+    assert 5 <= first.count(500) <= 35 and first.count(200) + first.count(500) == 40
+
+
+@pytest.mark.parametrize('settings', [
+    {'fail_sometimes': 0.1}, {'fail_before': 1.5}, {'latency': (0.3, 0.1)},
+    {'rate_limit': -1}, {'slow_seconds': 'long'},
+])
+def test_bad_settings_raise_value_error(sandbox, settings):
+    with pytest.raises(ValueError):
+        sandbox.configure(**settings)
+    with pytest.raises(ValueError):
+        LoopsSandbox(**settings)
+
+
+def test_an_outage_drops_connections_until_it_ends(client, sandbox):
+    sandbox.outage(0.3)
+    with pytest.raises(requests.ConnectionError):
+        client.call('GET', '/v1/api-key')
+    time.sleep(0.35)
+    assert client.call('GET', '/v1/api-key').status_code == 200
+    assert [r['status'] for r in sandbox.state()['requests']] == [None, 200]
+
+
+# ------------------------------------------------------------------ inspection
+
+def test_inspection_endpoints(client, sandbox):
+    inspect_url = sandbox.base_url.replace('/api', '/_sandbox')
+    client.event({'eventName': 'Paid', 'email': EMAIL}, key='k1')
+    state = requests.get(inspect_url + '/state', timeout=5).json()
+    assert state == sandbox.state()
+    [logged] = state['requests']
+    assert isinstance(logged.pop('t'), float)
+    assert logged == {'method': 'POST', 'path': '/v1/events/send', 'status': 200,
+                      'idempotency_key': 'k1'}
+
+    assert requests.post(inspect_url + '/config', json={'fail_before': 1},
+                         timeout=5).json() == {'success': True}
+    assert client.call('GET', '/v1/api-key').status_code == 500
+    bad = requests.post(inspect_url + '/config', json={'nope': 1}, timeout=5)
+    assert bad.status_code == 400 and 'nope' in bad.json()['message']
+
+    assert requests.post(inspect_url + '/reset', timeout=5).json() == {'success': True}
+    assert sandbox.state() == {'contacts': [], 'events': [], 'requests': []}
+    sandbox.configure(fail_before=0)
+    assert client.event({'eventName': 'Paid', 'email': EMAIL}, key='k1').status_code == 200
+
+
+def test_the_api_key_never_shows(sandbox, client):
+    client.update(VALID)
+    Client(sandbox, 'not-the-key').call('GET', '/v1/api-key')
+    assert API_KEY not in repr(sandbox)
+    assert API_KEY not in json.dumps(sandbox.state())
+
+
+def test_stop_ends_kept_alive_connections_and_is_idempotent():
+    sandbox = LoopsSandbox(API_KEY, rate_limit=None).start()
+    client = Client(sandbox)
+    assert client.call('GET', '/v1/api-key').status_code == 200
+    sandbox.stop()
+    sandbox.stop()
+    with pytest.raises(requests.ConnectionError):
+        client.call('GET', '/v1/api-key')
+
+
+# ------------------------------------------------------------------------- CLI
+
+@pytest.mark.parametrize('key_in_env', [True, False])
+def test_the_command_serves_until_sigterm(key_in_env):
+    env = {k: v for k, v in os.environ.items() if k != 'LOOPS_API_KEY'}
+    if key_in_env:
+        env['LOOPS_API_KEY'] = 'env-secret-key'
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'pipeline.sandbox', '--port', '0', '--rate_limit', '5',
+         '--latency_ms', '0-10'],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base_url = process.stdout.readline().split()[-1]
+        assert base_url.startswith('http://127.0.0.1:') and base_url.endswith('/api')
+        key = 'env-secret-key' if key_in_env else process.stdout.readline().split()[-1]
+        response = requests.get(base_url + '/v1/api-key', timeout=5,
+                                headers={'Authorization': f'Bearer {key}'})
+        assert response.status_code == 200
+        assert response.headers['x-ratelimit-limit'] == '5'
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert 'env-secret-key' not in stdout + stderr
+    assert stderr == ''
