@@ -1,0 +1,222 @@
+"""The backfill job end to end, dry run (no Loops): what it would send, what
+it counts, and what it rejects."""
+import collections
+import glob
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import backfill
+from pipeline.options import UsageError
+from pipeline.samples import write_archive, write_avro, write_ndjson
+from pipeline.summary import unaccounted
+from transforms.sinks import read_failure_records
+
+DAY_FOLDER = '1761955200000'  # 2025-11-01
+
+
+def identify(message_id, user_id, ts, **traits):
+    return {'type': 'identify', 'messageId': message_id, 'userId': user_id, 'timestamp': ts,
+            'receivedAt': ts, 'traits': traits}
+
+
+def track(message_id, user_id, ts, name, **properties):
+    return {'type': 'track', 'messageId': message_id, 'userId': user_id, 'timestamp': ts,
+            'receivedAt': ts, 'event': name, 'properties': properties}
+
+
+# Written out of order on purpose: event time decides, not file order.
+EVENTS = [
+    identify('m2', 'u1', '2025-11-01T10:00:00Z', plan='pro', first_name='Ada', nickname=None),
+    identify('m1', 'u1', '2025-11-01T09:00:00.000+00:00', email='ada@example.com', plan='free',
+             nickname='ace', address={'city': 'Paris'}, mailingLists={'list_news': True}),
+    identify('m3', 42, 1761994800000, email='bob@example.com', tags=['a', 'b']),
+    identify('m4', None, '2025-11-01T09:00:00Z', email='anon@example.com'),
+    identify('m5', 'u3', '2025-11-01', email='not-an-email'),
+    track('t1', 'u1', '2025-11-01T11:00:00Z', 'Signed Up', plan='pro'),
+    {'type': 'page', 'messageId': 'p1', 'userId': 'u1', 'name': 'Home'},
+]
+RAW_LINES = ['{"not": "closed"', '[1, 2]', '{"type": "pageview", "messageId": "x"}']
+
+
+def run_backfill(tmp_path, inputs, *extra):
+    out = tmp_path / 'out'
+    argv = [arg for pattern in inputs for arg in ('--input', pattern)] + [
+        '--dry_run', str(out / 'requests'), '--dead_letter', str(tmp_path / 'dl') + '/',
+        '--summary', str(tmp_path / 'summary.json'), *extra]
+    summary = backfill.run(argv, out=open(os.devnull, 'w'))
+    requests = [json.loads(line) for path in glob.glob(str(out / 'requests*'))
+                for line in open(path, encoding='utf-8')]
+    failures = read_failure_records(str(tmp_path / 'dl') + '/')
+    assert json.load(open(tmp_path / 'summary.json')) == summary
+    return summary, requests, failures
+
+
+def write_small_archive(root):
+    folder = os.path.join(root, 'segment-logs', 'src', DAY_FOLDER)
+    os.makedirs(folder)
+    lines = [json.dumps(e) for e in EVENTS] + RAW_LINES + [json.dumps(EVENTS[0])]  # + a duplicate
+    with gzip.open(os.path.join(folder, '1761958800000.ab.cd.uuid.gz'), 'wt') as f:
+        f.write('\n'.join(lines) + '\n')
+    open(os.path.join(folder, 'notes.txt'), 'w').close()  # not an archive: skipped, counted
+    return os.path.join(root, 'segment-logs', '*', '*', '*')
+
+
+def test_dry_run_sends_one_merged_upsert_per_contact_and_one_send_per_event(tmp_path):
+    pattern = write_small_archive(str(tmp_path / 'archive'))
+
+    summary, requests, failures = run_backfill(tmp_path, [pattern], '--types', 'identify,track')
+
+    upserts = {r['body']['userId']: r for r in requests if r['path'] == '/v1/contacts/update'}
+    assert upserts['u1'] == {
+        'method': 'PUT', 'path': '/v1/contacts/update',
+        'headers': {'Content-Type': 'application/json'},
+        'body': {'userId': 'u1', 'email': 'ada@example.com', 'firstName': 'Ada', 'plan': 'pro',
+                 'nickname': None, 'address_city': 'Paris', 'source': 'Segment',
+                 'mailingLists': {'list_news': True}}}
+    assert upserts['42']['body'] == {'userId': '42', 'email': 'bob@example.com', 'tags': 'a, b',
+                                     'source': 'Segment'}
+    assert set(upserts) == {'u1', '42'}
+    (send,) = [r for r in requests if r['path'] == '/v1/events/send']
+    assert send['method'] == 'POST'
+    assert send['body'] == {'eventName': 'Signed Up', 'userId': 'u1',
+                            'eventProperties': {'plan': 'pro'}}
+    assert send['headers']['Idempotency-Key'].startswith('segment-')
+    assert len(send['headers']['Idempotency-Key']) <= 100
+    assert not any('Authorization' in r['headers'] for r in requests)
+
+    reasons = collections.Counter((f['stage'], f['reason']) for f in failures)
+    assert reasons == {('parse', 'invalid_json'): 1, ('parse', 'not_an_object'): 1,
+                       ('parse', 'unknown_type'): 1, ('map', 'missing_user_id'): 1,
+                       ('map', 'invalid_email'): 1}
+    missing = next(f for f in failures if f['reason'] == 'missing_user_id')
+    assert json.loads(missing['event'])['messageId'] == 'm4'
+    assert missing['source'].endswith('.gz:4')
+    assert {k: summary[k] for k in ('read', 'parse_failed', 'duplicates', 'filtered_out',
+                                    'map_failed', 'coalesced', 'contacts', 'events')} == {
+        'read': 11, 'parse_failed': 3, 'duplicates': 1, 'filtered_out': 1, 'map_failed': 2,
+        'coalesced': 1, 'contacts': 2, 'events': 1}
+    assert summary['files_skipped_not_archive'] == 1
+    assert unaccounted(summary) == 0
+
+
+def test_no_coalesce_keeps_every_upsert_in_event_time_order(tmp_path):
+    pattern = write_small_archive(str(tmp_path / 'archive'))
+
+    summary, requests, _ = run_backfill(tmp_path, [pattern], '--no_coalesce')
+
+    u1 = [r['body'] for r in requests if r['body'].get('userId') == 'u1']
+    assert [b.get('plan') for b in u1] == ['free', 'pro']
+    assert summary['coalesced'] == 0 and summary['contacts'] == 3
+    assert unaccounted(summary) == 0
+
+
+def test_gzip_plain_and_avro_inputs_give_the_same_requests(tmp_path):
+    events = [e for e in EVENTS if e['type'] == 'identify']
+    write_ndjson(str(tmp_path / 'events.jsonl'), events)
+    write_avro(str(tmp_path / 'events.avro'), events)
+    with gzip.open(tmp_path / 'events.json.gz', 'wt') as f:
+        f.write(''.join(json.dumps(e) + '\n' for e in events))
+
+    results = []
+    for name in ('events.jsonl', 'events.avro', 'events.json.gz'):
+        run_dir = tmp_path / name.replace('.', '_')
+        run_dir.mkdir()
+        _, requests, failures = run_backfill(run_dir, [str(tmp_path / name)])
+        results.append((sorted(json.dumps(r, sort_keys=True) for r in requests),
+                        sorted(f['reason'] for f in failures)))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0][0]) == 2
+
+
+def test_generated_archive_every_line_is_accounted_for(tmp_path):
+    manifest = write_archive(str(tmp_path / 'archive'), users=15, days=2, seed=11)
+
+    summary, requests, failures = run_backfill(
+        tmp_path, [os.path.join(manifest.root, 'segment-logs', '*', '*', '*.gz')],
+        '--types', 'identify,track')
+
+    assert summary['read'] == manifest.lines
+    assert unaccounted(summary) == 0
+    assert summary['parse_failed'] == manifest.invalid_lines
+    assert len(failures) == summary['parse_failed'] + summary['map_failed']
+    upserts = [r for r in requests if r['path'] == '/v1/contacts/update']
+    user_ids = [r['body']['userId'] for r in upserts]
+    assert len(user_ids) == len(set(user_ids)) == summary['contacts']
+    expected_sends = {e['messageId'] for e in manifest.events
+                      if e['type'] == 'track' and e.get('userId') is not None}
+    sends = [r for r in requests if r['path'] == '/v1/events/send']
+    assert len(sends) == summary['events'] <= len(expected_sends)
+    assert len({r['headers']['Idempotency-Key'] for r in sends}) == len(sends)
+
+
+def test_since_and_until_read_only_those_received_days(tmp_path):
+    manifest = write_archive(str(tmp_path / 'archive'), users=5, days=3, seed=3,
+                             invalid=False, duplicates=False)
+    first_day = manifest.days[0]
+    import datetime
+    day = datetime.datetime.fromtimestamp(first_day / 1000, datetime.timezone.utc).date()
+
+    summary, _, _ = run_backfill(
+        tmp_path, [os.path.join(manifest.root, 'segment-logs', '*', '*', '*.gz')],
+        '--since', day.isoformat(), '--until', day.isoformat())
+
+    files_that_day = [f for f in manifest.files if f'/{first_day}/' in f]
+    assert summary['files'] == len(files_that_day)
+    assert summary['files_skipped_outside_dates'] == len(manifest.files) - len(files_that_day)
+
+
+def test_mapping_file_changes_where_fields_come_from(tmp_path):
+    pattern = write_small_archive(str(tmp_path / 'archive'))
+    mapping = tmp_path / 'mapping.yaml'
+    mapping.write_text('contact:\n  skip: [plan]\n  rename: {nickname: alias}\n')
+
+    _, requests, _ = run_backfill(tmp_path, [pattern], '--mapping', str(mapping))
+
+    u1 = next(r['body'] for r in requests if r['body'].get('userId') == 'u1')
+    assert 'plan' not in u1 and u1['alias'] is None and 'nickname' not in u1
+
+
+@pytest.mark.parametrize('argv, message', [
+    ([], '--input is required'),
+    (['--input', '/nonexistent/dir/*.gz'], 'no files match'),
+    (['--input', __file__, '--types', 'page'], 'supported types are identify, track'),
+    (['--input', __file__, '--since', '2025-13-01'], 'expected a date'),
+    (['--input', __file__, '--mapping', '/nonexistent.yaml'], '--mapping /nonexistent.yaml'),
+])
+def test_bad_requests_are_usage_errors(argv, message):
+    with pytest.raises(UsageError, match=message):
+        backfill.run(argv + ['--dry_run', '/tmp/unused'])
+
+
+def test_cli_dry_run_end_to_end(tmp_path):
+    manifest = write_archive(str(tmp_path / 'archive'), users=8, days=2, seed=5)
+    out = tmp_path / 'out'
+    result = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'backfill',
+         '--input', os.path.join(manifest.root, 'segment-logs', '*', '*', '*.gz'),
+         '--types', 'identify,track', '--dry_run', str(out / 'requests'),
+         '--dead_letter', str(tmp_path / 'DL') + '/', '--summary', str(tmp_path / 'S.json')],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.load(open(tmp_path / 'S.json'))
+    assert summary['read'] == manifest.lines and unaccounted(summary) == 0
+    assert 'backfill summary' in result.stdout and 'coalesced' in result.stdout
+    assert glob.glob(str(tmp_path / 'DL' / 'failures*.avro'))
+    assert sum(1 for p in glob.glob(str(out / 'requests*')) for _ in open(p)) == (
+        summary['contacts'] + summary['events'])
+
+
+def test_cli_reports_a_bad_mapping_without_a_traceback(tmp_path):
+    mapping = tmp_path / 'bad.yaml'
+    mapping.write_text('contact:\n  email: traits.email\n')
+    result = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'backfill', '--input', __file__,
+         '--mapping', str(mapping), '--dry_run', str(tmp_path / 'o')],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert 'contact.email' in result.stderr and 'Traceback' not in result.stderr
