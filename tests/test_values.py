@@ -1,0 +1,157 @@
+import collections
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transforms.parse import Rejected
+from transforms.values import (DROPPED, ValueRules, is_loops_scalar, loops_length,
+                               to_loops_properties, to_loops_value, truncate)
+
+LONG = 'x' * 501
+
+
+def convert(obj, **rules):
+    adjustments = collections.Counter()
+    return to_loops_properties(obj, ValueRules(**rules), adjustments), dict(adjustments)
+
+
+@pytest.mark.parametrize('obj, rules, expected, adjustments', [
+    # Scalars pass through untouched; null is kept (it resets a property).
+    ({'a': 'x', 'b': 1, 'c': 1.5, 'd': True, 'e': None},
+     {}, {'a': 'x', 'b': 1, 'c': 1.5, 'd': True, 'e': None}, {}),
+    # Nested objects.
+    ({'address': {'city': 'X', 'geo': {'lat': 1}}}, {},
+     {'address_city': 'X', 'address_geo_lat': 1}, {'flattened': 2}),
+    ({'address': {'city': 'X'}}, {'separator': '.'}, {'address.city': 'X'}, {'flattened': 1}),
+    ({'address': {'city': 'X', 'n': [1]}}, {'nested_objects': 'json'},
+     {'address': '{"city":"X","n":[1]}'}, {'json_encoded': 1}),
+    ({'address': {'city': 'X'}, 'k': 1}, {'nested_objects': 'drop'}, {'k': 1},
+     {'dropped_nested': 1}),
+    ({'empty': {}}, {}, {}, {'dropped_nested': 1}),
+    # Arrays.
+    ({'tags': ['a', 'b']}, {}, {'tags': 'a, b'}, {'joined': 1}),
+    ({'mixed': ['a', 1, True, None, {'k': 'v'}, [2]]}, {},
+     {'mixed': 'a, 1, true, null, {"k":"v"}, [2]'}, {'joined': 1}),
+    ({'tags': ['a', 'b']}, {'arrays': 'json'}, {'tags': '["a","b"]'}, {'json_encoded': 1}),
+    ({'tags': ['a'], 'k': 1}, {'arrays': 'drop'}, {'k': 1}, {'dropped_array': 1}),
+    ({'empty': []}, {}, {}, {'dropped_array': 1}),
+    ({'nums': [1.5, math.nan, 2]}, {}, {'nums': '1.5, 2'},
+     {'joined': 1, 'dropped_non_finite': 1}),
+    ({'nums': [math.inf]}, {}, {}, {'dropped_non_finite': 1}),
+    ({'nums': [1, math.nan]}, {'arrays': 'json'}, {}, {'dropped_non_finite': 1}),
+    # Arrays inside flattened objects.
+    ({'user': {'roles': ['admin', 'dev']}}, {}, {'user_roles': 'admin, dev'},
+     {'flattened': 1, 'joined': 1}),
+    # Non-finite numbers.
+    ({'a': math.nan, 'b': -math.inf, 'c': 0.0}, {}, {'c': 0.0}, {'dropped_non_finite': 2}),
+    # Long strings, including those made by join and json.
+    ({'s': LONG}, {}, {'s': 'x' * 500}, {'truncated': 1}),
+    ({'s': LONG}, {'long_strings': 'drop'}, {}, {'dropped_long': 1}),
+    ({'s': 'x' * 500}, {'long_strings': 'drop'}, {'s': 'x' * 500}, {}),
+    ({'t': ['x' * 300, 'y' * 300]}, {}, {'t': 'x' * 300 + ', ' + 'y' * 198},
+     {'joined': 1, 'truncated': 1}),
+    ({'o': {'k': 'x' * 600}}, {'nested_objects': 'json'}, {'o': '{"k":"' + 'x' * 494},
+     {'json_encoded': 1, 'truncated': 1}),
+    # Keys are kept as they are, however odd.
+    ({'Invited User?': 'yes', 'a.b': 1, '$x': 2}, {},
+     {'Invited User?': 'yes', 'a.b': 1, '$x': 2}, {}),
+])
+def test_to_loops_properties(obj, rules, expected, adjustments):
+    assert convert(obj, **rules) == (expected, adjustments)
+
+
+def test_long_string_fail_rejects_and_names_the_key():
+    with pytest.raises(Rejected) as raised:
+        convert({'bio': {'text': LONG}}, long_strings='fail')
+    assert raised.value.reason == 'value_too_long'
+    assert 'bio_text' in raised.value.message and '501' in raised.value.message
+
+
+def test_prefix_is_joined_to_every_key():
+    assert convert({'city': 'X'}) == ({'city': 'X'}, {})
+    adjustments = collections.Counter()
+    assert to_loops_properties({'city': 'X', 'geo': {'lat': 1}}, ValueRules(), adjustments,
+                               prefix='address') == {'address_city': 'X', 'address_geo_lat': 1}
+
+
+def test_flattened_key_order_follows_the_document_and_later_keys_win():
+    flat, _ = convert({'a_b': 1, 'a': {'b': 2}, 'z': 3})
+    assert list(flat.items()) == [('a_b', 2), ('z', 3)]
+
+
+def test_deep_nesting_does_not_hit_the_recursion_limit():
+    obj = leaf = {}
+    for _ in range(3000):
+        leaf['k'] = {}
+        leaf = leaf['k']
+    leaf['v'] = 'deep'
+    flat, adjustments = convert(obj, separator='')
+    assert flat == {'k' * 3000 + 'v': 'deep'}
+    assert adjustments == {'flattened': 3000}
+
+
+@pytest.mark.parametrize('text, length', [
+    ('abc', 3), ('é', 1), ('😀', 2), ('a😀b', 4), ('\ud800', 1),
+])
+def test_loops_length_counts_utf16_units(text, length):
+    assert loops_length(text) == length
+
+
+@pytest.mark.parametrize('text, limit, expected', [
+    ('abcdef', 3, 'abc'),
+    ('ab😀', 3, 'ab'),          # the emoji would be split: left out whole
+    ('ab😀', 4, 'ab😀'),
+    ('a\ud800b', 2, 'a'),        # a high surrogate at the cut goes, paired or not
+    ('a\udc00b', 2, 'a\udc00'),  # a lone low surrogate (valid in JSON text) stays
+])
+def test_truncate_never_splits_a_surrogate_pair(text, limit, expected):
+    assert truncate(text, limit) == expected
+
+
+def test_emoji_text_is_truncated_to_500_utf16_units():
+    flat, adjustments = convert({'s': '😀' * 300})
+    assert flat == {'s': '😀' * 250} and adjustments == {'truncated': 1}
+
+
+@pytest.mark.parametrize('value, rules, expected, adjustments', [
+    ('x', {}, 'x', {}),
+    ({'k': 1}, {}, DROPPED, {'dropped_nested': 1}),  # one value cannot be flattened
+    ({'k': 1}, {'nested_objects': 'json'}, '{"k":1}', {'json_encoded': 1}),
+    (['a', 'b'], {}, 'a, b', {'joined': 1}),
+    (math.nan, {}, DROPPED, {'dropped_non_finite': 1}),
+])
+def test_to_loops_value(value, rules, expected, adjustments):
+    counter = collections.Counter()
+    assert to_loops_value('k', value, ValueRules(**rules), counter) == expected
+    assert dict(counter) == adjustments
+
+
+@pytest.mark.parametrize('rules', [
+    {'nested_objects': 'nest'}, {'arrays': 'split'}, {'long_strings': 'ignore'},
+    {'separator': None},
+])
+def test_value_rules_reject_unknown_rules(rules):
+    with pytest.raises(ValueError):
+        ValueRules(**rules)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=700),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(obj=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+       nested=st.sampled_from(['flatten', 'json', 'drop']),
+       arrays=st.sampled_from(['join', 'json', 'drop']),
+       long_strings=st.sampled_from(['truncate', 'drop']))
+def test_every_result_is_a_loops_scalar(obj, nested, arrays, long_strings):
+    rules = ValueRules(nested_objects=nested, arrays=arrays, long_strings=long_strings)
+    adjustments = collections.Counter()
+    flat = to_loops_properties(obj, rules, adjustments)
+    assert all(is_loops_scalar(value) for value in flat.values())
+    assert all(isinstance(key, str) for key in flat)
