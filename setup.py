@@ -21,6 +21,7 @@ setup(
         'requests>=2.31',
         'fastavro>=1.9',
         'PyYAML>=6.0',
+        'orjson>=3.9',  # about 3x faster event parsing than the json module
     ],
     extras_require={
         'test': [

@@ -115,4 +115,4 @@ def failure_record(stage: str, reason: str, message: str, *,
 
 def json_text(value: Any) -> str:
     """Compact JSON of an already parsed event, for failure records."""
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=False, separators=(',', ':'), default=str)
