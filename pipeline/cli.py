@@ -7,6 +7,7 @@ USAGE = """usage: segment-loops COMMAND [options]
 
 commands:
   backfill   Segment archives (S3/GCS/local, gzip NDJSON or Avro) -> Loops contacts and events
+  stream     a Pub/Sub subscription of Segment events -> Loops, continuously
   demo       a backfill of a generated archive into a local Loops sandbox (no account needed)
   sandbox    serve a local Loops-compatible API for tests and trials
   generate   write a realistic sample Segment archive
@@ -21,6 +22,11 @@ def _backfill(argv):
     from pipeline import backfill
     backfill.run(argv)
     return 0
+
+
+def _stream(argv):
+    from pipeline import stream
+    return stream.run(argv)
 
 
 def _demo(argv):
@@ -40,6 +46,7 @@ def _generate(argv):
 
 COMMANDS: dict[str, Callable[[list], int]] = {
     'backfill': _backfill,
+    'stream': _stream,
     'demo': _demo,
     'sandbox': _sandbox,
     'generate': _generate,

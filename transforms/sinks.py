@@ -1,8 +1,14 @@
-"""Where results land: failure records as Avro, dry-run requests as JSON lines."""
+"""Where results land: failure records (Avro files, or a Pub/Sub topic for a
+stream) and dry-run requests (JSON lines)."""
+import json
 import os
 
 import apache_beam as beam
+import fastavro
+from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.transforms.window import FixedWindows
 
 from schemas import load_schema
 
@@ -45,10 +51,61 @@ class WriteDryRun(beam.PTransform):
 def read_failure_records(prefix: str) -> list:
     """Every failure record in the Avro files written under `prefix`
     (the same prefix given to WriteFailures), in no particular order."""
-    import fastavro
     pattern = output_prefix(prefix, 'failures') + '*.avro'
     records = []
     for metadata in FileSystems.match([pattern])[0].metadata_list:
         with FileSystems.open(metadata.path) as f:
             records.extend(fastavro.reader(f))
     return records
+
+
+class _AvroFailureSink(fileio.FileSink):
+    """Failure records into one Avro file (for fileio.WriteToFiles)."""
+
+    def open(self, fh):
+        self._writer = fastavro.write.Writer(fh, load_schema('failure'))
+
+    def write(self, record):
+        self._writer.write(record)
+
+    def flush(self):
+        self._writer.flush()
+
+
+class WriteWindowedFailures(beam.PTransform):
+    """A stream's failure records -> Avro files under a prefix, one set per
+    `window_seconds` window (files appear as windows close)."""
+
+    def __init__(self, prefix: str, window_seconds: int = 60):
+        super().__init__()
+        self._directory = os.path.dirname(output_prefix(prefix, 'failures')) or '.'
+        self._window_seconds = window_seconds
+
+    def expand(self, failures):
+        return (
+            failures
+            | 'FailureWindows' >> beam.WindowInto(FixedWindows(self._window_seconds))
+            | 'WriteFailureFiles' >> fileio.WriteToFiles(
+                self._directory, sink=lambda _destination: _AvroFailureSink(),
+                file_naming=fileio.default_file_naming('failures', '.avro')))
+
+
+def failure_message(record: dict) -> PubsubMessage:
+    """A failure record as a Pub/Sub message: the record as JSON, with the
+    `stage` and `reason` as attributes (for subscription filters)."""
+    data = json.dumps(record, ensure_ascii=False).encode('utf-8', 'backslashreplace')
+    return PubsubMessage(data, {'stage': record['stage'], 'reason': record['reason']})
+
+
+class PublishFailures(beam.PTransform):
+    """Failure records -> messages on a Pub/Sub topic (`projects/P/topics/T`)."""
+
+    def __init__(self, topic: str):
+        super().__init__()
+        self._topic = topic
+
+    def expand(self, failures):
+        return (
+            failures
+            | 'ToPubsubMessage' >> beam.Map(failure_message)
+            | 'PublishFailures' >> beam.io.WriteToPubSub(self._topic, with_attributes=True))

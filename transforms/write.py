@@ -8,13 +8,15 @@ writer, several contacts are sent concurrently (one sequential writer cannot
 reach 10/s at Loops' 100-300 ms latency), each contact's requests strictly in
 order.
 """
+import time
 import zlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.coalesce import ContactSequence, arrange_contact_requests
 from transforms.credentials import ApiKey
 from transforms.delivery import DeliveryProgress, deliver_sequences, in_flight_for
 from transforms.loops_client import LoopsClient
@@ -61,6 +63,36 @@ def shard_of(contact: str, shards: int) -> int:
     """A stable shard for a contact: the same on every worker and every run
     (Python's own hash() is salted per process)."""
     return zlib.crc32(contact.encode('utf-8')) % shards
+
+
+def arrange_batch(sequences: Iterable[ContactSequence]) -> list:
+    """A batch of a stream's requests -> one sequence per contact: its upserts
+    merged in event-time order, then its event sends in event-time order (the
+    contact exists before an event that names it only by userId)."""
+    by_contact = {}
+    for sequence in sequences:
+        by_contact.setdefault(sequence.contact, []).extend(sequence.requests)
+    arranged = []
+    for contact, requests in by_contact.items():
+        upserts = [r for r in requests if not r.is_event]
+        sends = [r for r in requests if r.is_event]
+        ordered = (arrange_contact_requests(upserts, coalesce=True).requests
+                   + arrange_contact_requests(sends, coalesce=False).requests)
+        arranged.append(ContactSequence(contact, tuple(ordered)))
+    return arranged
+
+
+class _ArrangeBatch(beam.DoFn):
+    def setup(self):
+        self._merged = Metrics.counter(NAMESPACE, 'batch/merged')
+
+    def process(self, keyed):
+        shard, sequences = keyed
+        sequences = list(sequences)
+        arranged = arrange_batch(sequences)
+        self._merged.inc(sum(len(s.requests) for s in sequences)
+                         - sum(len(s.requests) for s in arranged))
+        yield shard, arranged
 
 
 class _WriteShard(beam.DoFn):
@@ -122,6 +154,11 @@ class _WriteShard(beam.DoFn):
 class WriteToLoops(beam.PTransform):
     """ContactSequence -> (per-shard sent counts, failure records).
 
+    Batch (the default): a GroupByKey per shard, so the job stays on Beam's
+    fast in-process runner locally. Streaming (`max_buffering_seconds` set):
+    GroupIntoBatches per shard, so no request waits longer than that before
+    it is sent; each batch is merged per contact in event-time order first.
+
     Sends every request of every sequence to Loops: 2xx is delivered, 409 on
     our idempotency key already delivered, 400/404/405/413 a permanent failure,
     429/5xx/timeouts/connection errors are retried with backoff up to
@@ -130,17 +167,47 @@ class WriteToLoops(beam.PTransform):
     later step can wait for it as a side input.
     """
 
-    def __init__(self, connection: LoopsConnection, label: str = 'requests'):
+    def __init__(self, connection: LoopsConnection, label: str = 'requests', *,
+                 max_buffering_seconds: Optional[float] = None, batch_size: int = 500,
+                 clock=None):
         super().__init__()
         self._connection = connection
         self._label = label
+        self._max_buffering_seconds = max_buffering_seconds
+        self._batch_size = batch_size
+        self._clock = clock
 
     def expand(self, sequences):
         shards = self._connection.write_shards
-        written = (
-            sequences
-            | 'KeyByShard' >> beam.Map(lambda s: (shard_of(s.contact, shards), s))
-            | 'GroupByShard' >> beam.GroupByKey()
-            | 'SendToLoops' >> beam.ParDo(_WriteShard(self._connection, self._label))
-            .with_outputs(FAILED, main='sent'))
+        keyed = sequences | 'KeyByShard' >> beam.Map(lambda s: (shard_of(s.contact, shards), s))
+        if self._max_buffering_seconds is None:
+            grouped = keyed | 'GroupByShard' >> beam.GroupByKey()
+        else:
+            grouped = keyed | 'BatchPerShard' >> BatchPerShard(
+                self._batch_size, self._max_buffering_seconds, self._clock)
+        written = grouped | 'SendToLoops' >> beam.ParDo(
+            _WriteShard(self._connection, self._label)).with_outputs(FAILED, main='sent')
         return written.sent, written[FAILED]
+
+
+class BatchPerShard(beam.PTransform):
+    """(shard, ContactSequence) -> (shard, [ContactSequence, one per contact]).
+
+    Emits a shard's batch when it holds `batch_size` sequences or when its
+    oldest has waited `max_buffering_seconds` (processing time; `clock` is
+    for tests), whichever comes first.
+    """
+
+    def __init__(self, batch_size: int, max_buffering_seconds: float, clock=None):
+        super().__init__()
+        self._batch_size = batch_size
+        self._max_buffering_seconds = max_buffering_seconds
+        self._clock = clock
+
+    def expand(self, keyed):
+        return (
+            keyed
+            | 'GroupIntoBatches' >> beam.GroupIntoBatches(
+                self._batch_size, max_buffering_duration_secs=self._max_buffering_seconds,
+                clock=self._clock or time.time)
+            | 'MergePerContact' >> beam.ParDo(_ArrangeBatch()))
