@@ -30,11 +30,15 @@ def achieved_rate(requests: list) -> tuple:
     return len(accepted), (len(accepted) - 1) / (max(accepted) - min(accepted))
 
 
+SHOWN_FIELDS = ('userId', 'email', 'firstName', 'lastName', 'plan', 'logins', 'mailingLists')
+
+
 def show_contacts(contacts: list, limit: int = 3) -> None:
     print(f'\n{len(contacts)} contacts in Loops now; the first {min(limit, len(contacts))}:')
     for contact in sorted(contacts, key=lambda c: str(c.get('userId')))[:limit]:
-        shown = {k: v for k, v in contact.items() if v is not None and k != 'id'}
-        print('  ' + ', '.join(f'{k}={v!r}' for k, v in sorted(shown.items())))
+        shown = ', '.join(f'{k}={contact[k]!r}' for k in SHOWN_FIELDS if contact.get(k) is not None)
+        others = sum(1 for k, v in contact.items() if k not in SHOWN_FIELDS and v is not None)
+        print(f'  {shown} (+{others} more properties)')
 
 
 def show_failures(records: list) -> None:
