@@ -1,10 +1,9 @@
 """Options for writing to Loops, shared by every job that sends."""
-import ipaddress
 import os
-from urllib.parse import urlparse
 
 from pipeline.options import UsageError
 from transforms.credentials import ApiKey
+from transforms.loops_client import check_base_url
 from transforms.write import LoopsConnection
 
 API_KEY_ENV = 'LOOPS_API_KEY'
@@ -41,15 +40,6 @@ def add_loops_options(parser):
     group.add_argument('--read_timeout', type=float, default=30.0, help='Seconds.')
 
 
-def is_loopback(host: str) -> bool:
-    if host == 'localhost':
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def api_key_from(options) -> ApiKey:
     """The key from (in order) a Secret Manager version, a file, the environment."""
     if options.loops_api_key_secret:
@@ -72,12 +62,10 @@ def api_key_from(options) -> ApiKey:
 
 def connect_to_loops(options) -> LoopsConnection:
     """The validated connection described by the Loops options (argparse namespace)."""
-    url = urlparse(options.loops_base_url)
-    if url.scheme not in ('http', 'https') or not url.hostname:
-        raise UsageError(f'--loops_base_url {options.loops_base_url!r}: expected an https:// URL')
-    if url.scheme == 'http' and not is_loopback(url.hostname):
-        raise UsageError('--loops_base_url: plain http:// is only allowed to loopback hosts; '
-                         'use https:// so the API key is not sent in the clear')
+    try:
+        base_url = check_base_url(options.loops_base_url)
+    except ValueError as error:
+        raise UsageError(f'--loops_base_url: {error}') from None
     if options.rate_limit <= 0:
         raise UsageError('--rate_limit must be positive')
     if options.write_shards < 1:
@@ -85,7 +73,7 @@ def connect_to_loops(options) -> LoopsConnection:
     if options.max_attempts < 1:
         raise UsageError('--max_attempts must be at least 1')
     return LoopsConnection(
-        base_url=options.loops_base_url.rstrip('/'),
+        base_url=base_url,
         api_key=api_key_from(options),
         rate_limit=options.rate_limit,
         write_shards=options.write_shards,

@@ -1,0 +1,174 @@
+"""The backfill sending to Loops for real: over HTTP to the local sandbox."""
+import collections
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import backfill
+from pipeline.options import UsageError
+from pipeline.sandbox import LoopsSandbox
+from pipeline.samples import write_archive
+from pipeline.summary import unaccounted
+from transforms.mapping import default_mapping, map_event
+from transforms.merge import merge_contact_bodies
+from transforms.parse import Rejected, parse_event
+from transforms.sinks import read_failure_records
+
+KEY = 'backfill-delivery-test-key'
+RATE = 25
+
+
+@pytest.fixture(scope='module')
+def archive(tmp_path_factory):
+    return write_archive(str(tmp_path_factory.mktemp('archive')), users=20, days=2, seed=21)
+
+
+def expected_loops_state(events):
+    """What Loops must hold after the backfill: per user, every identify's body
+    applied in event-time order; the set of track events that map."""
+    updates, sends = collections.defaultdict(list), set()
+    for raw in events:
+        try:
+            request = map_event(parse_event(raw), default_mapping()).request
+        except Rejected:
+            continue
+        if request.is_event:
+            sends.add(request.idempotency_key)
+        else:
+            updates[request.contact].append(request)
+    contacts = {user: merge_contact_bodies(r.body for r in sorted(requests, key=lambda r: r.order))
+                for user, requests in updates.items()}
+    return contacts, sends
+
+
+def run_against(sandbox, archive, tmp_path, *extra, key_file=None):
+    if key_file is None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        key_file = tmp_path / 'key'
+        key_file.write_text(KEY)
+    return backfill.run([
+        '--input', os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz'),
+        '--types', 'identify,track', '--loops_base_url', sandbox.base_url,
+        '--loops_api_key_file', str(key_file), '--rate_limit', str(RATE),
+        '--dead_letter', str(tmp_path / 'dl') + '/', *extra], out=open(os.devnull, 'w'))
+
+
+def max_accepted_in_any_second(requests):
+    times = sorted(r['t'] for r in requests if r['status'] not in (None, 429))
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def test_backfill_leaves_loops_with_the_merged_traits_and_every_event_once(archive, tmp_path):
+    contacts, sends = expected_loops_state(archive.events)
+    with LoopsSandbox(api_key=KEY, rate_limit=RATE, latency=(0.02, 0.08), seed=4) as sandbox:
+        summary = run_against(sandbox, archive, tmp_path)
+        state = sandbox.state()
+
+    assert unaccounted(summary) == 0
+    assert summary['contacts'] + summary['events'] == (
+        summary['delivered'] + summary['already_delivered'] + summary['delivery_failed'])
+    failures = read_failure_records(str(tmp_path / 'dl') + '/')
+    deliver_failures = [f for f in failures if f['stage'] == 'deliver']
+    assert len(deliver_failures) == summary['delivery_failed']
+    # Only contacts Loops cannot create (no valid email in any identify) may fail.
+    assert {f['response_body'] for f in deliver_failures} <= {
+        '{"success": false, "message": "userId not found and cannot create a new contact '
+        'without an email."}'}
+    failed_users = {json.loads(f['request'])['body']['userId'] for f in deliver_failures}
+    stored = {c['userId']: c for c in state['contacts']}
+    assert set(stored) == set(contacts) - failed_users
+    for user, body in contacts.items():
+        if user in failed_users:
+            continue
+        for key, value in body.items():
+            if key == 'mailingLists':
+                for list_id, subscribed in value.items():
+                    assert stored[user]['mailingLists'][list_id] == subscribed, (user, list_id)
+            else:
+                assert stored[user][key] == value, (user, key)
+    delivered_keys = collections.Counter(e['idempotency_key'] for e in state['events'])
+    assert set(delivered_keys.values()) == {1}
+    assert set(delivered_keys) == sends
+    assert max_accepted_in_any_second(state['requests']) <= RATE
+
+
+def test_a_second_run_delivers_nothing_twice(archive, tmp_path):
+    with LoopsSandbox(api_key=KEY, rate_limit=RATE, latency=(0.0, 0.01), seed=5) as sandbox:
+        first = run_against(sandbox, archive, tmp_path / 'first')
+        events_after_first = len(sandbox.state()['events'])
+        second = run_against(sandbox, archive, tmp_path / 'second')
+        state = sandbox.state()
+
+    assert len(state['events']) == events_after_first == first['events']
+    assert second['already_delivered'] == second['events'] == first['events']
+    assert second['delivered'] == first['delivered'] - first['events']   # the upserts again
+
+
+def test_events_wait_for_the_contacts_of_the_same_run(tmp_path):
+    # Each track call names its user by userId only: it needs the contact the
+    # same run creates from the identify call.
+    folder = tmp_path / 'segment-logs' / 'src' / '1761955200000'
+    folder.mkdir(parents=True)
+    lines = []
+    for user in range(15):
+        lines.append({'type': 'track', 'messageId': f't{user}', 'userId': f'u{user}',
+                      'event': 'Signed Up', 'timestamp': '2025-11-01T08:00:00Z'})
+        lines.append({'type': 'identify', 'messageId': f'i{user}', 'userId': f'u{user}',
+                      'timestamp': '2025-11-01T09:00:00Z',
+                      'traits': {'email': f'u{user}@example.com'}})
+    with gzip.open(folder / 'f.gz', 'wt') as f:
+        f.write(''.join(json.dumps(line) + '\n' for line in lines))
+    key_file = tmp_path / 'key'
+    key_file.write_text(KEY)
+    with LoopsSandbox(api_key=KEY, rate_limit=0, latency=(0.0, 0.01)) as sandbox:
+        summary = backfill.run([
+            '--input', str(folder / '*.gz'), '--types', 'identify,track',
+            '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
+            '--dead_letter', str(tmp_path / 'dl') + '/'], out=open(os.devnull, 'w'))
+        state = sandbox.state()
+    assert summary['delivery_failed'] == 0
+    assert len(state['events']) == 15 and len(state['contacts']) == 15
+    sends = [r['t'] for r in state['requests'] if r['path'] == '/v1/events/send']
+    upserts = [r['t'] for r in state['requests'] if r['path'] == '/v1/contacts/update']
+    assert min(sends) > max(upserts)
+
+
+def test_a_wrong_key_stops_the_job_in_seconds_with_a_clear_message(archive, tmp_path):
+    key_file = tmp_path / 'key'
+    key_file.write_text('not-the-key')
+    with LoopsSandbox(api_key=KEY) as sandbox:
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, '-m', 'pipeline', 'backfill',
+             '--input', os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz'),
+             '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file)],
+            capture_output=True, text=True, timeout=120)
+        elapsed = time.monotonic() - started
+        requests = sandbox.state()['requests']
+    assert result.returncode == 3
+    assert 'API key' in result.stderr and 'Traceback' not in result.stderr
+    assert 'not-the-key' not in result.stderr + result.stdout
+    assert [r['path'] for r in requests] == ['/v1/api-key']   # nothing else was sent
+    assert elapsed < 60
+
+
+@pytest.mark.parametrize('url, message', [
+    ('http://api.example.com/api', 'plain http:// is only allowed to loopback hosts'),
+    ('ftp://127.0.0.1/api', 'expected an https:// URL'),
+])
+def test_unsafe_base_urls_are_refused(archive, tmp_path, url, message):
+    key_file = tmp_path / 'key'
+    key_file.write_text(KEY)
+    with pytest.raises(UsageError, match=message):
+        backfill.run(['--input', archive.files[0], '--loops_base_url', url,
+                      '--loops_api_key_file', str(key_file)])
