@@ -20,11 +20,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import summary as run_summary
-from pipeline.loops_options import add_loops_options, connect_to_loops
+from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
+                                    preflight)
 from pipeline.options import (UsageError, add_coalesce_options, add_input_options,
                               add_output_options, add_selection_options, job_parser, split_list,
                               utc_day_ms)
 from transforms.coalesce import GroupByContact
+from transforms.conform import AccountSchema, ConformToAccount
 from transforms.mapping import Mapping, MappingError, default_mapping, load_mapping
 from transforms.process import SegmentToLoops
 from transforms.read import ReadSegmentArchive
@@ -51,6 +53,7 @@ class BackfillJob:
     dead_letter: str
     summary_path: Optional[str]
     loops: Optional[LoopsConnection]
+    unknown_properties: str = 'send'
 
 
 def selected_types(value: Optional[str], default: tuple) -> tuple:
@@ -85,7 +88,7 @@ def check_inputs_match(patterns: tuple) -> None:
 def backfill_parser():
     parser = job_parser('segment-loops backfill', __doc__.split('\n\n')[0])
     for add_options in (add_input_options, add_selection_options, add_output_options,
-                        add_coalesce_options, add_loops_options):
+                        add_coalesce_options, add_loops_options, add_conform_options):
         add_options(parser)
     return parser
 
@@ -108,16 +111,24 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
         dead_letter=args.dead_letter,
         summary_path=args.summary,
         loops=None if args.dry_run else connect_to_loops(args),
+        unknown_properties=args.unknown_properties,
     )
 
 
-def build_backfill(p: beam.Pipeline, job: BackfillJob) -> None:
+def build_backfill(p: beam.Pipeline, job: BackfillJob,
+                   account: Optional[AccountSchema] = None) -> None:
+    """The backfill's steps. `account` (the Loops account's properties and
+    lists, when sending) fits each request to it right after mapping."""
     raw, read_failed = p | 'ReadSegmentArchive' >> ReadSegmentArchive(
         job.inputs, job.since_ms, job.until_ms)
     requests, processing_failed = raw | 'SegmentToLoops' >> SegmentToLoops(
         job.types, job.event_names, job.mapping)
-    contacts, events = requests | 'GroupByContact' >> GroupByContact(job.coalesce)
     failures = [read_failed, processing_failed]
+    if account is not None:
+        requests, conform_failed = requests | 'ConformToAccount' >> ConformToAccount(
+            account, job.unknown_properties)
+        failures.append(conform_failed)
+    contacts, events = requests | 'GroupByContact' >> GroupByContact(job.coalesce)
     if job.dry_run:
         ((contacts, events) | 'AllRequests' >> beam.Flatten()
          | 'WriteDryRun' >> WriteDryRun(job.dry_run))
@@ -141,11 +152,12 @@ def run(argv=None, out=sys.stdout) -> dict:
     if standard.runner is None:
         standard.runner = DEFAULT_BATCH_RUNNER
     job = job_from_args(args, options)
+    account = None
     if job.loops is not None:
-        team = job.loops.check_key()
+        team, account = preflight(job.loops)
         print(f'Loops API key accepted (team: {team}).', file=out)
     p = beam.Pipeline(options=options)
-    build_backfill(p, job)
+    build_backfill(p, job, account)
     result = p.run()
     result.wait_until_finish()
     keys = dict(run_summary.BACKFILL_KEYS)
@@ -153,7 +165,7 @@ def run(argv=None, out=sys.stdout) -> dict:
         keys.update(run_summary.DELIVERY_KEYS)
     summary = run_summary.build_summary(
         run_summary.pipeline_counters(result), keys,
-        detail_prefixes=('filter/filtered_out_', 'parse/', 'map/', 'deliver/failed_'))
+        detail_prefixes=('filter/filtered_out_', 'parse/', 'map/', 'conform/', 'deliver/failed_'))
     print(run_summary.format_table(summary, 'backfill summary'), file=out)
     if job.summary_path:
         run_summary.write_summary(summary, job.summary_path)

@@ -33,11 +33,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.backfill import check_inputs_match, mapping_from_option, selected_types
-from pipeline.loops_options import add_loops_options, connect_to_loops
+from pipeline.loops_options import add_conform_options, add_loops_options, connect_to_loops
 from pipeline.options import (UsageError, add_input_options, add_selection_options,
                               job_parser, split_list, utc_day_ms)
 from transforms.avro_events import from_avro_record
-from transforms.conform import (MAILING_LISTS, UNKNOWN_PROPERTY_POLICIES, AccountSchema,
+from transforms.conform import (MAILING_LISTS, AccountSchema,
                                 coerce_value, conform_body, is_changed,
                                 is_custom_property)
 from transforms.mapping import Mapping, map_event
@@ -47,7 +47,9 @@ from transforms.read import (AVRO, GZIP_NDJSON, SEGMENT_EVENT_SCHEMA, archive_ki
                              in_date_range, received_day_ms)
 from transforms.write import LoopsConnection
 
-EXIT_OK, EXIT_DATA_LOSS = 0, 1
+EXIT_OK = 0
+# Not 1: the CLI uses 1 for a job that failed; a script must tell them apart.
+EXIT_DATA_LOSS = 4
 # Errors that end the reading of one file (as transforms/read.py counts them).
 READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, fastavro.read.SchemaResolutionError)
 # Keys of a request body that are not contact properties, or are reported apart.
@@ -76,15 +78,6 @@ class CheckJob:
     report_path: Optional[str]
     warn_only: bool
     loops: LoopsConnection
-
-
-def add_conform_options(parser) -> None:
-    """--unknown_properties: what to do with properties the Loops account lacks."""
-    parser.add_argument(
-        '--unknown_properties', choices=UNKNOWN_PROPERTY_POLICIES, default='send',
-        help='Contact properties the Loops account does not have: send them anyway and count '
-             'them (default; Loops may not store them), drop them (counted), or fail the '
-             'event (a failure record).')
 
 
 def check_parser():

@@ -8,6 +8,7 @@ USAGE = """usage: segment-loops COMMAND [options]
 commands:
   backfill   Segment archives (S3/GCS/local, gzip NDJSON or Avro) -> Loops contacts and events
   stream     a Pub/Sub subscription of Segment events -> Loops, continuously
+  check      preflight: what a backfill would send, and what the Loops account would lose
   demo       a backfill of a generated archive into a local Loops sandbox (no account needed)
   sandbox    serve a local Loops-compatible API for tests and trials
   generate   write a realistic sample Segment archive
@@ -29,6 +30,11 @@ def _stream(argv):
     return stream.run(argv)
 
 
+def _check(argv):
+    from pipeline import check
+    return check.main(argv)
+
+
 def _demo(argv):
     from pipeline import demo
     return demo.main(argv)
@@ -47,6 +53,7 @@ def _generate(argv):
 COMMANDS: dict[str, Callable[[list], int]] = {
     'backfill': _backfill,
     'stream': _stream,
+    'check': _check,
     'demo': _demo,
     'sandbox': _sandbox,
     'generate': _generate,
@@ -54,8 +61,13 @@ COMMANDS: dict[str, Callable[[list], int]] = {
 
 
 def configure_logging() -> None:
+    from transforms.redact import MaskEmails
     logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(message)s')
     logging.getLogger('segment_loops').setLevel(logging.INFO)
+    # On the handlers, not a logger: records of every library's loggers pass through them.
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, MaskEmails) for f in handler.filters):
+            handler.addFilter(MaskEmails())
 
 
 def main(argv: Optional[list] = None) -> int:

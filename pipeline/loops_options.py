@@ -2,6 +2,7 @@
 import os
 
 from pipeline.options import UsageError
+from transforms.conform import UNKNOWN_PROPERTY_POLICIES, AccountSchema
 from transforms.credentials import ApiKey
 from transforms.loops_client import check_base_url
 from transforms.write import LoopsConnection
@@ -38,6 +39,16 @@ def add_loops_options(parser):
         help='Concurrent requests per writer. Default: enough for the rate at 500 ms latency.')
     group.add_argument('--connect_timeout', type=float, default=5.0, help='Seconds.')
     group.add_argument('--read_timeout', type=float, default=30.0, help='Seconds.')
+
+
+def add_conform_options(parser) -> None:
+    """--unknown_properties: what to do with properties the Loops account lacks."""
+    parser.add_argument(
+        '--unknown_properties', choices=UNKNOWN_PROPERTY_POLICIES, default='send',
+        help='Contact properties the Loops account does not have: send them anyway and count '
+             'them (default; Loops may not store them), drop them (counted), or fail the '
+             'event (a failure record). Values are also coerced to the account\'s property '
+             'types where that is safe ("42" -> 42 for a number property).')
 
 
 def api_key_from(options) -> ApiKey:
@@ -82,3 +93,14 @@ def connect_to_loops(options) -> LoopsConnection:
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
     )
+
+
+def preflight(connection: LoopsConnection) -> tuple:
+    """Checks the key (GET /v1/api-key) and reads the account's properties and
+    mailing lists, before any input is read: -> (team name, AccountSchema)."""
+    team = connection.check_key()
+    client = connection.client()
+    try:
+        return team, AccountSchema.fetch(client)
+    finally:
+        client.close()

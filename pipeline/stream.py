@@ -19,9 +19,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import summary as run_summary
 from pipeline.backfill import mapping_from_option, selected_types
-from pipeline.loops_options import add_loops_options, connect_to_loops
+from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
+                                    preflight)
 from pipeline.options import UsageError, add_selection_options, job_parser, split_list
 from transforms.coalesce import ContactSequence
+from transforms.conform import AccountSchema, ConformToAccount
 from transforms.dedupe import DropRepeatedMessages
 from transforms.mapping import Mapping
 from transforms.process import SegmentToLoops
@@ -51,6 +53,7 @@ class StreamJob:
     dead_letter: Optional[str]
     failure_window_seconds: int
     loops: LoopsConnection
+    unknown_properties: str = 'send'
 
 
 def stream_parser():
@@ -79,6 +82,7 @@ def stream_parser():
                           help='Window of the Avro failure files (default 60).')
     add_selection_options(parser)
     add_loops_options(parser)
+    add_conform_options(parser)
     return parser
 
 
@@ -103,15 +107,18 @@ def job_from_args(args) -> StreamJob:
         dead_letter=dead_letter,
         failure_window_seconds=args.failure_window_seconds,
         loops=connect_to_loops(args),
+        unknown_properties=args.unknown_properties,
     )
 
 
-def build_stream(p: beam.Pipeline, job: StreamJob) -> None:
+def build_stream(p: beam.Pipeline, job: StreamJob, account: AccountSchema) -> None:
     messages = p | 'ReadFromPubSub' >> beam.io.ReadFromPubSub(
         subscription=job.subscription, topic=job.topic, with_attributes=True)
     raw = messages | 'ToRawEvent' >> beam.Map(lambda m: (m.message_id or '', 0, m.data))
     requests, processing_failed = raw | 'SegmentToLoops' >> SegmentToLoops(
         job.types, job.event_names, job.mapping)
+    requests, conform_failed = requests | 'ConformToAccount' >> ConformToAccount(
+        account, job.unknown_properties)
     _, delivery_failed = (
         requests
         | 'DropRepeatedMessages' >> DropRepeatedMessages(job.dedupe_seconds)
@@ -119,7 +126,8 @@ def build_stream(p: beam.Pipeline, job: StreamJob) -> None:
         | 'WriteToLoops' >> WriteToLoops(job.loops, label='stream',
                                          max_buffering_seconds=job.max_buffering_seconds,
                                          batch_size=job.batch_size))
-    failures = (processing_failed, delivery_failed) | 'AllFailures' >> beam.Flatten()
+    failures = ((processing_failed, conform_failed, delivery_failed)
+                | 'AllFailures' >> beam.Flatten())
     if job.dead_letter_topic:
         failures | 'FailuresToTopic' >> PublishFailures(job.dead_letter_topic)
     if job.dead_letter:
@@ -137,10 +145,10 @@ def start(argv=None, out=sys.stdout):
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = DEFAULT_STREAM_RUNNER
-    team = job.loops.check_key()
+    team, account = preflight(job.loops)
     print(f'Loops API key accepted (team: {team}).', file=out)
     p = beam.Pipeline(options=options)
-    build_stream(p, job)
+    build_stream(p, job, account)
     return p.run()
 
 

@@ -76,7 +76,7 @@ def test_exit_status_and_findings(tmp_path, key_file, events, custom_properties,
 
     assert [(f['kind'], f['subject'], f['count']) for f in report['findings']] == findings
     assert report['data_loss'] is bool(findings)
-    assert status == (1 if findings else 0)
+    assert status == (check.EXIT_DATA_LOSS if findings else check.EXIT_OK)
     for finding in report['findings']:
         assert finding['message'] in text
     if not findings:
@@ -115,7 +115,7 @@ def test_json_report_content(tmp_path, key_file):
         tmp_path, key_file, [path], [prop('plan', 'string'), prop('seats', 'number')],
         '--types', 'identify,track', '--events', 'Order Completed')
 
-    assert status == 1
+    assert status == check.EXIT_DATA_LOSS
     assert report['input'] == {
         'patterns': [path], 'files': 1, 'files_read': 1, 'files_skipped_not_archive': 0,
         'files_skipped_outside_dates': 0, 'unreadable_files': [], 'lines': 10,
@@ -216,7 +216,7 @@ def test_an_account_with_every_reported_property_passes(tmp_path, key_file):
                if item['status'] == 'missing']
     status_after, text, report_after = run_check(tmp_path, key_file, [pattern], missing)
 
-    assert status == 1 and len(missing) > 10
+    assert status == check.EXIT_DATA_LOSS and len(missing) > 10
     assert {f['kind'] for f in report['findings']} == {'unknown_property'}
     assert status_after == 0
     assert report_after['findings'] == []
