@@ -17,14 +17,14 @@ from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
-                                    preflight)
+                                    preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_coalesce_options, add_input_options,
-                              add_output_options, add_selection_options, job_parser, split_list,
-                              utc_day_ms)
+                              add_output_options, add_selection_options, job_parser,
+                              require_cloud_paths, split_list, utc_day_ms)
 from transforms.coalesce import GroupByContact
 from transforms.conform import AccountSchema, ConformToAccount
 from transforms.mapping import Mapping, MappingError, default_mapping, load_mapping
@@ -93,10 +93,25 @@ def backfill_parser():
     return parser
 
 
+def check_s3_reaches_workers(patterns, options: PipelineOptions) -> None:
+    """Beam's local multi-processing workers do not receive the pipeline
+    options, so they would read s3:// without --s3_* (real AWS, retried for
+    minutes): say so before anything runs."""
+    mode = options.view_as(DirectOptions).direct_running_mode
+    if mode == 'multi_processing' and any(p.startswith('s3://') for p in patterns):
+        raise UsageError('s3:// inputs cannot be read with --direct_running_mode=multi_processing '
+                         '(Beam does not pass the --s3_* options to those workers); run in-process '
+                         'or with --runner=PortableRunner --job_endpoint=embed (see README)')
+
+
 def job_from_args(args, options: PipelineOptions) -> BackfillJob:
     """Validates what the user asked for; raises UsageError with what to fix."""
     if not args.input:
         raise UsageError('--input is required (e.g. --input "archive/segment-logs/*/*/*.gz")')
+    require_cloud_paths(options, {'--dead_letter': args.dead_letter, '--dry_run': args.dry_run})
+    if not args.dry_run:
+        require_secret_on_remote_runner(args, options)
+    check_s3_reaches_workers(args.input, options)
     FileSystems.set_options(options)
     check_inputs_match(tuple(args.input))
     return BackfillJob(
@@ -144,8 +159,9 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
      | 'WriteFailures' >> WriteFailures(job.dead_letter))
 
 
-def run(argv=None, out=sys.stdout) -> dict:
-    """Runs a backfill to completion; returns its summary. Raises UsageError."""
+def start(argv=None, out=sys.stdout) -> tuple:
+    """Validates, checks the key and the account, and submits the backfill
+    without waiting: -> (PipelineResult, BackfillJob). Raises UsageError."""
     args, beam_args = backfill_parser().parse_known_args(argv)
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
@@ -158,7 +174,12 @@ def run(argv=None, out=sys.stdout) -> dict:
         print(f'Loops API key accepted (team: {team}).', file=out)
     p = beam.Pipeline(options=options)
     build_backfill(p, job, account)
-    result = p.run()
+    return p.run(), job
+
+
+def run(argv=None, out=sys.stdout) -> dict:
+    """Runs a backfill to completion; returns its summary. Raises UsageError."""
+    result, job = start(argv, out)
     result.wait_until_finish()
     keys = dict(run_summary.BACKFILL_KEYS)
     if job.loops is not None:

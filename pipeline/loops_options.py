@@ -71,6 +71,16 @@ def api_key_from(options) -> ApiKey:
     return ApiKey(value)
 
 
+def require_secret_on_remote_runner(args, options) -> None:
+    """A key read on this machine is pickled into the job; on Dataflow that
+    is stored in the job's files. Only a Secret Manager name may travel."""
+    from pipeline.options import runs_locally
+    if not runs_locally(options) and not args.loops_api_key_secret:
+        raise UsageError('on a remote runner, pass the key as --loops_api_key_secret '
+                         'projects/P/secrets/S/versions/V: a key from LOOPS_API_KEY or '
+                         '--loops_api_key_file would be stored in the job itself')
+
+
 def connect_to_loops(options) -> LoopsConnection:
     """The validated connection described by the Loops options (argparse namespace)."""
     try:

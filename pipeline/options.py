@@ -99,3 +99,28 @@ def split_list(value: Optional[str]) -> Optional[list]:
     if value is None:
         return None
     return [item.strip() for item in value.split(',') if item.strip()]
+
+
+# Runners that run the job on this machine. Any other (Dataflow) runs it on
+# workers elsewhere, which cannot see this machine's files.
+LOCAL_RUNNERS = ('DirectRunner', 'FnApiRunner', 'BundleBasedDirectRunner',
+                 'SwitchingDirectRunner', 'PrismRunner', 'PortableRunner')
+
+
+def runs_locally(options) -> bool:
+    """Whether the job's runner (Beam's StandardOptions) runs on this machine."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else type(runner).__name__
+    return name is None or name.split('.')[-1] in LOCAL_RUNNERS
+
+
+def require_cloud_paths(options, paths: dict) -> None:
+    """On a remote runner, output paths must be cloud paths: a local path
+    would be written to a worker's own disk and lost with it."""
+    if runs_locally(options):
+        return
+    for option, path in paths.items():
+        if path and '://' not in path:
+            raise UsageError(f'{option} {path!r}: workers run on other machines; give a gs:// '
+                             '(or s3://) path')

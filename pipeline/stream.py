@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 import apache_beam as beam
+from apache_beam.io.gcp.pubsub import parse_subscription, parse_topic
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import summary as run_summary
 from pipeline.backfill import mapping_from_option, selected_types
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
-                                    preflight)
-from pipeline.options import UsageError, add_selection_options, job_parser, split_list
+                                    preflight, require_secret_on_remote_runner)
+from pipeline.options import (UsageError, add_selection_options, job_parser,
+                              require_cloud_paths, runs_locally, split_list)
 from transforms.coalesce import ContactSequence
 from transforms.conform import AccountSchema, ConformToAccount
 from transforms.dedupe import DropRepeatedMessages
@@ -31,9 +33,6 @@ from transforms.sinks import PublishFailures, WriteWindowedFailures
 from transforms.write import LoopsConnection, WriteToLoops
 
 DEFAULT_STREAM_RUNNER = 'DirectRunner'
-# Runners that run the job inside this process: `run` waits for them (until
-# Ctrl-C); any other runner (Dataflow) runs the job remotely after launch.
-LOCAL_RUNNERS = ('DirectRunner', 'BundleBasedDirectRunner', 'SwitchingDirectRunner', 'PrismRunner')
 DEFAULT_DEAD_LETTER = 'dead-letter/'
 
 log = logging.getLogger('segment_loops.stream')
@@ -86,9 +85,27 @@ def stream_parser():
     return parser
 
 
-def job_from_args(args) -> StreamJob:
+def check_pubsub_names(args) -> None:
+    """Beam's own name rules, checked before anything starts."""
+    try:
+        if args.subscription:
+            parse_subscription(args.subscription)
+        if args.topic:
+            parse_topic(args.topic)
+        if args.dead_letter_topic:
+            parse_topic(args.dead_letter_topic)
+    except ValueError as error:
+        raise UsageError(f'{error} (expected projects/PROJECT/subscriptions/NAME or '
+                         'projects/PROJECT/topics/NAME; a project id has 6 to 30 characters)'
+                         ) from None
+
+
+def job_from_args(args, options: PipelineOptions) -> StreamJob:
     if not (args.subscription or args.topic):
         raise UsageError('--subscription (or --topic) is required')
+    check_pubsub_names(args)
+    require_cloud_paths(options, {'--dead_letter': args.dead_letter})
+    require_secret_on_remote_runner(args, options)
     if args.max_buffering_seconds <= 0:
         raise UsageError('--max_buffering_seconds must be positive')
     dead_letter = args.dead_letter
@@ -138,23 +155,23 @@ def build_stream(p: beam.Pipeline, job: StreamJob, account: AccountSchema) -> No
 def start(argv=None, out=sys.stdout):
     """Validates, checks the key, and starts the stream; returns the Beam
     PipelineResult (cancel() stops it)."""
+    return _launch(argv, out)[0]
+
+
+def _launch(argv, out) -> tuple:
+    """-> (PipelineResult, the job's PipelineOptions)."""
     args, beam_args = stream_parser().parse_known_args(argv)
-    job = job_from_args(args)
     options = PipelineOptions(beam_args)
-    options.view_as(StandardOptions).streaming = True
     standard = options.view_as(StandardOptions)
+    standard.streaming = True
     if standard.runner is None:
         standard.runner = DEFAULT_STREAM_RUNNER
+    job = job_from_args(args, options)
     team, account = preflight(job.loops)
     print(f'Loops API key accepted (team: {team}).', file=out)
     p = beam.Pipeline(options=options)
     build_stream(p, job, account)
-    return p.run()
-
-
-def runner_name(result) -> str:
-    runner = getattr(result, '_runner', None) or getattr(result, 'runner', None)
-    return type(runner).__name__ if runner is not None else 'DirectRunner'
+    return p.run(), options
 
 
 def stream_counters(result) -> dict:
@@ -164,8 +181,8 @@ def stream_counters(result) -> dict:
 
 def run(argv=None, out=sys.stdout) -> int:
     """Runs until the job ends or Ctrl-C, then prints its counters."""
-    result = start(argv, out)
-    if runner_name(result) not in LOCAL_RUNNERS:
+    result, options = _launch(argv, out)
+    if not runs_locally(options):
         print('Streaming job submitted; it runs until you cancel it.', file=out)
         return 0
     print('Streaming. Ctrl-C stops the job.', file=out)

@@ -1,9 +1,11 @@
-"""The real Google Pub/Sub emulator, started and stopped by the tests that need it."""
+"""The real Google Pub/Sub emulator, started and stopped by the tests (and
+benchmarks) that need it."""
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -41,36 +43,57 @@ def wait_for_port(port: int, process, timeout: float = 60.0) -> None:
     raise RuntimeError('the Pub/Sub emulator did not start in time')
 
 
+class PubsubEmulator:
+    """Starts the emulator on a free port and sets PUBSUB_EMULATOR_HOST for
+    this process (the Pub/Sub clients and Beam's Pub/Sub IO honour it);
+    stops it and restores the variable on exit."""
+
+    def __init__(self, log_path=None):
+        self.port = free_port()
+        self.host = f'127.0.0.1:{self.port}'
+        self._log_path = log_path or os.path.join(tempfile.gettempdir(),
+                                                  f'pubsub-emulator-{self.port}.log')
+
+    def __enter__(self) -> 'PubsubEmulator':
+        command = emulator_command(self.port)
+        if command is None:
+            raise FileNotFoundError(
+                'the Google Pub/Sub emulator (gcloud component pubsub-emulator) is not installed')
+        self._log = open(self._log_path, 'wb')
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self._previous = os.environ.get('PUBSUB_EMULATOR_HOST')
+        try:
+            wait_for_port(self.port, self._process)
+        except Exception:
+            self.__exit__(None, None, None)
+            raise
+        os.environ['PUBSUB_EMULATOR_HOST'] = self.host
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        self._log.close()
+        if self._previous is None:
+            os.environ.pop('PUBSUB_EMULATOR_HOST', None)
+        else:
+            os.environ['PUBSUB_EMULATOR_HOST'] = self._previous
+
+
 @pytest.fixture(scope='session')
 def pubsub_emulator(tmp_path_factory):
-    """'127.0.0.1:PORT' of a running emulator, with PUBSUB_EMULATOR_HOST set
-    for this process (the Pub/Sub clients and Beam's Pub/Sub IO honour it)."""
-    port = free_port()
-    command = emulator_command(port)
-    if command is None:
+    """'127.0.0.1:PORT' of a running emulator (skips the test where the
+    emulator is missing, fails it when REQUIRE_PUBSUB_EMULATOR=1)."""
+    if emulator_command(0) is None:
         message = 'the Google Pub/Sub emulator (gcloud component pubsub-emulator) is not installed'
         if REQUIRED:
             pytest.fail(message + ' and REQUIRE_PUBSUB_EMULATOR=1')
         pytest.skip(message)
-    log = open(tmp_path_factory.mktemp('pubsub') / 'emulator.log', 'wb')
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    try:
-        wait_for_port(port, process)
-        host = f'127.0.0.1:{port}'
-        previous = os.environ.get('PUBSUB_EMULATOR_HOST')
-        os.environ['PUBSUB_EMULATOR_HOST'] = host
-        yield host
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        log.close()
-        if 'previous' in locals():
-            if previous is None:
-                os.environ.pop('PUBSUB_EMULATOR_HOST', None)
-            else:
-                os.environ['PUBSUB_EMULATOR_HOST'] = previous
+    with PubsubEmulator(str(tmp_path_factory.mktemp('pubsub') / 'emulator.log')) as emulator:
+        yield emulator.host

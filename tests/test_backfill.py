@@ -187,10 +187,23 @@ def test_mapping_file_changes_where_fields_come_from(tmp_path):
     (['--input', __file__, '--types', 'page'], 'supported types are identify, track'),
     (['--input', __file__, '--since', '2025-13-01'], 'expected a date'),
     (['--input', __file__, '--mapping', '/nonexistent.yaml'], '--mapping /nonexistent.yaml'),
+    # On a remote runner, local output paths would land on a worker's disk.
+    (['--input', __file__, '--runner', 'DataflowRunner'], "--dead_letter 'dead-letter/': workers"),
+    (['--input', 's3://bucket/segment-logs/*/*/*.gz', '--direct_running_mode=multi_processing'],
+     's3:// inputs cannot be read with --direct_running_mode=multi_processing'),
 ])
 def test_bad_requests_are_usage_errors(argv, message):
     with pytest.raises(UsageError, match=message):
         backfill.run(argv + ['--dry_run', '/tmp/unused'])
+
+
+def test_a_remote_runner_takes_the_key_only_from_secret_manager(tmp_path):
+    key_file = tmp_path / 'key'
+    key_file.write_text('some-key')
+    with pytest.raises(UsageError, match='--loops_api_key_secret'):
+        backfill.run(['--input', __file__, '--runner', 'DataflowRunner',
+                      '--dead_letter', 'gs://bucket/dead-letter/',
+                      '--loops_api_key_file', str(key_file)])
 
 
 def test_cli_dry_run_end_to_end(tmp_path):

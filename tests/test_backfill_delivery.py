@@ -163,8 +163,8 @@ def test_a_wrong_key_stops_the_job_in_seconds_with_a_clear_message(archive, tmp_
 
 
 @pytest.mark.parametrize('url, message', [
-    ('http://api.example.com/api', 'plain http:// is only allowed to loopback hosts'),
-    ('ftp://127.0.0.1/api', 'expected an https:// URL'),
+    ('http://api.example.com/api', 'refusing plain http:// to api.example.com'),
+    ('ftp://127.0.0.1/api', 'must be an https:// URL'),
 ])
 def test_unsafe_base_urls_are_refused(archive, tmp_path, url, message):
     key_file = tmp_path / 'key'

@@ -15,12 +15,8 @@ import os
 import sys
 from typing import Callable
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from pipeline import backfill, stream
 from pipeline.cli import EXIT_USAGE, configure_logging
-from pipeline.loops_options import preflight
 from pipeline.options import UsageError
 
 COMMAND_ENV = 'SEGMENT_LOOPS_COMMAND'
@@ -29,15 +25,9 @@ FLAG_VALUES = {'true': True, 'false': False}
 
 
 def start_backfill(argv: list):
-    """Validates, checks the key, submits the backfill; returns at once
-    (the PipelineResult) instead of waiting for the job as `backfill.run` does."""
-    args, beam_args = backfill.backfill_parser().parse_known_args(argv)
-    options = PipelineOptions(beam_args)
-    job = backfill.job_from_args(args, options)
-    account = preflight(job.loops)[1] if job.loops is not None else None
-    pipeline = beam.Pipeline(options=options)
-    backfill.build_backfill(pipeline, job, account)
-    return pipeline.run()
+    """Submits the backfill and returns at once, instead of waiting for the
+    job as `backfill.run` does."""
+    return backfill.start(argv)[0]
 
 
 # command -> (its option parser, what submits it without waiting)

@@ -1,0 +1,254 @@
+"""`segment-loops replay`: the requests of an earlier run's delivery failures -> Loops, again.
+
+The pipeline, step by step:
+  1. ReadFailures       the failure records (Avro) of --dead_letter
+  2. SelectReplayable   stage `deliver` failures whose reason is retryable
+                        (retries_exhausted; with --include_permanent also http_4xx);
+                        every other record is counted as skipped, by stage and reason
+  3. GroupByContact     per contact, its upserts and its events apart, in the order
+                        they failed
+  4. WriteContacts      the same contact upserts, as they were
+  5. WriteEvents        the same event sends with their Idempotency-Keys, once every
+                        upsert is done: an event that reached Loops the first time is
+                        answered 409 and counted as already delivered, never sent twice
+  6. WriteFailures      what fails again, as failure records under --replay_dead_letter
+"""
+import dataclasses
+import datetime
+import json
+import re
+import sys
+from fnmatch import fnmatch
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline import summary as run_summary
+from pipeline.backfill import DEFAULT_BATCH_RUNNER
+from pipeline.loops_options import add_loops_options, connect_to_loops
+from pipeline.options import UsageError, job_parser
+from transforms.coalesce import GroupByContact
+from transforms.metrics import NAMESPACE
+from transforms.records import LoopsRequest
+from transforms.sinks import WriteFailures, output_prefix
+from transforms.write import LoopsConnection, WriteToLoops
+
+DEFAULT_REPLAY_DEAD_LETTER = 'dead-letter-replay/'
+RETRYABLE_REASON = 'retries_exhausted'
+PERMANENT_REASON = re.compile(r'http_4\d\d')
+SKIPPED_PREFIX = 'replay/skipped_'
+REPLAY_KEYS = {'read': 'replay/read', 'skipped': 'replay/skipped',
+               'replayed': 'replay/replayed'}
+_GLOB_CHARACTERS = frozenset('*?[')
+
+
+def failure_pattern(value: str) -> str:
+    """A --dead_letter value -> the file pattern of its Avro failure files.
+
+    The prefix given to a backfill's --dead_letter (`dead-letter/`, a
+    directory, or a file name prefix) becomes the pattern of the files that
+    run wrote; a pattern with wildcards or an .avro path is used as it is.
+    """
+    if _GLOB_CHARACTERS & set(value) or value.endswith('.avro'):
+        return value
+    return output_prefix(value, 'failures') + '*.avro'
+
+
+def failure_files(patterns: list) -> list:
+    """Every file matching the patterns, each once, sorted. UsageError naming
+    the pattern when one matches nothing or cannot be listed."""
+    files = set()
+    for pattern in patterns:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception as error:  # any file system's error, for a person to read
+            raise UsageError(f'--dead_letter {pattern}: cannot list files: {error}') from None
+        if not matched:
+            raise UsageError(f'--dead_letter {pattern}: no failure files match')
+        files.update(metadata.path for metadata in matched)
+    return sorted(files)
+
+
+def check_output_apart(output: str, patterns: list) -> None:
+    """UsageError when the new failure files could land on the ones being read:
+    writing them would replace the records of this replay's input."""
+    first_file = output_prefix(output, 'failures') + '-00000-of-00001.avro'
+    for pattern in patterns:
+        if fnmatch(first_file, pattern):
+            raise UsageError(
+                f'--replay_dead_letter {output}: its files would match --dead_letter '
+                f'{pattern} and replace the records being replayed; choose another prefix')
+
+
+def skip_reason(record: dict, include_permanent: bool) -> Optional[str]:
+    """Why a failure record is not replayed (e.g. 'parse_invalid_json',
+    'deliver_http_400'), or None when its request is to be sent again.
+
+    Only `deliver` failures hold a request; of those, `retries_exhausted`
+    (Loops never answered for good) is always replayed and a 4xx answer only
+    with `include_permanent` (the data or the Loops account was fixed since).
+    """
+    stage, reason = record.get('stage'), record.get('reason')
+    if not isinstance(stage, str) or not isinstance(reason, str):
+        return 'not_a_failure_record'
+    if stage != 'deliver':
+        return f'{stage}_{reason}'
+    if reason == RETRYABLE_REASON or (include_permanent and PERMANENT_REASON.fullmatch(reason)):
+        return None if record.get('request') else 'deliver_no_request'
+    return f'deliver_{reason}'
+
+
+def request_of(record: dict) -> LoopsRequest:
+    """A deliver failure record -> its request exactly as it was sent (headers,
+    the Idempotency-Key among them, included), ordered by when it failed.
+    Raises ValueError, KeyError or TypeError for a request that can't be read."""
+    request = LoopsRequest.from_dict(json.loads(record['request']),
+                                     source=record.get('source') or '')
+    return dataclasses.replace(request, order=(_epoch_ms(record.get('failed_at')), 0, ''))
+
+
+def _epoch_ms(value) -> int:
+    if isinstance(value, datetime.datetime):
+        return int(value.timestamp() * 1000)
+    return value if isinstance(value, int) else 0
+
+
+class _SelectReplayable(beam.DoFn):
+    """Failure record -> its LoopsRequest, or nothing (counted by why)."""
+
+    def __init__(self, include_permanent: bool):
+        self._include_permanent = include_permanent
+
+    def setup(self):
+        self._read = Metrics.counter(NAMESPACE, REPLAY_KEYS['read'])
+        self._replayed = Metrics.counter(NAMESPACE, REPLAY_KEYS['replayed'])
+        self._skipped = Metrics.counter(NAMESPACE, REPLAY_KEYS['skipped'])
+        self._by_reason = {}
+
+    def process(self, record):
+        self._read.inc()
+        reason = skip_reason(record, self._include_permanent)
+        if reason is None:
+            try:
+                request = request_of(record)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                reason = 'deliver_invalid_request'
+            else:
+                self._replayed.inc()
+                yield request
+                return
+        self._skipped.inc()
+        counter = self._by_reason.get(reason)
+        if counter is None:
+            counter = self._by_reason[reason] = Metrics.counter(
+                NAMESPACE, SKIPPED_PREFIX + reason)
+        counter.inc()
+
+
+def build_replay(p: beam.Pipeline, files: list, include_permanent: bool,
+                 loops: LoopsConnection, dead_letter: str) -> None:
+    """Adds the replay of the failure records in `files` to `p`."""
+    requests = (
+        p
+        | 'FailureFiles' >> beam.Create(files)
+        | 'ReadFailures' >> beam.io.ReadAllFromAvro()
+        | 'SelectReplayable' >> beam.ParDo(_SelectReplayable(include_permanent)))
+    contacts, events = requests | 'GroupByContact' >> GroupByContact(coalesce=False)
+    contacts_done, contact_failures = contacts | 'WriteContacts' >> WriteToLoops(
+        loops, label='replayed contacts')
+    events_after_contacts = events | 'WaitForContacts' >> beam.Map(
+        lambda sequence, _done: sequence, beam.pvalue.AsList(contacts_done))
+    _, event_failures = events_after_contacts | 'WriteEvents' >> WriteToLoops(
+        loops, label='replayed events')
+    ((contact_failures, event_failures) | 'AllFailures' >> beam.Flatten()
+     | 'WriteFailures' >> WriteFailures(dead_letter))
+
+
+def replay_summary(counters: dict) -> dict:
+    """Counters -> the summary: read, skipped, replayed, recovered (delivered
+    or already delivered), delivery_failed, retries, rate_limited, then the
+    skipped and failed counts by reason.
+    read == skipped + replayed; replayed == recovered + delivery_failed."""
+    figures = run_summary.build_summary(
+        counters, {**REPLAY_KEYS, **run_summary.DELIVERY_KEYS},
+        detail_prefixes=(SKIPPED_PREFIX, 'deliver/failed_'))
+    summary = {key: figures.pop(key) for key in REPLAY_KEYS}
+    summary['recovered'] = figures.pop('delivered') + figures.pop('already_delivered')
+    summary.update(figures)
+    return summary
+
+
+def replay_parser():
+    parser = job_parser('segment-loops replay', __doc__.split('\n\n')[0])
+    group = parser.add_argument_group('replay')
+    group.add_argument(
+        '--dead_letter', action='append', default=None, metavar='PATTERN',
+        help='Failure records to replay (repeatable): the prefix the earlier run was given '
+             '(e.g. dead-letter/), or a pattern of its Avro files (local, gs://, s3://).')
+    group.add_argument(
+        '--include_permanent', action='store_true', default=False,
+        help='Also replay requests Loops rejected with a 4xx answer (after fixing their data '
+             'or the Loops account). Default: only those that ran out of retries.')
+    group.add_argument(
+        '--replay_dead_letter', default=DEFAULT_REPLAY_DEAD_LETTER, metavar='PREFIX',
+        help='Where what fails again goes, as failure records (Avro). Must not match '
+             f'--dead_letter. Default: {DEFAULT_REPLAY_DEAD_LETTER}.')
+    group.add_argument(
+        '--summary', default=None, metavar='PATH',
+        help='Write the run\'s counts as a JSON object to PATH (also printed as a table).')
+    add_loops_options(parser)
+    return parser
+
+
+def run(argv=None, out=sys.stdout) -> dict:
+    """Runs a replay to completion; returns its summary. Raises UsageError
+    for a request that can't be run, AuthError when Loops rejects the key."""
+    args, beam_args = replay_parser().parse_known_args(argv)
+    if not args.dead_letter:
+        raise UsageError('--dead_letter is required (the failure records to replay, '
+                         'e.g. --dead_letter dead-letter/)')
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = DEFAULT_BATCH_RUNNER
+    FileSystems.set_options(options)
+    patterns = [failure_pattern(value) for value in args.dead_letter]
+    check_output_apart(args.replay_dead_letter, patterns)
+    files = failure_files(patterns)
+    loops = connect_to_loops(args)
+    team = loops.check_key()
+    print(f'Loops API key accepted (team: {team}).', file=out)
+    p = beam.Pipeline(options=options)
+    build_replay(p, files, args.include_permanent, loops, args.replay_dead_letter)
+    result = p.run()
+    result.wait_until_finish()
+    summary = replay_summary(run_summary.pipeline_counters(result))
+    print(run_summary.format_table(summary, 'replay summary'), file=out)
+    print(outcome_note(summary, args.replay_dead_letter, args.include_permanent), file=out)
+    if args.summary:
+        run_summary.write_summary(summary, args.summary)
+    return summary
+
+
+def outcome_note(summary: dict, dead_letter: str, include_permanent: bool) -> str:
+    """One or two sentences on what to do next, from the summary."""
+    lines = [f'{summary["recovered"]} of {summary["replayed"]} replayed requests recovered.']
+    if summary['delivery_failed']:
+        lines.append(f'{summary["delivery_failed"]} failed again: their failure records are '
+                     f'under {dead_letter}.')
+    permanent = sum(count for key, count in summary.items()
+                    if key.startswith(SKIPPED_PREFIX + 'deliver_http_4'))
+    if permanent and not include_permanent:
+        lines.append(f'{permanent} rejected by Loops (4xx) were skipped: fix what their messages '
+                     'say, then replay with --include_permanent.')
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """`segment-loops replay` (the arguments after `replay`) -> exit status 0
+    once the replay ran; UsageError and AuthError are left to the caller."""
+    run(argv)
+    return 0
