@@ -44,60 +44,48 @@ class _CountedReasons:
         counter.inc(n)
 
 
-class _ParseEvent(beam.DoFn):
+class _ToLoopsRequest(beam.DoFn):
+    """(source, line number, raw) -> LoopsRequest; failure records on FAILED.
+
+    Parse, filter and map are one step: as three steps, Beam's own cost per
+    element and per step was paid three times for every line of an archive.
+    """
+
+    def __init__(self, types: Iterable[str], event_names: Optional[Iterable[str]],
+                 mapping: Mapping):
+        self._types = frozenset(types)
+        self._event_names = frozenset(event_names) if event_names is not None else None
+        self._mapping = mapping
+
     def setup(self):
-        self._failed = _CountedReasons('parse')
+        self._parse_failed = _CountedReasons('parse')
+        self._kept = Metrics.counter(NAMESPACE, 'filter/kept')
+        self._filtered = Metrics.counter(NAMESPACE, 'filter/filtered_out')
+        self._filtered_by_type = {}
+        self._map_failed = _CountedReasons('map')
+        self._contacts = Metrics.counter(NAMESPACE, 'map/contact_updates')
+        self._events = Metrics.counter(NAMESPACE, 'map/event_sends')
+        self._adjusted = {}
 
     def process(self, item):
         path, line_number, raw = item
         source = f'{path}:{line_number}' if line_number else path
         try:
-            yield parse_event(raw, source)
+            event = parse_event(raw, source)
         except Rejected as rejected:
-            self._failed.inc(rejected.reason)
+            self._parse_failed.inc(rejected.reason)
             yield beam.pvalue.TaggedOutput(FAILED, failure_record(
                 'parse', rejected.reason, rejected.message,
                 event=event_text(raw), source=source))
-
-
-class _FilterEvent(beam.DoFn):
-    def __init__(self, types: Iterable[str], event_names: Optional[Iterable[str]]):
-        self._types = frozenset(types)
-        self._event_names = frozenset(event_names) if event_names is not None else None
-
-    def setup(self):
-        self._kept = Metrics.counter(NAMESPACE, 'filter/kept')
-        self._filtered = Metrics.counter(NAMESPACE, 'filter/filtered_out')
-        self._by_type = {}
-
-    def process(self, event: ParsedEvent):
-        if keeps(event, self._types, self._event_names):
-            self._kept.inc()
-            yield event
             return
-        self._filtered.inc()
-        counter = self._by_type.get(event.type)
-        if counter is None:
-            counter = self._by_type[event.type] = Metrics.counter(
-                NAMESPACE, f'filter/filtered_out_{event.type}')
-        counter.inc()
-
-
-class _MapEvent(beam.DoFn):
-    def __init__(self, mapping: Mapping):
-        self._mapping = mapping
-
-    def setup(self):
-        self._failed = _CountedReasons('map')
-        self._contacts = Metrics.counter(NAMESPACE, 'map/contact_updates')
-        self._events = Metrics.counter(NAMESPACE, 'map/event_sends')
-        self._adjusted = {}
-
-    def process(self, event: ParsedEvent):
+        if not keeps(event, self._types, self._event_names):
+            self._count_filtered(event.type)
+            return
+        self._kept.inc()
         try:
             mapped = map_event(event, self._mapping)
         except Rejected as rejected:
-            self._failed.inc(rejected.reason)
+            self._map_failed.inc(rejected.reason)
             yield beam.pvalue.TaggedOutput(FAILED, failure_record(
                 'map', rejected.reason, rejected.message,
                 event=json_text(event.data), source=event.source))
@@ -109,6 +97,14 @@ class _MapEvent(beam.DoFn):
                 counter = self._adjusted[name] = Metrics.counter(NAMESPACE, f'map/{name}')
             counter.inc(n)
         yield mapped.request
+
+    def _count_filtered(self, event_type: str):
+        self._filtered.inc()
+        counter = self._filtered_by_type.get(event_type)
+        if counter is None:
+            counter = self._filtered_by_type[event_type] = Metrics.counter(
+                NAMESPACE, f'filter/filtered_out_{event_type}')
+        counter.inc()
 
 
 class SegmentToLoops(beam.PTransform):
@@ -131,11 +127,6 @@ class SegmentToLoops(beam.PTransform):
         self._mapping = mapping
 
     def expand(self, raw_events):
-        parsed = raw_events | 'ParseEvents' >> beam.ParDo(_ParseEvent()).with_outputs(
-            FAILED, main='events')
-        kept = parsed.events | 'FilterEvents' >> beam.ParDo(
-            _FilterEvent(self._types, self._event_names))
-        mapped = kept | 'MapToRequests' >> beam.ParDo(_MapEvent(self._mapping)).with_outputs(
-            FAILED, main='requests')
-        failures = (parsed.failed, mapped.failed) | 'ProcessingFailures' >> beam.Flatten()
-        return mapped.requests, failures
+        processed = raw_events | 'ParseFilterMap' >> beam.ParDo(_ToLoopsRequest(
+            self._types, self._event_names, self._mapping)).with_outputs(FAILED, main='requests')
+        return processed.requests, processed.failed
