@@ -5,7 +5,8 @@ send a contact's requests strictly in event-time order, and all upserts of a
 contact can be merged into one request (Loops has no batch endpoint: fewer
 requests is the only way to go faster than the rate limit).
 """
-from typing import Iterable, NamedTuple
+import pickle
+from typing import Iterable, NamedTuple, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -21,6 +22,18 @@ class ContactSequence(NamedTuple):
     """One contact's requests of one kind, in the order they must be sent."""
     contact: str
     requests: tuple
+
+
+def to_shuffle_bytes(request: LoopsRequest) -> bytes:
+    """A request as the bytes GroupByContact shuffles (its fields, pickled)."""
+    return pickle.dumps((request.method, request.path, request.body, request.headers,
+                         request.contact, request.order, request.source),
+                        pickle.HIGHEST_PROTOCOL)
+
+
+def from_shuffle_bytes(encoded: bytes) -> LoopsRequest:
+    """The request that to_shuffle_bytes encoded."""
+    return LoopsRequest(*pickle.loads(encoded))
 
 
 class Arranged(NamedTuple):
@@ -63,8 +76,8 @@ class _ArrangeContact(beam.DoFn):
         self._events = Metrics.counter(NAMESPACE, 'coalesce/event_requests')
 
     def process(self, keyed):
-        (is_event, contact), requests = keyed
-        arranged = arrange_contact_requests(requests, self._coalesce)
+        (is_event, contact), encoded = keyed
+        arranged = arrange_contact_requests(map(from_shuffle_bytes, encoded), self._coalesce)
         self._duplicates.inc(arranged.duplicates)
         self._merged.inc(arranged.merged)
         sequence = ContactSequence(contact, tuple(arranged.requests))
@@ -91,7 +104,9 @@ class GroupByContact(beam.PTransform):
     def expand(self, requests):
         arranged = (
             requests
-            | 'KeyByContact' >> beam.Map(lambda r: ((r.is_event, r.contact), r))
+            | 'KeyByContact' >> beam.Map(
+                lambda r: ((r.is_event, r.contact), to_shuffle_bytes(r))).with_output_types(
+                    Tuple[Tuple[bool, str], bytes])
             | 'GroupByContact' >> beam.GroupByKey()
             | 'OrderAndCoalesce' >> beam.ParDo(_ArrangeContact(self._coalesce)).with_outputs(
                 EVENTS, main=CONTACTS))
