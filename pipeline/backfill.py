@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline import summary as run_summary
@@ -24,16 +23,16 @@ from pipeline.loops_options import (add_conform_options, add_loops_options, conn
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_coalesce_options, add_input_options,
                               add_output_options, add_selection_options, job_parser,
-                              require_cloud_paths, split_list, utc_day_ms)
+                              require_cloud_paths)
+from pipeline.selection import (ArchiveInput, EventSelection, archive_input_from_args,
+                                event_selection_from_args)
 from transforms.coalesce import GroupByContact
 from transforms.conform import AccountSchema, ConformToAccount
-from transforms.mapping import Mapping, MappingError, default_mapping, load_mapping
 from transforms.process import SegmentToLoops
 from transforms.read import ReadSegmentArchive
 from transforms.sinks import WriteDryRun, WriteFailures
 from transforms.write import LoopsConnection, WriteToLoops
 
-SUPPORTED_TYPES = ('identify', 'track')
 DEFAULT_BATCH_RUNNER = 'FnApiRunner'
 
 log = logging.getLogger('segment_loops.backfill')
@@ -42,47 +41,14 @@ log = logging.getLogger('segment_loops.backfill')
 @dataclass(frozen=True)
 class BackfillJob:
     """What one backfill run does, validated before anything runs."""
-    inputs: tuple
-    since_ms: Optional[int]
-    until_ms: Optional[int]
-    types: tuple
-    event_names: Optional[tuple]
-    mapping: Mapping
+    input: ArchiveInput
+    selection: EventSelection
     coalesce: bool
     dry_run: Optional[str]
     dead_letter: str
     summary_path: Optional[str]
     loops: Optional[LoopsConnection]
     unknown_properties: str = 'send'
-
-
-def selected_types(value: Optional[str], default: tuple) -> tuple:
-    types = tuple(t.lower() for t in (split_list(value) or default))
-    unsupported = [t for t in types if t not in SUPPORTED_TYPES]
-    if unsupported or not types:
-        raise UsageError(f'--types {value!r}: supported types are {", ".join(SUPPORTED_TYPES)} '
-                         '(identify -> contacts, track -> events)')
-    return types
-
-
-def mapping_from_option(path: Optional[str]) -> Mapping:
-    if path is None:
-        return default_mapping()
-    try:
-        return load_mapping(path)
-    except MappingError as error:
-        raise UsageError(f'--mapping {path}: {error}') from None
-
-
-def check_inputs_match(patterns: tuple) -> None:
-    """Fails fast, with the pattern in the message, when a pattern matches nothing."""
-    for pattern in patterns:
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as error:  # any file system's error: the user must see it, not a traceback
-            raise UsageError(f'--input {pattern}: cannot list files: {error}') from None
-        if not matched:
-            raise UsageError(f'--input {pattern}: no files match')
 
 
 def backfill_parser():
@@ -106,21 +72,14 @@ def check_s3_reaches_workers(patterns, options: PipelineOptions) -> None:
 
 def job_from_args(args, options: PipelineOptions) -> BackfillJob:
     """Validates what the user asked for; raises UsageError with what to fix."""
-    if not args.input:
-        raise UsageError('--input is required (e.g. --input "archive/segment-logs/*/*/*.gz")')
+    check_s3_reaches_workers(args.input or (), options)
+    archive_input = archive_input_from_args(args, options)
     require_cloud_paths(options, {'--dead_letter': args.dead_letter, '--dry_run': args.dry_run})
     if not args.dry_run:
         require_secret_on_remote_runner(args, options)
-    check_s3_reaches_workers(args.input, options)
-    FileSystems.set_options(options)
-    check_inputs_match(tuple(args.input))
     return BackfillJob(
-        inputs=tuple(args.input),
-        since_ms=utc_day_ms(args.since, '--since'),
-        until_ms=utc_day_ms(args.until, '--until'),
-        types=selected_types(args.types, ('identify',)),
-        event_names=tuple(split_list(args.events)) if args.events else None,
-        mapping=mapping_from_option(args.mapping),
+        input=archive_input,
+        selection=event_selection_from_args(args, ('identify',)),
         coalesce=not args.no_coalesce,
         dry_run=args.dry_run,
         dead_letter=args.dead_letter,
@@ -135,9 +94,9 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
     """The backfill's steps. `account` (the Loops account's properties and
     lists, when sending) fits each request to it right after mapping."""
     raw, read_failed = p | 'ReadSegmentArchive' >> ReadSegmentArchive(
-        job.inputs, job.since_ms, job.until_ms)
+        job.input.patterns, job.input.since_ms, job.input.until_ms)
     requests, processing_failed = raw | 'SegmentToLoops' >> SegmentToLoops(
-        job.types, job.event_names, job.mapping)
+        job.selection.types, job.selection.event_names, job.selection.mapping)
     failures = [read_failed, processing_failed]
     if account is not None:
         requests, conform_failed = requests | 'ConformToAccount' >> ConformToAccount(

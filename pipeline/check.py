@@ -32,15 +32,15 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.backfill import check_inputs_match, mapping_from_option, selected_types
 from pipeline.loops_options import add_conform_options, add_loops_options, connect_to_loops
-from pipeline.options import (UsageError, add_input_options, add_selection_options,
-                              job_parser, split_list, utc_day_ms)
+from pipeline.options import UsageError, add_input_options, add_selection_options, job_parser
+from pipeline.selection import (ArchiveInput, EventSelection, archive_input_from_args,
+                                event_selection_from_args)
 from transforms.avro_events import from_avro_record
 from transforms.conform import (MAILING_LISTS, AccountSchema,
                                 coerce_value, conform_body, is_changed,
                                 is_custom_property)
-from transforms.mapping import Mapping, map_event
+from transforms.mapping import map_event
 from transforms.parse import Rejected, parse_event
 from transforms.process import keeps
 from transforms.read import (AVRO, GZIP_NDJSON, SEGMENT_EVENT_SCHEMA, archive_kind,
@@ -67,12 +67,8 @@ MISSING, TYPE_CONFLICT, COERCED, OK, BUILT_IN = (
 @dataclass(frozen=True)
 class CheckJob:
     """What one check reads and compares, validated before anything is read."""
-    inputs: tuple
-    since_ms: Optional[int]
-    until_ms: Optional[int]
-    types: tuple
-    event_names: Optional[tuple]
-    mapping: Mapping
+    input: ArchiveInput
+    selection: EventSelection
     unknown_properties: str
     sample: Optional[int]
     report_path: Optional[str]
@@ -105,15 +101,9 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
         raise UsageError('--input is required (e.g. --input "archive/segment-logs/*/*/*.gz")')
     if args.sample is not None and args.sample < 1:
         raise UsageError('--sample must be a positive number of lines')
-    FileSystems.set_options(options)
-    check_inputs_match(tuple(args.input))
     return CheckJob(
-        inputs=tuple(args.input),
-        since_ms=utc_day_ms(args.since, '--since'),
-        until_ms=utc_day_ms(args.until, '--until'),
-        types=selected_types(args.types, ('identify',)),
-        event_names=tuple(split_list(args.events)) if args.events else None,
-        mapping=mapping_from_option(args.mapping),
+        input=archive_input_from_args(args, options),
+        selection=event_selection_from_args(args, ('identify',)),
         unknown_properties=args.unknown_properties,
         sample=args.sample,
         report_path=args.report,
@@ -208,8 +198,8 @@ class Preflight:
 
     def __init__(self, job: CheckJob, schema: AccountSchema):
         self._job = job
-        self._types = frozenset(job.types)
-        self._event_names = frozenset(job.event_names) if job.event_names else None
+        self._types = frozenset(job.selection.types)
+        self._event_names = frozenset(job.selection.event_names) if job.selection.event_names else None
         self.schema = schema
         self.lines = 0
         self.files_read = 0
@@ -249,7 +239,7 @@ class Preflight:
             self.filtered_out += 1
             return
         try:
-            mapped = map_event(event, self._job.mapping)
+            mapped = map_event(event, self._job.selection.mapping)
         except Rejected as rejected:
             self.failures[f'map/{rejected.reason}'] += 1
             return
@@ -388,7 +378,7 @@ def build_report(preflight: Preflight, selection: FileSelection, job: CheckJob,
     requests = preflight.contact_requests + preflight.event_requests
     report = {
         'input': {
-            'patterns': list(job.inputs),
+            'patterns': list(job.input.patterns),
             'files': len(selection.paths),
             'files_read': preflight.files_read,
             'files_skipped_not_archive': selection.skipped_not_archive,
@@ -401,8 +391,8 @@ def build_report(preflight: Preflight, selection: FileSelection, job: CheckJob,
         'events': {
             'by_type': dict(preflight.by_type.most_common()),
             'track_by_name': dict(preflight.track_names.most_common()),
-            'selected_types': list(job.types),
-            'selected_track_names': list(job.event_names) if job.event_names else None,
+            'selected_types': list(job.selection.types),
+            'selected_track_names': list(job.selection.event_names) if job.selection.event_names else None,
             'filtered_out': preflight.filtered_out,
         },
         'backfill': {
@@ -581,7 +571,7 @@ def main(argv: Optional[list] = None, out=sys.stdout) -> int:
         schema = AccountSchema.fetch(client)
     finally:
         client.close()
-    selection = select_files(job.inputs, job.since_ms, job.until_ms)
+    selection = select_files(job.input.patterns, job.input.since_ms, job.input.until_ms)
     preflight = Preflight(job, schema)
     scan(selection, preflight, job.sample)
     report = build_report(preflight, selection, job, team)

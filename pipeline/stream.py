@@ -19,15 +19,14 @@ from apache_beam.io.gcp.pubsub import parse_subscription, parse_topic
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline import summary as run_summary
-from pipeline.backfill import mapping_from_option, selected_types
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_selection_options, job_parser,
-                              require_cloud_paths, runs_locally, split_list)
+                              require_cloud_paths, runs_locally)
+from pipeline.selection import EventSelection, event_selection_from_args
 from transforms.coalesce import ContactSequence
 from transforms.conform import AccountSchema, ConformToAccount
 from transforms.dedupe import DropRepeatedMessages
-from transforms.mapping import Mapping
 from transforms.process import SegmentToLoops
 from transforms.sinks import PublishFailures, WriteWindowedFailures
 from transforms.write import LoopsConnection, WriteToLoops
@@ -42,9 +41,7 @@ log = logging.getLogger('segment_loops.stream')
 class StreamJob:
     subscription: Optional[str]
     topic: Optional[str]
-    types: tuple
-    event_names: Optional[tuple]
-    mapping: Mapping
+    selection: EventSelection
     dedupe_seconds: float
     max_buffering_seconds: float
     batch_size: int
@@ -114,9 +111,7 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
     return StreamJob(
         subscription=args.subscription,
         topic=args.topic,
-        types=selected_types(args.types, ('identify', 'track')),
-        event_names=tuple(split_list(args.events)) if args.events else None,
-        mapping=mapping_from_option(args.mapping),
+        selection=event_selection_from_args(args, ('identify', 'track')),
         dedupe_seconds=args.dedupe_seconds,
         max_buffering_seconds=args.max_buffering_seconds,
         batch_size=args.batch_size,
@@ -133,7 +128,7 @@ def build_stream(p: beam.Pipeline, job: StreamJob, account: AccountSchema) -> No
         subscription=job.subscription, topic=job.topic, with_attributes=True)
     raw = messages | 'ToRawEvent' >> beam.Map(lambda m: (m.message_id or '', 0, m.data))
     requests, processing_failed = raw | 'SegmentToLoops' >> SegmentToLoops(
-        job.types, job.event_names, job.mapping)
+        job.selection.types, job.selection.event_names, job.selection.mapping)
     requests, conform_failed = requests | 'ConformToAccount' >> ConformToAccount(
         account, job.unknown_properties)
     _, delivery_failed = (

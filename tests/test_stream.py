@@ -13,7 +13,6 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import stream
 from pipeline.sandbox import LoopsSandbox
-from tests.pubsub_emulator import pubsub_emulator  # noqa: F401 (a fixture)
 from transforms.coalesce import ContactSequence
 from transforms.records import contact_upsert
 from transforms.write import BatchPerShard
@@ -71,7 +70,7 @@ def wait_until(condition, timeout, interval=0.5):
 
 
 @pytest.fixture
-def topics(pubsub_emulator):  # noqa: F811
+def topics(pubsub_emulator):
     from google.cloud import pubsub_v1
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
