@@ -13,6 +13,7 @@ The pipeline, step by step:
                         answered 409 and counted as already delivered, never sent twice
   6. WriteFailures      what fails again, as failure records under --replay_dead_letter
 """
+import argparse
 import dataclasses
 import datetime
 import json
@@ -28,8 +29,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import summary as run_summary
 from pipeline.backfill import DEFAULT_BATCH_RUNNER
-from pipeline.loops_options import add_loops_options, connect_to_loops
-from pipeline.options import UsageError, job_parser
+from pipeline.loops_options import (add_loops_options, connect_to_loops,
+                                    require_secret_on_remote_runner)
+from pipeline.options import UsageError, job_parser, require_cloud_paths
 from transforms.coalesce import GroupByContact
 from transforms.metrics import NAMESPACE
 from transforms.records import LoopsRequest
@@ -43,6 +45,7 @@ SKIPPED_PREFIX = 'replay/skipped_'
 REPLAY_KEYS = {'read': 'replay/read', 'skipped': 'replay/skipped',
                'replayed': 'replay/replayed'}
 _GLOB_CHARACTERS = frozenset('*?[')
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def failure_pattern(value: str) -> str:
@@ -110,10 +113,24 @@ def request_of(record: dict) -> LoopsRequest:
     return dataclasses.replace(request, order=(_epoch_ms(record.get('failed_at')), 0, ''))
 
 
-def _epoch_ms(value) -> int:
+def _epoch_ms(value: object) -> int:
+    """`failed_at` as Avro readers give it (a UTC datetime, or epoch ms) -> epoch ms."""
     if isinstance(value, datetime.datetime):
-        return int(value.timestamp() * 1000)
+        return (value - _EPOCH) // datetime.timedelta(milliseconds=1)
     return value if isinstance(value, int) else 0
+
+
+def replayable(record: dict, include_permanent: bool) -> tuple:
+    """A failure record -> (its request to send again, None), or (None, why
+    it is skipped: a skip_reason, or 'deliver_invalid_request' for a request
+    that can't be read back)."""
+    reason = skip_reason(record, include_permanent)
+    if reason is not None:
+        return None, reason
+    try:
+        return request_of(record), None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, 'deliver_invalid_request'
 
 
 class _SelectReplayable(beam.DoFn):
@@ -130,16 +147,11 @@ class _SelectReplayable(beam.DoFn):
 
     def process(self, record):
         self._read.inc()
-        reason = skip_reason(record, self._include_permanent)
-        if reason is None:
-            try:
-                request = request_of(record)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                reason = 'deliver_invalid_request'
-            else:
-                self._replayed.inc()
-                yield request
-                return
+        request, reason = replayable(record, self._include_permanent)
+        if request is not None:
+            self._replayed.inc()
+            yield request
+            return
         self._skipped.inc()
         counter = self._by_reason.get(reason)
         if counter is None:
@@ -181,7 +193,8 @@ def replay_summary(counters: dict) -> dict:
     return summary
 
 
-def replay_parser():
+def replay_parser() -> argparse.ArgumentParser:
+    """The options of `segment-loops replay` (Beam's options pass through)."""
     parser = job_parser('segment-loops replay', __doc__.split('\n\n')[0])
     group = parser.add_argument_group('replay')
     group.add_argument(
@@ -204,8 +217,9 @@ def replay_parser():
 
 
 def run(argv=None, out=sys.stdout) -> dict:
-    """Runs a replay to completion; returns its summary. Raises UsageError
-    for a request that can't be run, AuthError when Loops rejects the key."""
+    """Runs a replay to completion; prints and returns its summary. Raises
+    UsageError for options that can't be used (the message says what to fix),
+    AuthError when Loops rejects the key."""
     args, beam_args = replay_parser().parse_known_args(argv)
     if not args.dead_letter:
         raise UsageError('--dead_letter is required (the failure records to replay, '
@@ -214,8 +228,13 @@ def run(argv=None, out=sys.stdout) -> dict:
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
         standard.runner = DEFAULT_BATCH_RUNNER
-    FileSystems.set_options(options)
     patterns = [failure_pattern(value) for value in args.dead_letter]
+    # On a remote runner the workers read the records and write the new ones.
+    for pattern in patterns:
+        require_cloud_paths(options, {'--dead_letter': pattern})
+    require_cloud_paths(options, {'--replay_dead_letter': args.replay_dead_letter})
+    require_secret_on_remote_runner(args, options)
+    FileSystems.set_options(options)
     check_output_apart(args.replay_dead_letter, patterns)
     files = failure_files(patterns)
     loops = connect_to_loops(args)
