@@ -10,20 +10,19 @@ The pipeline, step by step:
      or, with --dry_run, 4-5 write the requests as JSON lines instead.
   6. WriteFailures        every failure record, flattened into one Avro sink
 """
-import logging
 import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_coalesce_options, add_input_options,
                               add_output_options, add_selection_options, job_parser,
-                              require_cloud_paths)
+                              DEFAULT_BATCH_RUNNER, require_cloud_paths, set_default_runner)
 from pipeline.selection import (ArchiveInput, EventSelection, archive_input_from_args,
                                 event_selection_from_args)
 from transforms.coalesce import GroupByContact
@@ -31,11 +30,9 @@ from transforms.conform import AccountSchema, ConformToAccount
 from transforms.process import SegmentToLoops
 from transforms.read import ReadSegmentArchive
 from transforms.sinks import WriteDryRun, WriteFailures
-from transforms.write import LoopsConnection, WriteToLoops
+from transforms.write import LoopsConnection, WriteContactsThenEvents
 
-DEFAULT_BATCH_RUNNER = 'FnApiRunner'
 
-log = logging.getLogger('segment_loops.backfill')
 
 
 @dataclass(frozen=True)
@@ -107,13 +104,8 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
         ((contacts, events) | 'AllRequests' >> beam.Flatten()
          | 'WriteDryRun' >> WriteDryRun(job.dry_run))
     else:
-        contacts_done, contact_failures = contacts | 'WriteContacts' >> WriteToLoops(
-            job.loops, label='contacts')
-        events_after_contacts = events | 'WaitForContacts' >> beam.Map(
-            lambda sequence, _done: sequence, beam.pvalue.AsList(contacts_done))
-        _, event_failures = events_after_contacts | 'WriteEvents' >> WriteToLoops(
-            job.loops, label='events')
-        failures += [contact_failures, event_failures]
+        failures.append(
+            (contacts, events) | 'WriteToLoops' >> WriteContactsThenEvents(job.loops))
     (failures | 'AllFailures' >> beam.Flatten()
      | 'WriteFailures' >> WriteFailures(job.dead_letter))
 
@@ -123,9 +115,7 @@ def start(argv=None, out=sys.stdout) -> tuple:
     without waiting: -> (PipelineResult, BackfillJob). Raises UsageError."""
     args, beam_args = backfill_parser().parse_known_args(argv)
     options = PipelineOptions(beam_args)
-    standard = options.view_as(StandardOptions)
-    if standard.runner is None:
-        standard.runner = DEFAULT_BATCH_RUNNER
+    set_default_runner(options, DEFAULT_BATCH_RUNNER)
     job = job_from_args(args, options)
     account = None
     if job.loops is not None:

@@ -9,6 +9,7 @@ commands:
   backfill   Segment archives (S3/GCS/local, gzip NDJSON or Avro) -> Loops contacts and events
   stream     a Pub/Sub subscription of Segment events -> Loops, continuously
   check      preflight: what a backfill would send, and what the Loops account would lose
+  replay     re-send the requests of delivery failures from a dead letter
   demo       a backfill of a generated archive into a local Loops sandbox (no account needed)
   sandbox    serve a local Loops-compatible API for tests and trials
   generate   write a realistic sample Segment archive
@@ -35,6 +36,11 @@ def _check(argv):
     return check.main(argv)
 
 
+def _replay(argv):
+    from pipeline import replay
+    return replay.main(argv)
+
+
 def _demo(argv):
     from pipeline import demo
     return demo.main(argv)
@@ -54,6 +60,7 @@ COMMANDS: dict[str, Callable[[list], int]] = {
     'backfill': _backfill,
     'stream': _stream,
     'check': _check,
+    'replay': _replay,
     'demo': _demo,
     'sandbox': _sandbox,
     'generate': _generate,

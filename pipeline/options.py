@@ -101,6 +101,19 @@ def split_list(value: Optional[str]) -> Optional[list]:
     return [item.strip() for item in value.split(',') if item.strip()]
 
 
+# Local batch runs use Beam's in-process runner directly: the DirectRunner
+# would first try Prism, which downloads a binary.
+DEFAULT_BATCH_RUNNER = 'FnApiRunner'
+
+
+def set_default_runner(options, runner: str) -> None:
+    """Uses `runner` unless the user chose one with --runner."""
+    from apache_beam.options.pipeline_options import StandardOptions
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = runner
+
+
 # Runners that run the job on this machine. Any other (Dataflow) runs it on
 # workers elsewhere, which cannot see this machine's files.
 LOCAL_RUNNERS = ('DirectRunner', 'FnApiRunner', 'BundleBasedDirectRunner',

@@ -25,18 +25,18 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import summary as run_summary
-from pipeline.backfill import DEFAULT_BATCH_RUNNER
 from pipeline.loops_options import (add_loops_options, connect_to_loops,
                                     require_secret_on_remote_runner)
-from pipeline.options import UsageError, job_parser, require_cloud_paths
+from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, require_cloud_paths,
+                              set_default_runner)
 from transforms.coalesce import GroupByContact
 from transforms.metrics import NAMESPACE
 from transforms.records import LoopsRequest
 from transforms.sinks import WriteFailures, output_prefix
-from transforms.write import LoopsConnection, WriteToLoops
+from transforms.write import LoopsConnection, WriteContactsThenEvents
 
 DEFAULT_REPLAY_DEAD_LETTER = 'dead-letter-replay/'
 RETRYABLE_REASON = 'retries_exhausted'
@@ -169,13 +169,8 @@ def build_replay(p: beam.Pipeline, files: list, include_permanent: bool,
         | 'ReadFailures' >> beam.io.ReadAllFromAvro()
         | 'SelectReplayable' >> beam.ParDo(_SelectReplayable(include_permanent)))
     contacts, events = requests | 'GroupByContact' >> GroupByContact(coalesce=False)
-    contacts_done, contact_failures = contacts | 'WriteContacts' >> WriteToLoops(
-        loops, label='replayed contacts')
-    events_after_contacts = events | 'WaitForContacts' >> beam.Map(
-        lambda sequence, _done: sequence, beam.pvalue.AsList(contacts_done))
-    _, event_failures = events_after_contacts | 'WriteEvents' >> WriteToLoops(
-        loops, label='replayed events')
-    ((contact_failures, event_failures) | 'AllFailures' >> beam.Flatten()
+    ((contacts, events)
+     | 'WriteToLoops' >> WriteContactsThenEvents(loops, label_prefix='replayed ')
      | 'WriteFailures' >> WriteFailures(dead_letter))
 
 
@@ -225,9 +220,7 @@ def run(argv=None, out=sys.stdout) -> dict:
         raise UsageError('--dead_letter is required (the failure records to replay, '
                          'e.g. --dead_letter dead-letter/)')
     options = PipelineOptions(beam_args)
-    standard = options.view_as(StandardOptions)
-    if standard.runner is None:
-        standard.runner = DEFAULT_BATCH_RUNNER
+    set_default_runner(options, DEFAULT_BATCH_RUNNER)
     patterns = [failure_pattern(value) for value in args.dead_letter]
     # On a remote runner the workers read the records and write the new ones.
     for pattern in patterns:

@@ -9,7 +9,6 @@ The pipeline, step by step:
   5. failures              to --dead_letter_topic (JSON, attributes stage and reason)
                            and/or windowed Avro files under --dead_letter
 """
-import logging
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -22,7 +21,7 @@ from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_selection_options, job_parser,
-                              require_cloud_paths, runs_locally)
+                              require_cloud_paths, runs_locally, set_default_runner)
 from pipeline.selection import EventSelection, event_selection_from_args
 from transforms.coalesce import ContactSequence
 from transforms.conform import AccountSchema, ConformToAccount
@@ -34,7 +33,6 @@ from transforms.write import LoopsConnection, WriteToLoops
 DEFAULT_STREAM_RUNNER = 'DirectRunner'
 DEFAULT_DEAD_LETTER = 'dead-letter/'
 
-log = logging.getLogger('segment_loops.stream')
 
 
 @dataclass(frozen=True)
@@ -157,10 +155,8 @@ def _launch(argv, out) -> tuple:
     """-> (PipelineResult, the job's PipelineOptions)."""
     args, beam_args = stream_parser().parse_known_args(argv)
     options = PipelineOptions(beam_args)
-    standard = options.view_as(StandardOptions)
-    standard.streaming = True
-    if standard.runner is None:
-        standard.runner = DEFAULT_STREAM_RUNNER
+    options.view_as(StandardOptions).streaming = True
+    set_default_runner(options, DEFAULT_STREAM_RUNNER)
     job = job_from_args(args, options)
     team, account = preflight(job.loops)
     print(f'Loops API key accepted (team: {team}).', file=out)

@@ -190,6 +190,30 @@ class WriteToLoops(beam.PTransform):
         return written.sent, written[FAILED]
 
 
+class WriteContactsThenEvents(beam.PTransform):
+    """(contact sequences, event sequences) -> failure records.
+
+    Sends every contact upsert, then, once all of them are done, every event
+    send: an event that names its contact only by userId then never fails
+    for lack of a contact the same run creates.
+    """
+
+    def __init__(self, connection: LoopsConnection, label_prefix: str = ''):
+        super().__init__()
+        self._connection = connection
+        self._label_prefix = label_prefix
+
+    def expand(self, contacts_and_events):
+        contacts, events = contacts_and_events
+        contacts_done, contact_failures = contacts | 'WriteContacts' >> WriteToLoops(
+            self._connection, label=f'{self._label_prefix}contacts')
+        events_after_contacts = events | 'WaitForContacts' >> beam.Map(
+            lambda sequence, _done: sequence, beam.pvalue.AsList(contacts_done))
+        _, event_failures = events_after_contacts | 'WriteEvents' >> WriteToLoops(
+            self._connection, label=f'{self._label_prefix}events')
+        return (contact_failures, event_failures) | 'DeliveryFailures' >> beam.Flatten()
+
+
 class BatchPerShard(beam.PTransform):
     """(shard, ContactSequence) -> (shard, [ContactSequence, one per contact]).
 
