@@ -202,8 +202,18 @@ def test_secrets_stay_out_of_reprs_messages_and_outcomes(sandbox):
     sandbox.configure(fail_before=1.0)
     texts.append(repr(client_for(sandbox, max_attempts=2).send(upsert())))
     assert 'api_key=' in texts[0]
+    texts.append(repr(vars(client)))   # what a traceback's locals would show
     for text in texts:
         assert KEY not in text
+
+
+def test_unicode_and_lone_surrogates_are_sent_not_crashed_on(sandbox):
+    # A lone surrogate is valid JSON text ("\ud800") but not valid UTF-8.
+    client = client_for(sandbox)
+    outcomes = [client.send(upsert(city='São Paulo 紹介')), client.send(upsert('u2', odd='x\ud800y'))]
+    assert [o.status for o in outcomes] == ['delivered', 'delivered']
+    stored = {c['userId']: c for c in sandbox.state()['contacts']}
+    assert stored['u1']['city'] == 'São Paulo 紹介'
 
 
 @pytest.mark.parametrize('base_url', [

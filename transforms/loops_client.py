@@ -83,6 +83,10 @@ class _BearerAuth(requests.auth.AuthBase):
         prepared.headers['Authorization'] = f'Bearer {self._api_key}'
         return prepared
 
+    def redact(self, text: str) -> str:
+        """`text` with every occurrence of the key replaced."""
+        return text.replace(self._api_key, REDACTED)
+
 
 def is_loopback_host(host: str) -> bool:
     """True for localhost and addresses in 127.0.0.0/8 or ::1."""
@@ -153,7 +157,9 @@ class LoopsClient:
         if max_attempts < 1:
             raise ValueError(f'max_attempts must be at least 1, got {max_attempts!r}')
         self.base_url = check_base_url(base_url)
-        self._api_key = api_key
+        # Only the auth object holds the key, so neither repr(client) nor
+        # vars(client) (a traceback's locals) can show it.
+        self._auth = _BearerAuth(api_key)
         self.max_attempts = max_attempts
         self.timeout = (connect_timeout, read_timeout)
         self.backoff_base = backoff_base
@@ -192,9 +198,6 @@ class LoopsClient:
                 self._sessions.append(session)
         return session
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, REDACTED)
-
     def _backoff(self, retry: int) -> None:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** retry)
         self._sleep(self._random.uniform(0, ceiling))
@@ -205,22 +208,24 @@ class LoopsClient:
         self.bucket.acquire()
         data = None
         if body is not None:
-            data = json.dumps(body, ensure_ascii=False).encode('utf-8')
+            # ASCII escapes: a lone surrogate (valid in JSON text, e.g. inside
+            # an Avro record's traits) cannot be encoded as UTF-8 otherwise.
+            data = json.dumps(body).encode('ascii')
         try:
             # No redirects: a Loops API answer is never a redirect, and
             # following one could carry the key somewhere else.
             response = self._session().request(
                 method, self.base_url + path, data=data, headers=headers,
-                auth=_BearerAuth(self._api_key), timeout=self.timeout,
+                auth=self._auth, timeout=self.timeout,
                 allow_redirects=False)
         except requests.RequestException as exc:
-            return _Answer(None, None, self._redact(f'{type(exc).__name__}: {exc}'))
+            return _Answer(None, None, self._auth.redact(f'{type(exc).__name__}: {exc}'))
         self.bucket.on_response(_header_int(response, LIMIT_HEADER),
                                 _header_int(response, REMAINING_HEADER))
         if response.status_code == 401:
             raise AuthError('Loops rejected the API key (401 Unauthorized): '
                             'check the key and that it belongs to the intended team')
-        text = self._redact(response.text)[:MAX_RESPONSE_BODY]
+        text = self._auth.redact(response.text)[:MAX_RESPONSE_BODY]
         if response.status_code == 429:
             self.bucket.on_rate_limited()
         return _Answer(response.status_code, text, None)
