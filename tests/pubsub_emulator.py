@@ -1,11 +1,14 @@
 """The real Google Pub/Sub emulator, started and stopped by the tests (and
-benchmarks) that need it."""
+benchmarks) that need it, and helpers for the streaming tests."""
+import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -97,3 +100,52 @@ def pubsub_emulator(tmp_path_factory):
         pytest.skip(message)
     with PubsubEmulator(str(tmp_path_factory.mktemp('pubsub') / 'emulator.log')) as emulator:
         yield emulator.host
+
+
+def wait_until(condition, timeout: float, interval: float = 0.5) -> bool:
+    """Polls `condition` until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+@contextlib.contextmanager
+def runner_kept_pulling(publisher, topic):
+    """Publishes a `page` event (filtered out by the job) every 0.2 s while
+    the block runs. The local runner releases a batch it pulled only once its
+    next pull returns, and the emulator holds an empty pull open for 30 s: a
+    steady trickle keeps every pull answered at once."""
+    stop = threading.Event()
+
+    def trickle():
+        n = 0
+        while not stop.is_set():
+            publisher.publish(topic, json.dumps({'type': 'page', 'messageId': f'filler-{n}'})
+                              .encode())
+            n += 1
+            stop.wait(0.2)
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def pull(subscriber, subscription, expected: int, timeout: float = 60) -> list:
+    """The messages of a subscription, acknowledged, once `expected` have come
+    or `timeout` has passed. Short pulls: the emulator holds a pull open for
+    its whole deadline unless it has a full batch."""
+    messages = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < expected and time.monotonic() < deadline:
+        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=2)
+        if response.received_messages:
+            subscriber.acknowledge(subscription=subscription,
+                                   ack_ids=[m.ack_id for m in response.received_messages])
+            messages += [m.message for m in response.received_messages]
+    return messages

@@ -8,7 +8,6 @@ what the mapped and merged identify calls say, every event exists exactly once,
 and everything else is a failure record whose reason says why.
 """
 import collections
-import contextlib
 import json
 import os
 import re
@@ -21,8 +20,7 @@ from pipeline import backfill, stream
 from pipeline.sandbox import LoopsSandbox
 from pipeline.samples import write_archive
 from pipeline.summary import unaccounted
-from tests.pubsub_emulator import pubsub_emulator  # noqa: F401 (a fixture)
-from tests.test_stream import wait_until
+from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from transforms.mapping import default_mapping, map_event
 from transforms.merge import merge_contact_bodies
 from transforms.parse import Rejected, parse_event
@@ -234,46 +232,7 @@ INVALID = [b'{"type": "identify"', b'[1]', json.dumps({'type': 'identify', 'mess
                                                        'traits': {}}).encode()]
 
 
-@contextlib.contextmanager
-def runner_kept_pulling(publisher, topic):
-    """Publishes a `page` event (filtered out by the job) every 0.2 s while
-    the block runs. The local runner releases a batch it pulled only once its
-    next pull returns, and the emulator holds an empty pull open for 30 s: a
-    steady trickle keeps every pull answered at once."""
-    stop = threading.Event()
-
-    def trickle():
-        n = 0
-        while not stop.is_set():
-            publisher.publish(topic, json.dumps({'type': 'page', 'messageId': f'filler-{n}'})
-                              .encode())
-            n += 1
-            stop.wait(0.2)
-    thread = threading.Thread(target=trickle, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def pull(subscriber, subscription, expected: int, timeout: float = 60) -> list:
-    """The messages of a subscription, acknowledged, once `expected` have come
-    or `timeout` has passed. Short pulls: the emulator holds a pull open for
-    its whole deadline unless it has a full batch."""
-    messages = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < expected and time.monotonic() < deadline:
-        response = subscriber.pull(subscription=subscription, max_messages=10, timeout=2)
-        if response.received_messages:
-            subscriber.acknowledge(subscription=subscription,
-                                   ack_ids=[m.ack_id for m in response.received_messages])
-            messages += [m.message for m in response.received_messages]
-    return messages
-
-
-def test_stream_loses_nothing_and_repeats_nothing(pubsub_emulator, tmp_path):  # noqa: F811
+def test_stream_loses_nothing_and_repeats_nothing(pubsub_emulator, tmp_path):
     from google.cloud import pubsub_v1
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     suffix = str(int(time.time() * 1000))

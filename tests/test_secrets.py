@@ -23,11 +23,9 @@ import pytest
 from pipeline import backfill, check, cli, replay, stream
 from pipeline.sandbox import LoopsSandbox
 from pipeline.samples import write_archive
-from tests.pubsub_emulator import pubsub_emulator  # noqa: F401 (a fixture)
+from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from tests.test_edges import segment_cli
-from tests.test_faults import pull, runner_kept_pulling
 from tests.test_replay import faults_once_sending
-from tests.test_stream import wait_until
 from transforms import credentials
 from transforms.credentials import ApiKey
 from transforms.loops_client import AuthError, LoopsClient, LoopsError
@@ -220,7 +218,7 @@ def test_check_logs_at_debug(archive, key_file, sandbox):
     assert not EMAIL.search(logs.getvalue())
 
 
-def test_stream_briefly(pubsub_emulator, tmp_path, key_file, sandbox):  # noqa: F811
+def test_stream_briefly(pubsub_emulator, tmp_path, key_file, sandbox):
     from google.cloud import pubsub_v1
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     suffix = str(int(time.time() * 1000))

@@ -13,6 +13,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import stream
 from pipeline.sandbox import LoopsSandbox
+from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from transforms.coalesce import ContactSequence
 from transforms.records import contact_upsert
 from transforms.write import BatchPerShard
@@ -60,15 +61,6 @@ EXPECTED_REASONS = {'invalid_json': 1, 'not_an_object': 1, 'missing_type': 1,
                     'missing_user_id': 1, 'invalid_email': 1}
 
 
-def wait_until(condition, timeout, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
-
 @pytest.fixture
 def topics(pubsub_emulator):
     from google.cloud import pubsub_v1
@@ -95,18 +87,6 @@ def publish_all(publisher, topic, payloads):
         future.result(timeout=30)
 
 
-def pull_all(subscriber, subscription, expected, timeout=60):
-    messages = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < expected and time.monotonic() < deadline:
-        response = subscriber.pull(subscription=subscription, max_messages=100, timeout=5)
-        if response.received_messages:
-            subscriber.acknowledge(subscription=subscription,
-                                   ack_ids=[m.ack_id for m in response.received_messages])
-            messages += [m.message for m in response.received_messages]
-    return messages
-
-
 def test_stream_keeps_loops_current_and_dead_letters_invalid_events(topics, tmp_path):
     publisher, subscriber, names = topics
     key_file = tmp_path / 'key'
@@ -119,21 +99,22 @@ def test_stream_keeps_loops_current_and_dead_letters_invalid_events(topics, tmp_
             '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
             '--rate_limit', '20', '--max_buffering_seconds', '0.5'], out=open('/dev/null', 'w'))
         try:
-            for round_, events in enumerate(all_rounds):
-                payloads = [json.dumps(e).encode() for e in events]
-                if round_ == 0:
-                    payloads += INVALID
-                payloads += payloads[:10]  # at-least-once: some messages come twice
-                publish_all(publisher, names['events'], payloads)
-                # A user's identifies are published in event-time order, a round
-                # apart: Pub/Sub does not order messages, rounds do.
-                wait_until(lambda: len(sandbox.state()['events']) >= USERS * (round_ + 1), 60)
+            with runner_kept_pulling(publisher, names['events']):
+                for round_, events in enumerate(all_rounds):
+                    payloads = [json.dumps(e).encode() for e in events]
+                    if round_ == 0:
+                        payloads += INVALID
+                    payloads += payloads[:10]  # at-least-once: some messages come twice
+                    publish_all(publisher, names['events'], payloads)
+                    # A user's identifies are published in event-time order, a round
+                    # apart: Pub/Sub does not order messages, rounds do.
+                    wait_until(lambda: len(sandbox.state()['events']) >= USERS * (round_ + 1), 60)
 
-            expected_events = USERS * ROUNDS
-            assert wait_until(lambda: len(sandbox.state()['events']) >= expected_events, 60)
-            failures = pull_all(subscriber, names['failures_sub'], len(INVALID))
-            time.sleep(2)  # anything still in flight (e.g. a wrongly repeated event) lands now
-            state = sandbox.state()
+                expected_events = USERS * ROUNDS
+                assert wait_until(lambda: len(sandbox.state()['events']) >= expected_events, 60)
+                failures = pull(subscriber, names['failures_sub'], len(INVALID))
+                time.sleep(2)  # anything still in flight (e.g. a wrongly repeated event) lands now
+                state = sandbox.state()
         finally:
             result.cancel()
 
