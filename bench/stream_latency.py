@@ -49,6 +49,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--backlog', type=int, default=300)
     parser.add_argument('--probes', type=int, default=5)
+    parser.add_argument('--batch_size', type=int, default=None,
+                        help="the job's --batch_size (default: the job's own default)")
     args = parser.parse_args()
     with PubsubEmulator(), tempfile.TemporaryDirectory() as tmp:
         from google.cloud import pubsub_v1
@@ -64,7 +66,9 @@ def main():
             result = stream.start([
                 '--subscription', subscription, '--loops_base_url', sandbox.base_url,
                 '--loops_api_key_file', key_file, '--rate_limit', str(RATE),
-                '--dead_letter', os.path.join(tmp, 'dl') + '/'], out=open(os.devnull, 'w'))
+                '--dead_letter', os.path.join(tmp, 'dl') + '/',
+                *(['--batch_size', str(args.batch_size)] if args.batch_size else [])],
+                out=open(os.devnull, 'w'))
             try:
                 publisher.publish(topic, track(10_000)).result()   # warm-up: the job starts
                 wait_for_events(sandbox, 1, timeout=120)
@@ -97,7 +101,8 @@ def main():
         ('429 answers', f'{sum(1 for r in requests if r["status"] == 429)}'),
     ]
     width = max(len(k) for k, _ in rows)
-    print(f'stream at {RATE} requests/s, 100-300 ms latency, --max_buffering_seconds 1')
+    print(f'stream at {RATE} requests/s, 100-300 ms latency, --max_buffering_seconds 1, '
+          f'--batch_size {args.batch_size or "default"}')
     for key, value in rows:
         print(f'  {key:<{width}}  {value}')
 

@@ -9,6 +9,7 @@ The pipeline, step by step:
   5. failures              to --dead_letter_topic (JSON, attributes stage and reason)
                            and/or windowed Avro files under --dead_letter
 """
+import math
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -63,8 +64,10 @@ def stream_parser():
                        help='How long a messageId is remembered to drop repeats (default 600).')
     group.add_argument('--max_buffering_seconds', type=float, default=1.0,
                        help='No request waits longer than this before it is sent (default 1).')
-    group.add_argument('--batch_size', type=int, default=500,
-                       help='Requests per shard batch at most (sent sooner when full).')
+    group.add_argument('--batch_size', type=int, default=None,
+                       help='Requests per shard batch at most (sent as soon as it is full). '
+                            'Default: what one writer sends in two --max_buffering_seconds '
+                            '(2 x rate_limit / write_shards x max_buffering_seconds).')
     failures = parser.add_argument_group('failures')
     failures.add_argument('--dead_letter_topic', metavar='projects/P/topics/T',
                           help='Publish failure records here as JSON, with attributes stage '
@@ -95,6 +98,19 @@ def check_pubsub_names(args) -> None:
                          ) from None
 
 
+BATCH_BUFFERING_PERIODS = 2
+
+
+def default_batch_size(shard_rate: float, max_buffering_seconds: float) -> int:
+    """What one writer sends in two buffering periods. Under a backlog a batch
+    this size fills (and goes) without waiting for the buffering bound, while
+    waiting for a batch's last answers before the next batch is spread over
+    two periods of sending. Measured locally at 10/s under a backlog: 500 ->
+    43% of the limit (batches go on the timer), 10 -> 67%, 20 -> 70%,
+    30 -> 72%, 50 -> 43% (bench/stream_latency.py --batch_size N)."""
+    return max(1, math.ceil(BATCH_BUFFERING_PERIODS * shard_rate * max_buffering_seconds))
+
+
 def job_from_args(args, options: PipelineOptions) -> StreamJob:
     if not (args.subscription or args.topic):
         raise UsageError('--subscription (or --topic) is required')
@@ -112,7 +128,8 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
         selection=event_selection_from_args(args, ('identify', 'track')),
         dedupe_seconds=args.dedupe_seconds,
         max_buffering_seconds=args.max_buffering_seconds,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or default_batch_size(
+            args.rate_limit / args.write_shards, args.max_buffering_seconds),
         dead_letter_topic=args.dead_letter_topic,
         dead_letter=dead_letter,
         failure_window_seconds=args.failure_window_seconds,
