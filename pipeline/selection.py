@@ -42,7 +42,7 @@ def mapping_from_option(path: Optional[str]) -> Mapping:
     try:
         return load_mapping(path)
     except MappingError as error:
-        raise UsageError(f'--mapping {path}: {error}') from None
+        raise UsageError(f'--mapping: {error}') from None
 
 
 def check_inputs_match(patterns: tuple) -> None:

@@ -186,7 +186,7 @@ def test_mapping_file_changes_where_fields_come_from(tmp_path):
     (['--input', '/nonexistent/dir/*.gz'], 'no files match'),
     (['--input', __file__, '--types', 'page'], 'supported types are identify, track'),
     (['--input', __file__, '--since', '2025-13-01'], 'expected a date'),
-    (['--input', __file__, '--mapping', '/nonexistent.yaml'], '--mapping /nonexistent.yaml'),
+    (['--input', __file__, '--mapping', '/nonexistent.yaml'], '--mapping: /nonexistent.yaml'),
     # On a remote runner, local output paths would land on a worker's disk.
     (['--input', __file__, '--runner', 'DataflowRunner'], "--dead_letter 'dead-letter/': workers"),
     (['--input', 's3://bucket/segment-logs/*/*/*.gz', '--direct_running_mode=multi_processing'],

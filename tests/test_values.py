@@ -84,12 +84,24 @@ def test_flattened_key_order_follows_the_document_and_later_keys_win():
 def test_deep_nesting_does_not_hit_the_recursion_limit():
     obj = leaf = {}
     for _ in range(3000):
-        leaf['k'] = {}
-        leaf = leaf['k']
+        leaf[''] = {}   # empty keys: 3000 levels deep, the flattened key stays short
+        leaf = leaf['']
     leaf['v'] = 'deep'
     flat, adjustments = convert(obj, separator='')
-    assert flat == {'k' * 3000 + 'v': 'deep'}
+    assert flat == {'v': 'deep'}
     assert adjustments == {'flattened': 3000}
+
+
+@pytest.mark.parametrize('obj, flat, dropped', [
+    ({'k' * 501: 1, 'ok': 2}, {'ok': 2}, 1),
+    ({'k' * 500: 1}, {'k' * 500: 1}, 0),
+    ({'😀' * 251: 1}, {}, 1),                          # 502 UTF-16 units
+    ({'a' * 300: {'b' * 300: 1}, 'ok': 2}, {'ok': 2}, 1),   # long once flattened
+])
+def test_keys_over_500_characters_are_dropped(obj, flat, dropped):
+    result, adjustments = convert(obj)
+    assert result == flat
+    assert adjustments.get('dropped_long_key', 0) == dropped
 
 
 @pytest.mark.parametrize('text, length', [

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional, Union
 
 import yaml
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.parse import ParsedEvent, Rejected
 from transforms.records import (LoopsRequest, contact_upsert, event_send,
@@ -182,19 +184,31 @@ def load_mapping(path: str) -> Mapping:
     if extension not in ('.yaml', '.yml', '.json'):
         raise MappingError(f'{path}: a mapping file is YAML (.yaml, .yml) or JSON (.json)')
     try:
-        with open(path, encoding='utf-8') as file:
-            text = file.read()
-    except (OSError, UnicodeDecodeError) as error:
+        # Beam's file systems: the file may be local, gs:// or s3:// (a Flex
+        # Template launcher has no local copy).
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as file:
+            text = file.read().decode('utf-8')
+    except (OSError, UnicodeDecodeError, BeamIOError) as error:
         raise MappingError(f'{path}: cannot read the mapping file: {error}') from None
     try:
         document = json.loads(text) if extension == '.json' else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as error:
         kind = 'JSON' if extension == '.json' else 'YAML'
-        raise MappingError(f'{path}: not valid {kind}: {error}') from None
+        raise MappingError(f'{path}: not valid {kind}: {_one_line(error)}') from None
     try:
         return mapping_from_dict({} if document is None else document)
     except MappingError as error:
         raise MappingError(f'{path}: {error}') from None
+
+
+def _one_line(error: Exception) -> str:
+    """A parser's error as one line: what, and where (PyYAML's own message
+    spans several lines with a drawing of the spot)."""
+    problem = getattr(error, 'problem', None)
+    mark = getattr(error, 'problem_mark', None)
+    if problem and mark is not None:
+        return f'{problem} at line {mark.line + 1}, column {mark.column + 1}'
+    return ' '.join(str(error).split())
 
 
 def mapping_from_dict(d: dict) -> Mapping:
@@ -324,21 +338,26 @@ def map_event(event: ParsedEvent, mapping: Mapping) -> MappedRequest:
                    f'{event.type!r} calls are not mapped (only identify and track)')
 
 
+def _is_loops_key(key: Any) -> bool:
+    return isinstance(key, str) and loops_length(key) <= MAX_STRING_LENGTH
+
+
 def is_valid_loops_body(body: Any) -> bool:
-    """True when every value of a request body is one Loops accepts: a scalar
-    (strings of at most 500 characters, finite numbers), except `mailingLists`
-    (list id -> boolean) and `eventProperties` (key -> scalar)."""
+    """True when every key (at most 500 characters) and value of a request
+    body is one Loops accepts: a scalar (strings of at most 500 characters,
+    finite numbers), except `mailingLists` (list id -> boolean) and
+    `eventProperties` (key -> scalar)."""
     if not isinstance(body, dict):
         return False
     for key, value in body.items():
-        if not isinstance(key, str):
+        if not _is_loops_key(key):
             return False
         if key == 'mailingLists':
             valid = isinstance(value, dict) and all(
                 isinstance(k, str) and k and isinstance(v, bool) for k, v in value.items())
         elif key == 'eventProperties':
             valid = isinstance(value, dict) and all(
-                isinstance(k, str) and is_loops_scalar(v) for k, v in value.items())
+                _is_loops_key(k) and is_loops_scalar(v) for k, v in value.items())
         else:
             valid = is_loops_scalar(value)
         if not valid:

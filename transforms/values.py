@@ -97,7 +97,8 @@ def to_loops_properties(obj: dict, rules: ValueRules,
     the key joined (when `prefix` is empty, the key alone). Where a flattened
     key equals another key, the later one in document order wins. Every change
     is counted in `adjustments`. Raises Rejected('value_too_long') when a long
-    string meets the 'fail' rule.
+    string meets the 'fail' rule. Keys over 500 characters are dropped
+    (counted `dropped_long_key`).
     """
     flat = {}
     # An explicit stack instead of recursion: free-form JSON can nest deeper
@@ -107,6 +108,11 @@ def to_loops_properties(obj: dict, rules: ValueRules,
         parent, items = stack[-1]
         for key, value in items:
             name = f'{parent}{rules.separator}{key}' if parent else key
+            # Loops refuses a body with a key over 500 characters (400), which
+            # would lose every other update of the contact merged with it.
+            if len(name) > _ALWAYS_SHORT and loops_length(name) > MAX_STRING_LENGTH:
+                adjustments['dropped_long_key'] += 1
+                continue
             kind = type(value)
             # Fast path for the common values that never change (hot loop).
             if value is None or kind is int or kind is bool or (
