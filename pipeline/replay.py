@@ -33,7 +33,7 @@ from pipeline.loops_options import (add_loops_options, connect_to_loops,
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, require_cloud_paths,
                               set_default_runner)
 from transforms.coalesce import GroupByContact
-from transforms.metrics import NAMESPACE
+from transforms.metrics import NAMESPACE, CounterFamily
 from transforms.records import LoopsRequest
 from transforms.sinks import WriteFailures, output_prefix
 from transforms.write import LoopsConnection, WriteContactsThenEvents
@@ -143,7 +143,7 @@ class _SelectReplayable(beam.DoFn):
         self._read = Metrics.counter(NAMESPACE, REPLAY_KEYS['read'])
         self._replayed = Metrics.counter(NAMESPACE, REPLAY_KEYS['replayed'])
         self._skipped = Metrics.counter(NAMESPACE, REPLAY_KEYS['skipped'])
-        self._by_reason = {}
+        self._skipped_by_reason = CounterFamily(SKIPPED_PREFIX)
 
     def process(self, record):
         self._read.inc()
@@ -153,11 +153,7 @@ class _SelectReplayable(beam.DoFn):
             yield request
             return
         self._skipped.inc()
-        counter = self._by_reason.get(reason)
-        if counter is None:
-            counter = self._by_reason[reason] = Metrics.counter(
-                NAMESPACE, SKIPPED_PREFIX + reason)
-        counter.inc()
+        self._skipped_by_reason.inc(reason)
 
 
 def build_replay(p: beam.Pipeline, files: list, include_permanent: bool,

@@ -22,13 +22,11 @@ import re
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from transforms.loops_client import LoopsClient
 from transforms.mapping import LOOPS_CONTACT_FIELDS
-from transforms.metrics import NAMESPACE
+from transforms.metrics import CounterFamily, ReasonCounters
 from transforms.parse import Rejected
-from transforms.process import _CountedReasons
 from transforms.records import failure_record
 from transforms.timestamps import parse_timestamp, to_iso8601
 
@@ -211,8 +209,8 @@ class _ConformRequest(beam.DoFn):
         self._unknown_properties = unknown_properties
 
     def setup(self):
-        self._failed = _CountedReasons('map')
-        self._adjusted = {}
+        self._failed = ReasonCounters('map')
+        self._adjusted = CounterFamily('conform/')
 
     def process(self, request):
         try:
@@ -226,10 +224,7 @@ class _ConformRequest(beam.DoFn):
                 source=request.source))
             return
         for name, n in adjustments.items():
-            counter = self._adjusted.get(name)
-            if counter is None:
-                counter = self._adjusted[name] = Metrics.counter(NAMESPACE, f'conform/{name}')
-            counter.inc(n)
+            self._adjusted.inc(name, n)
         yield dataclasses.replace(request, body=body)
 
 

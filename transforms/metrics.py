@@ -1,4 +1,34 @@
 """Beam metrics of the pipelines: counters named `<step>/<outcome>` in one
 namespace, so a Dataflow user sees them in the console and the run summary is
 built from the very same numbers."""
+from apache_beam.metrics import Metrics
+
 NAMESPACE = 'segment_loops'
+
+
+class CounterFamily:
+    """Counters `<prefix><name>` for names known only at run time (failure
+    reasons, event types, value changes), each created on first use.
+    Create it in a DoFn's setup(), like any counter."""
+
+    def __init__(self, prefix: str):
+        self._prefix = prefix
+        self._counters = {}
+
+    def inc(self, name: str, n: int = 1) -> None:
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = Metrics.counter(NAMESPACE, self._prefix + name)
+        counter.inc(n)
+
+
+class ReasonCounters:
+    """`<step>/failed` and `<step>/<reason>` together, for a step's failures."""
+
+    def __init__(self, step: str):
+        self._failed = Metrics.counter(NAMESPACE, f'{step}/failed')
+        self._by_reason = CounterFamily(f'{step}/')
+
+    def inc(self, reason: str, n: int = 1) -> None:
+        self._failed.inc(n)
+        self._by_reason.inc(reason, n)

@@ -9,7 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.mapping import Mapping, map_event
-from transforms.metrics import NAMESPACE
+from transforms.metrics import NAMESPACE, CounterFamily, ReasonCounters
 from transforms.parse import ParsedEvent, Rejected, event_text, parse_event
 from transforms.records import failure_record, json_text
 
@@ -27,23 +27,6 @@ def keeps(event: ParsedEvent, types: frozenset,
     return True
 
 
-class _CountedReasons:
-    """Counters `<step>/failed` and `<step>/<reason>`, created on first use."""
-
-    def __init__(self, step: str):
-        self._step = step
-        self._total = Metrics.counter(NAMESPACE, f'{step}/failed')
-        self._by_reason = {}
-
-    def inc(self, reason: str, n: int = 1):
-        self._total.inc(n)
-        counter = self._by_reason.get(reason)
-        if counter is None:
-            counter = self._by_reason[reason] = Metrics.counter(
-                NAMESPACE, f'{self._step}/{reason}')
-        counter.inc(n)
-
-
 class _ToLoopsRequest(beam.DoFn):
     """(source, line number, raw) -> LoopsRequest; failure records on FAILED.
 
@@ -58,14 +41,14 @@ class _ToLoopsRequest(beam.DoFn):
         self._mapping = mapping
 
     def setup(self):
-        self._parse_failed = _CountedReasons('parse')
+        self._parse_failed = ReasonCounters('parse')
         self._kept = Metrics.counter(NAMESPACE, 'filter/kept')
         self._filtered = Metrics.counter(NAMESPACE, 'filter/filtered_out')
-        self._filtered_by_type = {}
-        self._map_failed = _CountedReasons('map')
+        self._filtered_by_type = CounterFamily('filter/filtered_out_')
+        self._map_failed = ReasonCounters('map')
         self._contacts = Metrics.counter(NAMESPACE, 'map/contact_updates')
         self._events = Metrics.counter(NAMESPACE, 'map/event_sends')
-        self._adjusted = {}
+        self._adjusted = CounterFamily('map/')
 
     def process(self, item):
         path, line_number, raw = item
@@ -92,19 +75,12 @@ class _ToLoopsRequest(beam.DoFn):
             return
         (self._events if mapped.request.is_event else self._contacts).inc()
         for name, n in mapped.adjustments.items():
-            counter = self._adjusted.get(name)
-            if counter is None:
-                counter = self._adjusted[name] = Metrics.counter(NAMESPACE, f'map/{name}')
-            counter.inc(n)
+            self._adjusted.inc(name, n)
         yield mapped.request
 
     def _count_filtered(self, event_type: str):
         self._filtered.inc()
-        counter = self._filtered_by_type.get(event_type)
-        if counter is None:
-            counter = self._filtered_by_type[event_type] = Metrics.counter(
-                NAMESPACE, f'filter/filtered_out_{event_type}')
-        counter.inc()
+        self._filtered_by_type.inc(event_type)
 
 
 class SegmentToLoops(beam.PTransform):

@@ -20,7 +20,7 @@ from transforms.coalesce import ContactSequence, arrange_contact_requests
 from transforms.credentials import ApiKey
 from transforms.delivery import DeliveryProgress, deliver_sequences, in_flight_for
 from transforms.loops_client import LoopsClient
-from transforms.metrics import NAMESPACE
+from transforms.metrics import NAMESPACE, CounterFamily
 from transforms.records import failure_record
 
 FAILED = 'failed'
@@ -104,10 +104,8 @@ class _WriteShard(beam.DoFn):
 
     def setup(self):
         self._client = self._connection.client()
-        self._counters = {
-            name: Metrics.counter(NAMESPACE, f'deliver/{name}')
-            for name in ('delivered', 'already_delivered', 'failed', 'retries', 'rate_limited')}
-        self._by_reason = {}
+        self._counters = CounterFamily('deliver/')
+        self._failed_by_reason = CounterFamily('deliver/failed_')
 
     def teardown(self):
         client = getattr(self, '_client', None)
@@ -128,13 +126,12 @@ class _WriteShard(beam.DoFn):
         for request, outcome in deliver_sequences(
                 self._client, (s.requests for s in sequences), in_flight, progress):
             sent += 1
-            self._counters['retries'].inc(outcome.attempts - 1)
-            self._counters['rate_limited'].inc(outcome.rate_limited)
+            self._counters.inc('retries', outcome.attempts - 1)
+            self._counters.inc('rate_limited', outcome.rate_limited)
+            self._counters.inc(outcome.status)
             if outcome.status != 'failed':
-                self._counters[outcome.status].inc()
                 continue
-            self._counters['failed'].inc()
-            self._count_reason(outcome.reason)
+            self._failed_by_reason.inc(outcome.reason)
             yield beam.pvalue.TaggedOutput(FAILED, failure_record(
                 'deliver', outcome.reason, outcome.message or outcome.reason,
                 request=request, http_status=outcome.http_status,
@@ -142,13 +139,6 @@ class _WriteShard(beam.DoFn):
                 source=request.source))
         progress.finish()
         yield shard, sent
-
-    def _count_reason(self, reason):
-        counter = self._by_reason.get(reason)
-        if counter is None:
-            counter = self._by_reason[reason] = Metrics.counter(
-                NAMESPACE, f'deliver/failed_{reason}')
-        counter.inc()
 
 
 class WriteToLoops(beam.PTransform):
