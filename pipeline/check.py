@@ -18,16 +18,12 @@ runs on one machine, and --sample stops after a few lines.
 """
 import collections
 import contextlib
-import gzip
-import io
 import json
 import re
 import sys
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Optional
 
-import fastavro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -36,22 +32,20 @@ from pipeline.loops_options import add_conform_options, add_loops_options, conne
 from pipeline.options import UsageError, add_input_options, add_selection_options, job_parser
 from pipeline.selection import (ArchiveInput, EventSelection, archive_input_from_args,
                                 event_selection_from_args)
-from transforms.avro_events import from_avro_record
 from transforms.conform import (MAILING_LISTS, AccountSchema,
                                 coerce_value, conform_body, is_changed,
                                 is_custom_property)
 from transforms.mapping import map_event
 from transforms.parse import Rejected, parse_event
 from transforms.process import keeps
-from transforms.read import (AVRO, GZIP_NDJSON, SEGMENT_EVENT_SCHEMA, archive_kind,
-                             in_date_range, received_day_ms)
+from transforms.read import (READ_ERRORS, archive_items, archive_kind, in_date_range,
+                             read_failure, received_day_ms)
 from transforms.write import LoopsConnection
 
 EXIT_OK = 0
 # Not 1: the CLI uses 1 for a job that failed; a script must tell them apart.
 EXIT_DATA_LOSS = 4
 # Errors that end the reading of one file (as transforms/read.py counts them).
-READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, fastavro.read.SchemaResolutionError)
 # Keys of a request body that are not contact properties, or are reported apart.
 NOT_PROPERTIES = frozenset({'eventName', 'eventProperties', MAILING_LISTS})
 EXAMPLE_CHARS = 80
@@ -140,24 +134,6 @@ def select_files(patterns: tuple, since_ms: Optional[int],
     return selection
 
 
-def archive_items(path: str, raw) -> Iterator:
-    """The lines (bytes) or, for Avro, the event dicts of one open archive
-    file, read as transforms/read.py reads them. Raises one of READ_ERRORS
-    when the file cannot be read (further)."""
-    kind = archive_kind(path)
-    if kind == AVRO:
-        reader = fastavro.reader(raw)
-        schema = reader.writer_schema
-        name = schema.get('name') if isinstance(schema, dict) else None
-        if name != SEGMENT_EVENT_SCHEMA:
-            raise ValueError(f'Avro schema {name!r} is not {SEGMENT_EVENT_SCHEMA} '
-                             '(see schemas/segment_event.avsc)')
-        return (from_avro_record(record) for record in reader)
-    if kind == GZIP_NDJSON:
-        return gzip.GzipFile(fileobj=raw)
-    return io.BufferedReader(raw, buffer_size=1 << 20)
-
-
 # --- Looking at each event ---
 
 @dataclass
@@ -218,11 +194,11 @@ class Preflight:
         self._contacts = set()
         self._seen = set()
 
-    def add_unreadable(self, path: str, error: Exception) -> None:
-        reason = 'truncated_file' if isinstance(error, EOFError) else 'unreadable_file'
-        self.failures[f'read/{reason}'] += 1
-        self.unreadable_files.append({'path': path, 'reason': reason,
-                                      'message': f'{type(error).__name__}: {error}'})
+    def add_unreadable(self, path: str, error: Exception, items_read: int) -> None:
+        record = read_failure(path, error, items_read)
+        self.failures[f'read/{record["reason"]}'] += 1
+        self.unreadable_files.append({'path': path, 'reason': record['reason'],
+                                      'message': record['message']})
 
     def add_line(self, raw: Any, source: str) -> None:
         self.lines += 1
@@ -333,7 +309,7 @@ def scan(selection: FileSelection, preflight: Preflight, limit: Optional[int]) -
         with contextlib.closing(file_items(path)) as items:
             for number, item in enumerate(items, start=1):
                 if isinstance(item, Unreadable):
-                    preflight.add_unreadable(path, item.error)
+                    preflight.add_unreadable(path, item.error, number - 1)
                     break
                 if limit is not None and preflight.lines >= limit:
                     break

@@ -88,9 +88,36 @@ class _SelectArchiveFiles(beam.DoFn):
         yield path
 
 
-def _read_failure(path: str, reason: str, error: Exception) -> dict:
-    return failure_record('read', reason, f'{type(error).__name__}: {error}',
-                          source=path)
+# What reading a damaged or foreign archive file raises.
+READ_ERRORS = (OSError, EOFError, zlib.error, ValueError, fastavro.read.SchemaResolutionError)
+
+
+def archive_items(path: str, raw) -> Iterator:
+    """The lines (bytes) or, for Avro, the event dicts of one archive file
+    opened raw (uncompressed) at `path`. Raises one of READ_ERRORS when the
+    file cannot be read (further): the items before that are good."""
+    kind = archive_kind(path)
+    if kind == AVRO:
+        reader = fastavro.reader(raw)
+        schema = reader.writer_schema
+        name = schema.get('name') if isinstance(schema, dict) else None
+        if name != SEGMENT_EVENT_SCHEMA:
+            raise ValueError(f'Avro schema {name!r} is not {SEGMENT_EVENT_SCHEMA} '
+                             '(see schemas/segment_event.avsc)')
+        return (from_avro_record(record) for record in reader)
+    if kind == GZIP_NDJSON:
+        # Iterated directly (small internal reads), a truncated file still
+        # yields every whole line before the break.
+        return gzip.GzipFile(fileobj=raw)
+    return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+def read_failure(path: str, error: Exception, items_read: int) -> dict:
+    """The failure record of a file that could not be read (further)."""
+    reason = 'truncated_file' if isinstance(error, EOFError) else 'unreadable_file'
+    return failure_record(
+        'read', reason, f'{type(error).__name__}: {error} ({items_read:,} lines or records '
+        'before it were read)', source=path)
 
 
 class _ReadArchiveFile(beam.DoFn):
@@ -107,36 +134,16 @@ class _ReadArchiveFile(beam.DoFn):
         self._unreadable = Metrics.counter(NAMESPACE, 'read/unreadable_files')
 
     def process(self, path: str):
-        kind = archive_kind(path)
         count = 0
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-                for count, item in enumerate(self._items(kind, raw), start=1):
+                for count, item in enumerate(archive_items(path, raw), start=1):
                     yield path, count, item
-        except (OSError, EOFError, zlib.error, ValueError,
-                fastavro.read.SchemaResolutionError) as error:
+        except READ_ERRORS as error:
             self._unreadable.inc()
-            reason = 'truncated_file' if isinstance(error, EOFError) else 'unreadable_file'
-            yield beam.pvalue.TaggedOutput(
-                self.FAILED, _read_failure(path, reason, error))
+            yield beam.pvalue.TaggedOutput(self.FAILED, read_failure(path, error, count))
         finally:
             self._lines.inc(count)
-
-    @staticmethod
-    def _items(kind: str, raw) -> Iterator:
-        if kind == AVRO:
-            reader = fastavro.reader(raw)
-            name = reader.writer_schema.get('name') if isinstance(reader.writer_schema, dict) else None
-            if name != SEGMENT_EVENT_SCHEMA:
-                raise ValueError(
-                    f'Avro schema {name!r} is not {SEGMENT_EVENT_SCHEMA} '
-                    '(see schemas/segment_event.avsc)')
-            return (from_avro_record(record) for record in reader)
-        if kind == GZIP_NDJSON:
-            # Iterated directly (small internal reads), a truncated file still
-            # yields every whole line before the break.
-            return gzip.GzipFile(fileobj=raw)
-        return io.BufferedReader(raw, buffer_size=1 << 20)
 
 
 class ReadSegmentArchive(beam.PTransform):
