@@ -96,32 +96,25 @@ def load_average() -> float:
 
 
 def _tree_rss(root_pid: int) -> tuple:
-    """(sum, largest) resident bytes of `root_pid` and all its descendants."""
-    children = {}
-    rss = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat', encoding='ascii') as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-            with open(f'/proc/{entry}/statm', encoding='ascii') as f:
-                rss[int(entry)] = int(f.read().split()[1]) * PAGE_SIZE
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    tree, stack = [], [root_pid]
+    """(sum, largest) resident bytes of `root_pid` and all its descendants,
+    walking down /proc/<pid>/task/<tid>/children (Linux)."""
+    sizes, stack = [], [root_pid]
     while stack:
         pid = stack.pop()
-        tree.append(pid)
-        stack.extend(children.get(pid, ()))
-    sizes = [rss.get(pid, 0) for pid in tree]
-    return sum(sizes), max(sizes)
+        try:
+            with open(f'/proc/{pid}/statm', encoding='ascii') as f:
+                sizes.append(int(f.read().split()[1]) * PAGE_SIZE)
+            for task in os.listdir(f'/proc/{pid}/task'):
+                with open(f'/proc/{pid}/task/{task}/children', encoding='ascii') as f:
+                    stack.extend(int(child) for child in f.read().split())
+        except (OSError, ValueError):  # the process ended while we looked
+            continue
+    return sum(sizes), max(sizes, default=0)
 
 
 def measure(command: list, log_path: str) -> Run:
     """Runs `command` to completion (stdout and stderr to `log_path`), sampling
-    the memory of its process tree every 0.1 s. Raises CalledProcessError."""
+    the memory of its process tree every 0.2 s. Raises CalledProcessError."""
     load = load_average()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     peaks = [0, 0]
@@ -131,7 +124,7 @@ def measure(command: list, log_path: str) -> Run:
         done = threading.Event()
 
         def sample():
-            while not done.wait(0.1):
+            while not done.wait(0.2):
                 total, largest = _tree_rss(process.pid)
                 peaks[0], peaks[1] = max(peaks[0], total), max(peaks[1], largest)
 
