@@ -3,11 +3,12 @@
 Generates once, under bench-output/, a Segment archive of at least --events events, then runs
 --rounds rounds of whole processes on it, interleaved so that other load on the machine falls on
 each alike: the plain loop (bench/plain_loop.py), and `segment-loops backfill --dry_run` in each
-running mode (in-process, and worker processes on both cores). Per command it prints the wall time
-(best and median of the rounds), events per second, the ratio to the plain loop's best, the CPU
-seconds of its process tree, its peak memory (the whole tree) and the 1-minute load average before
-its runs; every command must write the same requests, or the benchmark fails. Then, from the
-pipeline's summary, what coalescing saves: requests made against identify events read.
+running mode (in-process, and two worker processes: the default for dry runs of 30 MB or more).
+Per command it prints the wall time (best and median of the rounds), events per second, the ratio
+to the plain loop's best, the CPU seconds of its process tree, its peak memory (the whole tree) and
+the 1-minute load average before its runs; every command must write the same requests, or the
+benchmark fails. Then, from the pipeline's summary, what coalescing saves: requests made against
+identify events read.
 
     .venv/bin/python bench/processing.py [--events 300000] [--rounds 3]
 """
