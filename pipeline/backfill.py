@@ -136,8 +136,7 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
         failures.append(conform_failed)
     contacts, events = requests | 'GroupByContact' >> GroupByContact(job.coalesce)
     if job.dry_run:
-        ((contacts, events) | 'AllRequests' >> beam.Flatten()
-         | 'WriteDryRun' >> WriteDryRun(job.dry_run))
+        (contacts, events) | 'WriteDryRun' >> WriteDryRun(job.dry_run)
     else:
         failures.append(
             (contacts, events) | 'WriteToLoops' >> WriteContactsThenEvents(job.loops))
