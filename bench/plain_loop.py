@@ -23,8 +23,8 @@ from typing import Iterable, Optional
 import fastavro
 
 from schemas import load_schema
+from transforms.coalesce import arrange_contact_requests
 from transforms.mapping import Mapping, default_mapping, map_event
-from transforms.merge import coalesce_upserts
 from transforms.parse import Rejected, event_text, parse_event
 from transforms.records import failure_record, json_text
 
@@ -32,17 +32,7 @@ from transforms.records import failure_record, json_text
 def contact_requests(requests: list) -> list:
     """One contact's upserts -> the requests to send: event-time order, repeated
     messageIds dropped, merged into one when there are several."""
-    requests.sort(key=lambda request: request.order)
-    seen = set()
-    kept = []
-    for request in requests:
-        message_id = request.order[2]
-        if message_id:
-            if message_id in seen:
-                continue
-            seen.add(message_id)
-        kept.append(request)
-    return [coalesce_upserts(kept)] if len(kept) > 1 else kept
+    return arrange_contact_requests(requests, coalesce=True).requests
 
 
 def requests_by_contact(paths: Iterable[str], mapping: Mapping,
