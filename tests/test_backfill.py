@@ -233,3 +233,24 @@ def test_cli_reports_a_bad_mapping_without_a_traceback(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert 'contact.email' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_an_avro_record_with_undecodable_json_is_one_failure_not_a_crash(tmp_path):
+    # Valid JSON text that decodes to a lone surrogate: no coder can encode that
+    # string, so the reader must turn the record into a failure, not pass it on.
+    import fastavro
+    from schemas import load_schema
+    good = {'type': 'identify', 'messageId': 'ok', 'userId': 'u1',
+            'traits': '{"email": "a@example.com"}'}
+    bad = {'type': 'identify', 'messageId': 'bad', 'userId': 'u2',
+           'traits': '{"x": "a\\ud800b"}'}
+    with open(tmp_path / 'events.avro', 'wb') as f:
+        fastavro.writer(f, load_schema('segment_event'), [bad, good])
+
+    summary, requests, failures = run_backfill(tmp_path, [str(tmp_path / 'events.avro')])
+
+    assert [r['body']['userId'] for r in requests] == ['u1']
+    assert [(f['stage'], f['reason'], f['source'].rsplit('/', 1)[-1]) for f in failures] == [
+        ('parse', 'invalid_json', 'events.avro:1')]
+    assert '"messageId": "bad"' in failures[0]['event']
+    assert summary['read'] == 2 and unaccounted(summary) == 0

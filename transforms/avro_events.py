@@ -10,6 +10,7 @@ import json
 from typing import Any, Callable
 
 from schemas import load_schema
+from transforms.parse import LOADS
 
 SCHEMA = load_schema('segment_event')
 
@@ -77,7 +78,8 @@ def from_avro_record(record: dict) -> dict:
 
     Null fields are left out, JSON texts are loaded and the keys of `extra` are
     merged back at the top level. Raises ValueError when a JSON text does not
-    parse or `extra` is not a JSON object.
+    parse (with the archive lines' strict decoder: a lone surrogate, which no
+    coder can encode, is refused too) or `extra` is not a JSON object.
     """
     event = {}
     for key in _TYPED_FIELDS:
@@ -87,10 +89,10 @@ def from_avro_record(record: dict) -> dict:
     for key in JSON_TEXT_FIELDS:
         text = record.get(key)
         if text is not None:
-            event[key] = json.loads(text)
+            event[key] = LOADS(text)
     extra_text = record.get(EXTRA_FIELD)
     if extra_text is not None:
-        extra = json.loads(extra_text)
+        extra = LOADS(extra_text)
         if not isinstance(extra, dict):
             raise ValueError(f'{EXTRA_FIELD!r} is not a JSON object')
         event.update(extra)

@@ -47,6 +47,13 @@ class Rejected(Exception):
         self.message = message
 
 
+class UndecodableEvent(NamedTuple):
+    """An event a reader could not decode, e.g. an Avro record whose JSON text
+    is invalid: parse_event rejects it as `invalid_json`, keeping its text."""
+    text: str      # the record as JSON, for the failure record
+    problem: str   # what is wrong, for a person
+
+
 class ParsedEvent(NamedTuple):
     """One accepted Segment event, with the fields every later step needs.
 
@@ -111,6 +118,8 @@ def parse_event(raw: str | bytes | dict, source: str = '', *,
             raise _invalid_json(raw, error) from None
         if type(data) is not dict:
             raise Rejected('not_an_object', f'event is {_json_kind(data)}, not an object')
+    elif isinstance(raw, UndecodableEvent):
+        raise Rejected('invalid_json', raw.problem)
     else:
         raise TypeError(f'parse_event takes str, bytes or dict, not {type(raw).__name__}')
 
@@ -141,6 +150,8 @@ def event_text(raw: str | bytes | dict) -> str:
     """The original text of a parse_event input, for failure records: a line
     without its line ending, bytes decoded as UTF-8 (bad bytes replaced), a
     dict as compact JSON."""
+    if isinstance(raw, UndecodableEvent):
+        return raw.text
     if isinstance(raw, bytes):
         raw = raw.decode('utf-8', errors='replace')
     if isinstance(raw, str):

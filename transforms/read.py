@@ -7,6 +7,7 @@ that layout, plain NDJSON files and Avro files written with
 """
 import gzip
 import io
+import json
 import re
 import zlib
 from typing import Iterator, Optional
@@ -20,6 +21,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.avro_events import from_avro_record
 from transforms.metrics import NAMESPACE
+from transforms.parse import UndecodableEvent
 from transforms.records import failure_record
 
 DAY_MS = 86_400_000
@@ -104,12 +106,23 @@ def archive_items(path: str, raw) -> Iterator:
         if name != SEGMENT_EVENT_SCHEMA:
             raise ValueError(f'Avro schema {name!r} is not {SEGMENT_EVENT_SCHEMA} '
                              '(see schemas/segment_event.avsc)')
-        return (from_avro_record(record) for record in reader)
+        return (_avro_event(record) for record in reader)
     if kind == GZIP_NDJSON:
         # Iterated directly (small internal reads), a truncated file still
         # yields every whole line before the break.
         return gzip.GzipFile(fileobj=raw)
     return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+def _avro_event(record: dict):
+    """The event of one Avro record, or an UndecodableEvent that the parser
+    rejects on its own (one bad record must not cost the rest of the file)."""
+    try:
+        return from_avro_record(record)
+    except ValueError as error:
+        problem = str(error).encode('utf-8', 'backslashreplace').decode('utf-8')
+        return UndecodableEvent(json.dumps(record, default=str),
+                                f'an Avro record field is not valid JSON: {problem}')
 
 
 def read_failure(path: str, error: Exception, items_read: int) -> dict:
