@@ -5,6 +5,7 @@ send a contact's requests strictly in event-time order, and all upserts of a
 contact can be merged into one request (Loops has no batch endpoint: fewer
 requests is the only way to go faster than the rate limit).
 """
+import dataclasses
 import pickle
 from typing import Iterable, NamedTuple, Tuple
 
@@ -24,10 +25,14 @@ class ContactSequence(NamedTuple):
     requests: tuple
 
 
+# LoopsRequest's fields in declaration order, so encoding and decoding can't
+# drift apart when a field is added.
+_REQUEST_FIELDS = tuple(field.name for field in dataclasses.fields(LoopsRequest))
+
+
 def to_shuffle_bytes(request: LoopsRequest) -> bytes:
     """A request as the bytes GroupByContact shuffles (its fields, pickled)."""
-    return pickle.dumps((request.method, request.path, request.body, request.headers,
-                         request.contact, request.order, request.source),
+    return pickle.dumps(tuple(getattr(request, name) for name in _REQUEST_FIELDS),
                         pickle.HIGHEST_PROTOCOL)
 
 
