@@ -11,7 +11,7 @@ import argparse
 import time
 from typing import Optional
 
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.sandbox import LoopsSandbox
 from transforms.delivery import deliver_sequences, in_flight_for
 from transforms.loops_client import LoopsClient
 from transforms.records import contact_upsert

@@ -28,7 +28,7 @@ from typing import Optional
 
 import requests
 
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.sandbox import LoopsSandbox
 from processing import MODES, OUTPUT, PYTHON, ROOT, archive_for, load_average
 
 API_KEY = 'bench-key'

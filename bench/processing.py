@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pipeline.samples import write_archive
+from pipeline.local.samples import write_archive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUT = os.path.join(ROOT, 'bench-output')

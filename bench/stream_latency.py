@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipeline import stream  # noqa: E402
-from pipeline.sandbox import LoopsSandbox  # noqa: E402
+from pipeline.local.sandbox import LoopsSandbox  # noqa: E402
 from tests.pubsub_emulator import PubsubEmulator  # noqa: E402
 
 PROJECT = 'segment-loops-bench'

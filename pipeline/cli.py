@@ -47,13 +47,13 @@ def _demo(argv):
 
 
 def _sandbox(argv):
-    from pipeline import sandbox
-    return sandbox.main(argv)
+    from pipeline.local import sandbox_cli
+    return sandbox_cli.main(argv)
 
 
 def _generate(argv):
-    from pipeline import samples
-    return samples.main(argv)
+    from pipeline.local import samples_cli
+    return samples_cli.main(argv)
 
 
 COMMANDS: dict[str, Callable[[list], int]] = {

@@ -13,8 +13,8 @@ import tempfile
 import time
 
 from pipeline import backfill
-from pipeline.sandbox import LoopsSandbox
-from pipeline.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
 from transforms.sinks import read_failure_records
 
 DEMO_USERS = 30

@@ -2,7 +2,7 @@
 import fastavro
 import pytest
 
-from pipeline.samples import generate_events
+from pipeline.local.samples import generate_events
 from schemas import load_schema
 from transforms.avro_events import from_avro_record, to_avro_record
 

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline import backfill
 from pipeline.options import UsageError
-from pipeline.samples import write_archive, write_avro, write_ndjson
+from pipeline.local.samples import write_archive, write_avro, write_ndjson
 from pipeline.summary import unaccounted
 from transforms.sinks import read_failure_records
 

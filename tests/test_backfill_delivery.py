@@ -11,8 +11,8 @@ import pytest
 
 from pipeline import backfill
 from pipeline.options import UsageError
-from pipeline.sandbox import LoopsSandbox
-from pipeline.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
 from pipeline.summary import unaccounted
 from transforms.mapping import default_mapping, map_event
 from transforms.merge import merge_contact_bodies

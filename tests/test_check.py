@@ -9,8 +9,8 @@ import pytest
 
 from pipeline import backfill, check
 from pipeline.options import UsageError
-from pipeline.samples import write_archive, write_avro, write_ndjson
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive, write_avro, write_ndjson
+from pipeline.local.sandbox import LoopsSandbox
 
 KEY = 'check-test-key'
 TS = '2026-11-01T10:00:00.000Z'

@@ -8,7 +8,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.sandbox import DEFAULT_PROPERTIES, LoopsSandbox
+from pipeline.local.rules import DEFAULT_PROPERTIES
+from pipeline.local.sandbox import LoopsSandbox
 from transforms.conform import (AccountSchema, ConformToAccount, coerce_value,
                                 conform_body)
 from transforms.loops_client import LoopsClient

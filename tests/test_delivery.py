@@ -4,7 +4,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.sandbox import LoopsSandbox
 from transforms.delivery import (Delivered, DeliveryProgress, deliver_sequences,
                                  format_duration, in_flight_for)
 from transforms.loops_client import AuthError, LoopsClient, Outcome

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pipeline import cli
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.sandbox import LoopsSandbox
 from transforms.sinks import read_failure_records
 
 TEN_MB = 10 * 1024 * 1024

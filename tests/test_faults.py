@@ -17,8 +17,8 @@ import time
 import pytest
 
 from pipeline import backfill, stream
-from pipeline.sandbox import LoopsSandbox
-from pipeline.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
 from pipeline.summary import unaccounted
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from transforms.mapping import default_mapping, map_event

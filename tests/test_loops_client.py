@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.sandbox import LoopsSandbox
 from transforms.loops_client import AuthError, LoopsClient, LoopsError, Outcome
 from transforms.records import (CONTACT_UPDATE_PATH, EVENT_SEND_PATH, LoopsRequest,
                                 contact_upsert, event_send, idempotency_key_for)

@@ -13,7 +13,7 @@ import apache_beam
 import pytest
 
 from pipeline.options import UsageError
-from pipeline.samples import write_archive
+from pipeline.local.samples import write_archive
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(REPO, 'pipeline', 'templates')

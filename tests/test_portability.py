@@ -16,8 +16,8 @@ import threading
 import pytest
 
 from pipeline import backfill
-from pipeline.sandbox import LoopsSandbox
-from pipeline.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
 from pipeline.summary import unaccounted
 from transforms.records import CONTACT_UPDATE_PATH, EVENT_SEND_PATH
 from transforms.sinks import read_failure_records

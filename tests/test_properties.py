@@ -18,8 +18,8 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
 from pipeline.replay import request_of
-from pipeline.sandbox import (EVENT_ONLY_KEYS, check_contact_body, check_event_properties,
-                              check_idempotency_key, check_scalar, identity_of)
+from pipeline.local.rules import (EVENT_ONLY_KEYS, check_contact_body, check_event_properties,
+                                  check_idempotency_key, check_scalar, identity_of)
 from schemas import load_schema
 from transforms.coalesce import arrange_contact_requests
 from transforms.conform import AccountSchema, conform_body

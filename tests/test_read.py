@@ -6,7 +6,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from pipeline.samples import write_avro, write_ndjson
+from pipeline.local.samples import write_avro, write_ndjson
 from transforms.read import (AVRO, GZIP_NDJSON, NDJSON, ReadSegmentArchive, archive_kind,
                              in_date_range, received_day_ms)
 

@@ -14,8 +14,8 @@ import requests
 
 from pipeline import backfill, replay
 from pipeline.options import UsageError
-from pipeline.sandbox import LoopsSandbox
-from pipeline.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
 from tests.test_faults import Expected, assert_loops_holds
 from transforms.records import event_send, failure_record
 from transforms.sinks import read_failure_records

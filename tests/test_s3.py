@@ -16,7 +16,7 @@ import requests as http
 
 from pipeline import backfill
 from pipeline.options import UsageError
-from pipeline.samples import write_archive
+from pipeline.local.samples import write_archive
 from tests.test_portability import WorkerProcesses
 from transforms.sinks import read_failure_records
 

@@ -10,8 +10,10 @@ from collections import Counter
 import fastavro
 import pytest
 
-from pipeline.samples import (DAY_MS, INVALID_KINDS, MAX_EVENT_BYTES, generate_events, main,
-                              write_archive, write_avro, write_ndjson)
+from pipeline.local.archive import INVALID_KINDS, MAX_EVENT_BYTES
+from pipeline.local.samples import generate_events, write_archive, write_avro, write_ndjson
+from pipeline.local.samples_cli import main
+from transforms.timestamps import DAY_MS
 from schemas import load_schema
 from transforms.avro_events import from_avro_record
 

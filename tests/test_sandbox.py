@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.sandbox import LoopsSandbox
 
 API_KEY = 'test-key-0123'
 EMAIL = 'ada@example.com'
@@ -473,7 +473,7 @@ def test_the_command_serves_until_sigterm(key_in_env):
     if key_in_env:
         env['LOOPS_API_KEY'] = 'env-secret-key'
     process = subprocess.Popen(
-        [sys.executable, '-m', 'pipeline.sandbox', '--port', '0', '--rate_limit', '5',
+        [sys.executable, '-m', 'pipeline.local.sandbox_cli', '--port', '0', '--rate_limit', '5',
          '--latency_ms', '0-10'],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

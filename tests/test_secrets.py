@@ -21,8 +21,8 @@ import fastavro
 import pytest
 
 from pipeline import backfill, check, cli, replay, stream
-from pipeline.sandbox import LoopsSandbox
-from pipeline.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from tests.test_edges import segment_cli
 from tests.test_replay import faults_once_sending

@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import stream
-from pipeline.sandbox import LoopsSandbox
+from pipeline.local.sandbox import LoopsSandbox
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from transforms.coalesce import ContactSequence
 from transforms.records import contact_upsert
