@@ -14,6 +14,8 @@ _UTC_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _ONE_MS = timedelta(milliseconds=1)
 
+DAY_MS = 86_400_000
+
 # The range datetime can represent (years 1 to 9999, UTC), so that every
 # result of parse_timestamp can be written back by to_iso8601.
 MIN_MS = -62_135_596_800_000
