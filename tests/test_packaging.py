@@ -66,7 +66,7 @@ def distributions(tmp_path_factory):
 
 
 def test_the_checkout_has_the_packages_workers_need():
-    assert {'pipeline', 'transforms', 'schemas'} <= set(checkout_packages())
+    assert {'pipeline', 'pipeline/local', 'transforms', 'schemas'} <= set(checkout_packages())
     assert {'schemas/failure.avsc', 'schemas/segment_event.avsc'} <= expected_files()
 
 

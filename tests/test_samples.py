@@ -1,4 +1,4 @@
-"""pipeline.samples writes the archives every other test relies on: check their
+"""pipeline.local.samples writes the archives every other test relies on: check their
 layout, counts and that every real-world oddity is really in them."""
 import datetime
 import gzip
