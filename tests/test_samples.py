@@ -5,13 +5,19 @@ import gzip
 import json
 import os
 import re
+import tracemalloc
 from collections import Counter
 
 import fastavro
 import pytest
 
+from pipeline.local import archive as archive_module
+from pipeline.local import samples as samples_module
 from pipeline.local.archive import INVALID_KINDS, MAX_EVENT_BYTES
-from pipeline.local.samples import generate_events, write_archive, write_avro, write_ndjson
+from pipeline.local.clock import iso_ms
+from pipeline.local.hot_user import HOT_USER_EMAIL, HOT_USER_ID, PLAN_EVERY
+from pipeline.local.samples import (generate_events, write_archive, write_avro,
+                                    write_hot_user_archive, write_ndjson)
 from pipeline.local.samples_cli import main
 from transforms.timestamps import DAY_MS
 from schemas import load_schema
@@ -320,3 +326,95 @@ def test_command_line_writes_an_archive_and_prints_one_line(tmp_path, capsys):
     assert os.path.isfile(tmp_path / 'segment-logs' / 'dummy-object.txt')
     day_folder = tmp_path / 'segment-logs' / 'source1' / str(START_DAY_MS)
     assert len([name for name in os.listdir(day_folder) if name.endswith('.gz')]) == 3
+
+
+# ---------------------------------------------------------------- hot user
+
+HOT_EVENTS = 2 * PLAN_EVERY + 402     # enough identifies for a change of plan
+
+
+@pytest.fixture(scope='module')
+def hot_archive(tmp_path_factory):
+    return write_hot_user_archive(str(tmp_path_factory.mktemp('hot')), HOT_EVENTS,
+                                  users=30, days=3, seed=7)
+
+
+def test_hot_user_archive_counts_and_ordinary_users(hot_archive):
+    kinds, distinct, repeats = classify(hot_archive.files)
+    events = [json.loads(line) for line in distinct]
+    hot = [event for event in events if event['userId'] == HOT_USER_ID]
+    others = [event for event in events if event['userId'] != HOT_USER_ID]
+    assert hot_archive.events is None
+    assert hot_archive.lines == sum(len(read_lines(path)) for path in hot_archive.files)
+    assert (hot_archive.invalid_lines, hot_archive.duplicate_lines) == (
+        sum(kinds.values()), len(repeats))
+    assert set(kinds) == set(INVALID_KINDS) and repeats
+    assert len(hot) == HOT_EVENTS
+    # The ordinary users are write_archive's, event for event.
+    assert others == list(generate_events(users=30, days=3, seed=7))
+    assert len({event['messageId'] for event in events}) == len(events)
+
+
+def test_hot_user_calls_are_spread_evenly_over_the_days_in_received_order(hot_archive):
+    _, distinct, _ = classify(hot_archive.files)
+    events = [json.loads(line) for line in distinct]
+    received = [event['receivedAt'] for event in events]
+    assert received == sorted(received)
+    per_day = Counter(event['receivedAt'][:10] for event in events
+                      if event['userId'] == HOT_USER_ID)
+    assert sorted(per_day) == ['2026-11-01', '2026-11-02', '2026-11-03']
+    assert max(per_day.values()) - min(per_day.values()) <= 1
+
+
+def test_hot_user_identifies_change_over_time_and_tracks_are_server_calls(hot_archive):
+    _, distinct, _ = classify(hot_archive.files)
+    hot = [json.loads(line) for line in distinct if f'"userId":"{HOT_USER_ID}"' in line]
+    identifies = [event for event in hot if event['type'] == 'identify']
+    tracks = [event for event in hot if event['type'] == 'track']
+    assert len(identifies) == len(tracks) == HOT_EVENTS // 2
+    traits = [event['traits'] for event in identifies]
+    assert [t['checkIns'] for t in traits] == list(range(1, len(traits) + 1))
+    assert [t['plan'] for t in traits[PLAN_EVERY - 1:PLAN_EVERY + 1]] == ['free', 'pro']
+    assert {t['plan'] for t in traits} == {'free', 'pro'}
+    last_seen = [t['lastSeenAt'] for t in traits]
+    assert last_seen == sorted(last_seen) and len(set(last_seen)) > len(last_seen) // 2
+    assert all(t['email'] == HOT_USER_EMAIL for t in traits)
+    names = Counter(event['event'] for event in tracks)
+    assert set(names) == {'Heartbeat', 'Job Finished'}
+    assert names['Job Finished'] == len(tracks) // 4
+    assert all('anonymousId' not in event and event['channel'] == 'server' for event in hot)
+
+
+def test_hot_user_archive_memory_does_not_grow_with_its_events(tmp_path, monkeypatch):
+    # Small batches and files, so that what stays in memory per file is small
+    # and anything kept per event would show.
+    monkeypatch.setattr(archive_module, 'WRITE_BATCH', 64)
+    monkeypatch.setattr(samples_module, 'HOT_LINES_PER_FILE', 500)
+    iso_ms(0)   # builds the time-text caches outside the measurement
+
+    def peak(hot_events: int) -> int:
+        tracemalloc.start()
+        try:
+            manifest = write_hot_user_archive(str(tmp_path / str(hot_events)), hot_events,
+                                              users=3, days=1)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert manifest.lines > hot_events
+            # A busy day is cut into more files.
+            assert len(manifest.files) == max(3, -(-manifest.lines // 500))
+
+    small, large = peak(500), peak(4500)
+    assert large - small < 40_000, (small, large)
+
+
+def test_command_line_adds_a_hot_user(tmp_path, capsys):
+    assert main(['--output', str(tmp_path), '--users', '3', '--days', '2',
+                 '--hot_user_events', '101', '--no_invalid', '--no_duplicates']) == 0
+    ordinary = len(list(generate_events(users=3, days=2, seed=7)))
+    assert f'({ordinary + 101} events, 0 invalid, 0 duplicates)' in capsys.readouterr().out
+    lines = [line for folder, _, names in os.walk(tmp_path) for name in names
+             if name.endswith('.gz') for line in read_lines(os.path.join(folder, name))]
+    assert sum(f'"userId":"{HOT_USER_ID}"' in line for line in lines) == 101
+    with pytest.raises(SystemExit):
+        main(['--output', str(tmp_path), '--hot_user_events', '-1'])

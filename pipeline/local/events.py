@@ -51,10 +51,10 @@ class EventFactory:
     on the user's index.
     """
 
-    def __init__(self, rng: random.Random, start_ms: int):
+    def __init__(self, rng: random.Random, start_ms: int, first_count: int = 0):
         self.rng = rng
         self.start_ms = start_ms
-        self.count = 0
+        self.count = first_count
 
     def new_user(self, index: int) -> User:
         """User number `index`: names, email (every 50th malformed), userId

@@ -8,13 +8,16 @@ archives hold: every form listed in the project's segment-events reference
 (messageIds that are not UUIDs, numeric and null userIds, every timestamp
 form, snake_case traits, nested objects and arrays, odd keys, the three
 `mailingLists` shapes...), lines that are not events, and duplicated lines.
+`write_hot_user_archive` adds one userId with a huge number of events.
 
 Everything comes from `random.Random` instances seeded from `seed`, so a seed
 gives the same bytes every time. Generation streams one received day at a
 time: a million events need memory for one day's schedule (an int per event)
 and each user's small state, not for the events.
 """
+import heapq
 import json
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -26,12 +29,16 @@ from pipeline.local.archive import (ARCHIVE_PREFIX, COMPACT, ArchiveWriter,
                                     write_other_files)
 from pipeline.local.clock import day_start_ms
 from pipeline.local.events import EventFactory
+from pipeline.local.hot_user import HotUser, calls_on_day
 from pipeline.local.traits import User
 from transforms.avro_events import SCHEMA as AVRO_EVENT_SCHEMA
 from transforms.avro_events import to_avro_record
 from transforms.timestamps import DAY_MS
 
 EVENTS_PER_USER = (10, 15)   # over all days, inclusive
+# Files of a hot-user archive's day hold at most this many lines (more files
+# on busy days, as Segment's do), which bounds the lines held for repeating.
+HOT_LINES_PER_FILE = 50_000
 _USER_BITS = 0xFFFFFFFF
 
 # (day ms, number of events, the day's events in receivedAt order)
@@ -82,6 +89,26 @@ def _received_days(users: int, days: int, seed: int, start_day: str) -> Iterator
         yield day_ms, len(schedule), events
 
 
+def _hot_user_days(hot_events: int, users: int, days: int, seed: int,
+                   start_day: str) -> Iterator[ReceivedDay]:
+    """The days of `_received_days` with the hot user's calls merged in, in
+    receivedAt order; the ordinary users' events are the same as without them."""
+    hot = HotUser(random.Random(f'{seed}/hot'), day_start_ms(start_day))
+    for day_number, (day_ms, schedule, factory, people) in enumerate(
+            _schedules(users, days, seed, start_day)):
+        hot_count = calls_on_day(hot_events, days, day_number)
+        ordinary = ((key >> 32, people[key & _USER_BITS]) for key in schedule)
+        system = ((offset, None) for offset in hot.received_offsets(hot_count))
+        events = (hot.event(day_ms + offset) if user is None
+                  else factory.event(user, day_ms + offset)
+                  for offset, user in heapq.merge(ordinary, system, key=_first))
+        yield day_ms, len(schedule) + hot_count, events
+
+
+def _first(pair: tuple) -> object:
+    return pair[0]
+
+
 def generate_events(users: int = 20, days: int = 2, seed: int = 7,
                     start_day: str = '2026-11-01') -> Iterator[dict]:
     """Valid Segment events of `users` users over `days` received days from
@@ -108,6 +135,24 @@ def write_archive(root: str, users: int = 20, days: int = 2, seed: int = 7, *,
                        source_id=source_id, files_for=lambda _: files_per_day,
                        invalid=invalid, duplicates=duplicates,
                        kept=[] if keep_events else None)
+
+
+def write_hot_user_archive(root: str, hot_events: int, users: int = 300, days: int = 30,
+                           seed: int = 7, *, source_id: str = 'source1',
+                           files_per_day: int = 3, invalid: bool = True,
+                           duplicates: bool = True,
+                           start_day: str = '2026-11-01') -> ArchiveManifest:
+    """`write_archive`'s archive of `users` users, plus `hot_events` calls of
+    one server-side user (hot_user.HOT_USER_ID), half identify, half track,
+    spread evenly over the days. Streams to disk: memory does not grow with
+    `hot_events`. A day gets `files_per_day` files, more when it would have
+    over HOT_LINES_PER_FILE events per file. The manifest's `events` is None.
+    """
+    return _write_days(root, _hot_user_days(hot_events, users, days, seed, start_day),
+                       days, seed, source_id=source_id,
+                       files_for=lambda count: max(files_per_day,
+                                                   math.ceil(count / HOT_LINES_PER_FILE)),
+                       invalid=invalid, duplicates=duplicates, kept=None)
 
 
 def _write_days(root: str, received_days: Iterator[ReceivedDay], days: int, seed: int, *,

@@ -6,7 +6,7 @@ import time
 from typing import Optional
 
 from pipeline.local.archive import ARCHIVE_PREFIX
-from pipeline.local.samples import write_archive
+from pipeline.local.samples import write_archive, write_hot_user_archive
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -21,18 +21,29 @@ def _argument_parser() -> argparse.ArgumentParser:
     parser.add_argument('--start_day', default='2026-11-01', help='first received day, UTC')
     parser.add_argument('--no_invalid', action='store_true', help='only valid event lines')
     parser.add_argument('--no_duplicates', action='store_true', help='no repeated lines')
+    parser.add_argument('--hot_user_events', type=int, default=0, metavar='N',
+                        help='also N events of one server-side user (half identify, half '
+                             'track), spread over the days; busy days get more files')
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`segment-loops generate`: the arguments after `generate` -> an archive
     written under --output and a one-line summary on stdout; returns 0."""
-    args = _argument_parser().parse_args(argv)
+    parser = _argument_parser()
+    args = parser.parse_args(argv)
+    if args.hot_user_events < 0:
+        parser.error('--hot_user_events must be 0 or more')
     started = time.monotonic()
-    manifest = write_archive(args.output, args.users, args.days, args.seed,
-                             source_id=args.source_id, files_per_day=args.files_per_day,
-                             invalid=not args.no_invalid, duplicates=not args.no_duplicates,
-                             keep_events=False, start_day=args.start_day)
+    options = dict(source_id=args.source_id, files_per_day=args.files_per_day,
+                   invalid=not args.no_invalid, duplicates=not args.no_duplicates,
+                   start_day=args.start_day)
+    if args.hot_user_events:
+        manifest = write_hot_user_archive(args.output, args.hot_user_events, args.users,
+                                          args.days, args.seed, **options)
+    else:
+        manifest = write_archive(args.output, args.users, args.days, args.seed,
+                                 keep_events=False, **options)
     valid = manifest.lines - manifest.invalid_lines - manifest.duplicate_lines
     print(f'wrote {manifest.lines} lines ({valid} events, {manifest.invalid_lines} invalid, '
           f'{manifest.duplicate_lines} duplicates) in {len(manifest.files)} files over '
