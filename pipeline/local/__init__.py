@@ -1,8 +1,12 @@
 """Stand-ins for the outside world, for the demo, the tests and the benchmarks.
 
-- `samples` (with `clock`, `traits`, `events`, `hot_user`, `archive`,
-  `samples_cli`):
-  realistic Segment S3-layout archives.
+- `sandbox`: a local, Loops-compatible API server. The Loops side is
+  `account` (a team's data), `endpoints` (what each API call does) and
+  `rules` (what Loops accepts); the serving side is `api` (key check, limits,
+  faults, request log), `traffic` (rate limit, latency, faults), `server`
+  (HTTP) and `sandbox_cli` (the sandbox command).
+- `samples`: realistic Segment S3-layout archives, made of `clock`, `traits`,
+  `events`, `hot_user`, `archive`, and `samples_cli` (the generate command).
 
 Nothing here runs in a job: the jobs in `pipeline/` only talk to what these
 modules imitate.

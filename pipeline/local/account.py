@@ -1,0 +1,81 @@
+"""The data of one Loops team: contacts, events, custom properties, mailing
+lists and spent idempotency keys, with the lookups Loops' endpoints make."""
+from itertools import count
+from typing import Iterable, Optional
+
+from pipeline.local.rules import ApiError
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+DEFAULT_MAILING_LISTS = (
+    {'id': 'list_news', 'name': 'Newsletter',
+     'description': 'Company news, once a month', 'isPublic': True},
+    {'id': 'list_product', 'name': 'Product updates',
+     'description': 'New features and changes', 'isPublic': False},
+)
+
+
+class LoopsAccount:
+    """One Loops team's data. Not thread-safe: the sandbox calls it under a lock."""
+
+    def __init__(self, team_name: str, mailing_lists: Iterable[dict],
+                 custom_properties: Iterable[dict]):
+        self.team_name = team_name
+        self.mailing_lists = [dict(item) for item in mailing_lists]
+        self.custom_properties = [dict(item) for item in custom_properties]
+        self.contacts: list[dict] = []
+        self.events: list[dict] = []
+        self.idempotency_keys: dict[str, float] = {}
+        self._contact_numbers = count(1)
+
+    def forget_activity(self) -> None:
+        """Drops contacts, events and idempotency keys; keeps lists and properties."""
+        self.contacts.clear()
+        self.events.clear()
+        self.idempotency_keys.clear()
+
+    @property
+    def list_ids(self) -> frozenset:
+        """The ids of the mailing lists contacts may be put on."""
+        return frozenset(item['id'] for item in self.mailing_lists)
+
+    # ---- contacts
+
+    def new_contact(self) -> dict:
+        """Adds and returns a contact with every default field at its default."""
+        contact = {'id': f'contact-{next(self._contact_numbers)}', 'email': None,
+                   'userId': None, 'firstName': None, 'lastName': None,
+                   'source': 'API', 'subscribed': True, 'userGroup': None,
+                   'mailingLists': {}}
+        self.contacts.append(contact)
+        return contact
+
+    def by_email(self, email: str) -> Optional[dict]:
+        """The contact with this email (Loops compares addresses case-insensitively)."""
+        wanted = email.lower()
+        return next((c for c in self.contacts
+                     if c['email'] is not None and c['email'].lower() == wanted), None)
+
+    def by_user_id(self, user_id: str) -> Optional[dict]:
+        """The contact with this userId, or None."""
+        return next((c for c in self.contacts if c['userId'] == user_id), None)
+
+    def upsert_match(self, email: Optional[str], user_id: Optional[str]) -> Optional[dict]:
+        """The contact an upsert changes: the one either id finds; 409 when they
+        find two different contacts."""
+        by_email = self.by_email(email) if email is not None else None
+        by_user_id = self.by_user_id(user_id) if user_id is not None else None
+        if by_email is not None and by_user_id is not None and by_email is not by_user_id:
+            raise ApiError(409, 'The email and the userId belong to different contacts.')
+        return by_user_id or by_email
+
+    # ---- idempotency keys
+
+    def key_in_use(self, key: Optional[str], now: float) -> bool:
+        """Whether `key` was spent less than 24 hours before `now`."""
+        used_at = self.idempotency_keys.get(key) if key is not None else None
+        return used_at is not None and now - used_at < IDEMPOTENCY_TTL_SECONDS
+
+    def spend_key(self, key: Optional[str], now: float) -> None:
+        """Marks `key` used at `now` (nothing for a request without one)."""
+        if key is not None:
+            self.idempotency_keys[key] = now

@@ -1,0 +1,151 @@
+"""A local, Loops-compatible HTTP server for the demo, the tests and the benchmarks.
+
+The real Loops API cannot be reached from this project's machines, so
+`LoopsSandbox` plays it in-process (standard library only): the endpoints, the
+validation and upsert rules of /work/shared/reference/loops-api.md, the
+per-team rate limit with its headers, and faults injected on purpose (500s,
+dropped connections, slow answers, outages) to exercise a client's retries.
+
+Use it as a context manager and point a client at `base_url`::
+
+    with LoopsSandbox('key', rate_limit=10, fail_after=0.1, seed=7) as sandbox:
+        ...  # requests against sandbox.base_url with 'Authorization: Bearer key'
+        sandbox.state()['events']
+
+Besides /api, the server answers inspection requests (no key, no limits, no
+faults): GET /_sandbox/state, POST /_sandbox/config (a JSON object of
+settings) and POST /_sandbox/reset.
+`segment-loops sandbox` (sandbox_cli.py) runs the same server on its own.
+"""
+import threading
+from typing import Any, Optional
+
+from pipeline.local.account import DEFAULT_MAILING_LISTS, LoopsAccount
+from pipeline.local.api import API_PREFIX, LoopsApi
+from pipeline.local.rules import ApiError, parse_json_object
+from pipeline.local.server import Reply, Request, SandboxHTTPServer, error_reply
+from pipeline.local.traffic import TrafficControl
+
+SANDBOX_PREFIX = '/_sandbox/'
+INSPECTION_METHODS = {'/_sandbox/state': 'GET', '/_sandbox/config': 'POST',
+                      '/_sandbox/reset': 'POST'}
+
+
+class LoopsSandbox:
+    """A Loops-compatible API server on a local port, with fault injection.
+
+    In: the API key clients must send, the team's name, mailing lists and
+    custom properties, the rate limit and latency, fault shares
+    (traffic.DEFAULT_SETTINGS) and a seed for the random draws. `start()` serves in a daemon thread; `base_url` is what a client
+    uses; `state()` shows what the server stored and received.
+    """
+
+    def __init__(self, api_key: str = 'sandbox-key', *, team_name: str = 'Sandbox team',
+                 host: str = '127.0.0.1', port: int = 0, rate_limit: Optional[float] = 10.0,
+                 latency: tuple[float, float] = (0.0, 0.0),
+                 mailing_lists: Optional[list[dict]] = None,
+                 custom_properties: Optional[list[dict]] = None,
+                 seed: Optional[int] = None, **faults: float):
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError('api_key must be a non-empty string')
+        self._host = host
+        self._port = port
+        self._traffic = TrafficControl({'rate_limit': rate_limit, 'latency': latency,
+                                        **faults}, seed)
+        account = LoopsAccount(
+            team_name, DEFAULT_MAILING_LISTS if mailing_lists is None else mailing_lists,
+            custom_properties or [])
+        self._api = LoopsApi(api_key, account, self._traffic)
+        self._server: Optional[SandboxHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._server is not None else 'stopped'
+        return f'LoopsSandbox({where})'
+
+    def __enter__(self) -> 'LoopsSandbox':
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def start(self) -> 'LoopsSandbox':
+        """Binds the port and serves in a daemon thread; returns self."""
+        if self._server is not None:
+            raise RuntimeError('the sandbox is already running')
+        server = SandboxHTTPServer((self._host, self._port), self._answer,
+                                   self._traffic.rate_headers)
+        self._traffic.allow_pauses()
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={'poll_interval': 0.05},
+            name='loops-sandbox', daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stops serving, closes the listening socket and every open connection."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._traffic.interrupt_pauses()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        thread.join()
+        self._server = self._thread = None
+
+    @property
+    def base_url(self) -> str:
+        """'http://<host>:<port>/api' of the running server."""
+        if self._server is None:
+            raise RuntimeError('the sandbox is not running')
+        return f'http://{self._host}:{self._server.server_address[1]}{API_PREFIX}'
+
+    def configure(self, **settings: Any) -> None:
+        """Changes rate_limit, latency or fault settings live; ValueError for bad ones."""
+        self._traffic.configure(**settings)
+
+    def outage(self, seconds: float) -> None:
+        """For the next `seconds`, every API request's connection is dropped unanswered."""
+        self._traffic.start_outage(seconds)
+
+    def state(self) -> dict:
+        """A deep copy of {'contacts', 'events', 'requests'} (JSON-ready)."""
+        return self._api.state()
+
+    def reset(self) -> None:
+        """Forgets contacts, events, idempotency keys, the request log, the rate
+        window and any outage. Settings, lists and custom properties stay."""
+        self._api.reset()
+        self._traffic.reset()
+
+    def _answer(self, request: Request) -> Optional[Reply]:
+        if request.path.startswith(SANDBOX_PREFIX):
+            return inspection_reply(self, request)
+        if request.path == API_PREFIX or request.path.startswith(API_PREFIX + '/'):
+            return self._api.answer(request)
+        return error_reply(404, 'Not found')
+
+
+def inspection_reply(sandbox: LoopsSandbox, request: Request) -> Reply:
+    """The answer to a /_sandbox/ request, made with the sandbox's public methods."""
+    expected_method = INSPECTION_METHODS.get(request.path)
+    if expected_method is None:
+        return error_reply(404, 'Not found')
+    if request.method != expected_method:
+        return error_reply(405, 'Method not allowed')
+    if request.path == '/_sandbox/state':
+        return Reply(200, sandbox.state())
+    if request.path == '/_sandbox/reset':
+        sandbox.reset()
+        return Reply(200, {'success': True})
+    try:
+        if isinstance(request.body, ApiError):
+            raise request.body
+        sandbox.configure(**parse_json_object(request.body))
+    except ApiError as error:
+        return error_reply(error.status, error.message)
+    except ValueError as error:
+        return error_reply(400, str(error))
+    return Reply(200, {'success': True})
