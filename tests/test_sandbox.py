@@ -1,6 +1,7 @@
 """The Loops sandbox, over real HTTP: the API it imitates, its limits and its faults."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,18 +115,21 @@ VALID = {'email': EMAIL}
     ('PUT', '/v1/contacts/update', {**VALID, 'k' * 501: 1}, {}, TOO_LONG),
     ('PUT', '/v1/contacts/update', {**VALID, 'teamId': 't1'}, {}, 'reserved'),
     ('PUT', '/v1/contacts/update', {**VALID, 'id': 'c1'}, {}, 'reserved'),
-    ('PUT', '/v1/contacts/update', {**VALID, 'subscribed': 'yes'}, {}, 'subscribed'),
+    ('PUT', '/v1/contacts/update', {**VALID, 'subscribed': 'yes'}, {},
+     'Invalid value for "subscribed": '),
     ('PUT', '/v1/contacts/update', {**VALID, 'mailingLists': ['list_news']}, {},
-     'mailingLists must be'),
+     'Invalid value for "mailingLists": '),
     ('PUT', '/v1/contacts/update', {**VALID, 'mailingLists': {'list_news': 'true'}}, {},
-     'mailingLists must be'),
+     'Invalid value for "mailingLists": '),
+    ('PUT', '/v1/contacts/update', {'email': EMAIL, 'userId': ''}, {},
+     'Invalid value for "userId": '),
     ('PUT', '/v1/contacts/update', {**VALID, 'mailingLists': {'list_gone': True}}, {},
      'Unknown mailing list id: list_gone'),
     ('POST', '/v1/contacts/create', {'userId': 'u1'}, {}, 'email is required'),
     ('POST', '/v1/events/send', VALID, {}, 'eventName is required'),
     ('POST', '/v1/events/send', {'eventName': 'Signed Up'}, {}, 'email or a userId'),
     ('POST', '/v1/events/send', {**VALID, 'eventName': 'x', 'eventProperties': 'pro'}, {},
-     'eventProperties must be an object'),
+     'Invalid value for "eventProperties": '),
     ('POST', '/v1/events/send', {**VALID, 'eventName': 'x', 'eventProperties': {'a': [1]}},
      {}, 'nested objects'),
     ('POST', '/v1/events/send',
@@ -159,6 +163,72 @@ def test_a_body_over_1_mb_gets_413_and_the_session_goes_on(client, sandbox):
     assert response.status_code == 413
     assert client.call('GET', '/v1/api-key').status_code == 200
     assert sandbox.state()['contacts'] == []
+
+
+@pytest.mark.parametrize('name', ['Plan:Upgraded', ':', 'a:b:c', 'Signed Up:'])
+def test_an_event_name_with_a_colon_is_refused(client, sandbox, name):
+    response = client.event({'eventName': name, 'email': EMAIL})
+    assert response.status_code == 400
+    assert response.json() == {'success': False,
+                               'message': 'Event names cannot contain colons (:).'}
+    assert sandbox.state()['events'] == [] and sandbox.state()['contacts'] == []
+
+
+@pytest.mark.parametrize('path, body, message', [
+    ('/v1/contacts/update', {**VALID, '': 1}, 'Invalid property name "".'),
+    ('/v1/contacts/update', {**VALID, '  ': 'x'}, 'Invalid property name "  ".'),
+    ('/v1/contacts/update', {**VALID, '\t': None}, 'Invalid property name "\t".'),
+    ('/v1/events/send', {**VALID, 'eventName': 'Paid', ' ': 1},
+     'Invalid property name " ".'),
+    ('/v1/events/send', {**VALID, 'eventName': 'Paid', 'eventProperties': {'': 1}},
+     'Invalid event property name "".'),
+    ('/v1/events/send', {**VALID, 'eventName': 'Paid', 'eventProperties': {'ok': 1, '   ': 2}},
+     'Invalid event property name "   ".'),
+])
+def test_an_empty_or_blank_key_is_refused_by_name(client, sandbox, path, body, message):
+    method = 'PUT' if path == '/v1/contacts/update' else 'POST'
+    response = client.call(method, path, json=body)
+    assert response.status_code == 400
+    assert response.json() == {'success': False, 'message': message}
+    assert sandbox.state()['events'] == [] and sandbox.state()['contacts'] == []
+
+
+NAMED_KEY = re.compile(r'^Invalid value for "(?P<key>[^"]*)": ')
+
+
+@pytest.mark.parametrize('path, body, key', [
+    ('/v1/contacts/update', {**VALID, 'plan': {'tier': 'pro'}}, 'plan'),
+    ('/v1/contacts/update', {**VALID, 'subscribed': 'no'}, 'subscribed'),
+    ('/v1/contacts/update', {**VALID, 'mailingLists': ['list_news']}, 'mailingLists'),
+    ('/v1/events/send', {**VALID, 'eventName': 'Paid', 'seats': [1, 2]}, 'seats'),
+    ('/v1/events/send', {**VALID, 'eventName': 'Paid', 'eventProperties': {'n': [1]}},
+     'eventProperties.n'),
+    ('/v1/events/send', {**VALID, 'eventName': 'Paid', 'eventProperties': []},
+     'eventProperties'),
+])
+def test_a_refused_value_is_named_so_a_client_can_drop_it_and_retry(client, sandbox, path,
+                                                                    body, key):
+    method = 'PUT' if path == '/v1/contacts/update' else 'POST'
+    refused = client.call(method, path, json=body)
+    assert refused.status_code == 400
+    named = NAMED_KEY.match(refused.json()['message'])
+    assert named and named.group('key') == key
+    outer, _, inner = key.partition('.')
+    if inner:
+        retry = {**body, outer: {k: v for k, v in body[outer].items() if k != inner}}
+    else:
+        retry = {k: v for k, v in body.items() if k != outer}
+    assert client.call(method, path, json=retry).status_code == 200
+
+
+def test_other_refusals_name_the_list_or_the_reserved_key(client):
+    unknown_list = client.update({**VALID, 'mailingLists': {'list_gone': True}})
+    assert unknown_list.json()['message'] == 'Unknown mailing list id: list_gone.'
+    reserved = client.update({**VALID, 'teamId': 't1'})
+    assert reserved.json()['message'] == (
+        '"teamId" is a reserved name and cannot be a contact property.')
+    too_long = client.update({**VALID, 'bio': 'x' * 501})
+    assert too_long.json()['message'] == TOO_LONG
 
 
 # -------------------------------------------------------------------- contacts

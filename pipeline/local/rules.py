@@ -2,6 +2,9 @@
 describes it: contact properties, event fields, mailing lists, idempotency keys.
 
 Each check raises `ApiError` with the status and message Loops would answer.
+Messages name the offending key in double quotes where there is one
+(`Invalid value for "plan": ...`, `Invalid property name "".`), so that a
+client can drop that key and retry.
 """
 import json
 import math
@@ -28,6 +31,7 @@ EMAIL_PATTERN = re.compile(r'^[^@\s]+@[^@\s]+\.[^@\s]+$')
 PROPERTY_NAME_PATTERN = re.compile(r'^[a-z][A-Za-z0-9]*$')
 TOO_LONG = 'Some body key or value is longer than allowable'
 NOT_AN_OBJECT = 'The request body must be a JSON object.'
+EVENT_NAME_COLON = 'Event names cannot contain colons (:).'
 
 
 class ApiError(Exception):
@@ -67,14 +71,17 @@ def identity_of(body: dict) -> tuple[Optional[str], Optional[str]]:
         raise ApiError(400, 'Invalid email address.')
     user_id = body.get('userId')
     if 'userId' in body and not (isinstance(user_id, str) and user_id):
-        raise ApiError(400, 'userId must be a non-empty string.')
+        raise ApiError(400, 'Invalid value for "userId": must be a non-empty string.')
     return email, user_id
 
 
-def check_key(key: str) -> None:
-    """ApiError 400 for a body key over 500 characters."""
+def check_key(key: str, kind: str = 'property') -> None:
+    """ApiError 400 for a body key Loops cannot take: over 500 characters, or
+    empty once trimmed (`kind` names it in the message: 'event property')."""
     if len(key) > MAX_STRING:
         raise ApiError(400, TOO_LONG)
+    if not key.strip():
+        raise ApiError(400, f'Invalid {kind} name "{key}".')
 
 
 def check_scalar(name: str, value: Any) -> None:
@@ -91,7 +98,8 @@ def check_scalar(name: str, value: Any) -> None:
 def check_mailing_lists(value: Any, list_ids: frozenset) -> None:
     """ApiError 400 unless `value` maps known mailing-list ids to booleans."""
     if not isinstance(value, dict) or not all(isinstance(v, bool) for v in value.values()):
-        raise ApiError(400, 'mailingLists must be an object of mailing list id -> true/false.')
+        raise ApiError(400, 'Invalid value for "mailingLists": must be an object of '
+                            'mailing list id -> true/false.')
     unknown = sorted(set(value) - list_ids)
     if unknown:
         raise ApiError(400, f'Unknown mailing list id: {unknown[0]}.')
@@ -100,7 +108,8 @@ def check_mailing_lists(value: Any, list_ids: frozenset) -> None:
 def check_contact_body(body: dict, list_ids: frozenset,
                        skip: frozenset = frozenset()) -> None:
     """ApiError 400 unless every top-level key of `body` (but `skip`) is a valid
-    contact property: not reserved, not too long, a scalar or valid mailingLists."""
+    contact property: named, not reserved, not too long, a scalar or valid
+    mailingLists."""
     for key, value in body.items():
         check_key(key)
         if key in skip:
@@ -110,7 +119,7 @@ def check_contact_body(body: dict, list_ids: frozenset,
         if key == 'mailingLists':
             check_mailing_lists(value, list_ids)
         elif key == 'subscribed' and not isinstance(value, bool):
-            raise ApiError(400, 'subscribed must be true or false.')
+            raise ApiError(400, 'Invalid value for "subscribed": must be true or false.')
         else:
             check_scalar(key, value)
 
@@ -121,19 +130,21 @@ def reserved_name_message(name: str) -> str:
 
 
 def check_event_name(value: Any) -> str:
-    """`value` if it can name an event (a string); ApiError 400."""
+    """`value` if it can name a custom event (a string without colons); ApiError 400."""
     if not (isinstance(value, str) and value):
         raise ApiError(400, 'eventName is required.')
     check_scalar('eventName', value)
+    if ':' in value:
+        raise ApiError(400, EVENT_NAME_COLON)
     return value
 
 
 def check_event_properties(value: Any) -> None:
-    """ApiError 400 unless `value` is an object of scalar values."""
+    """ApiError 400 unless `value` is an object of scalar values under named keys."""
     if not isinstance(value, dict):
-        raise ApiError(400, 'eventProperties must be an object.')
+        raise ApiError(400, 'Invalid value for "eventProperties": must be an object.')
     for key, item in value.items():
-        check_key(key)
+        check_key(key, 'event property')
         check_scalar(f'eventProperties.{key}', item)
 
 
