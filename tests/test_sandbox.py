@@ -347,8 +347,7 @@ def test_an_event_for_an_unknown_user_id_alone_is_refused(client, sandbox):
     assert sandbox.state()['events'] == [] and sandbox.state()['contacts'] == []
 
 
-def test_an_idempotency_key_is_used_once_and_only_when_accepted(client, sandbox):
-    assert client.event({'eventName': 'Paid', 'userId': 'nobody'}, key='k1').status_code == 400
+def test_an_idempotency_key_is_used_once_within_a_day(client, sandbox):
     body = {'eventName': 'Paid', 'email': EMAIL}
     assert client.event(body, key='k1').status_code == 200
     reused = client.event(body, key='k1')
@@ -357,7 +356,66 @@ def test_an_idempotency_key_is_used_once_and_only_when_accepted(client, sandbox)
                              'message': 'Idempotency key has already been used'}
     assert client.event(body, key='k' * 100).status_code == 200
     assert client.event(body).status_code == 200
-    assert [e['idempotency_key'] for e in sandbox.state()['events']] == ['k1', 'k' * 100, None]
+    assert client.event(body).status_code == 200
+    assert [e['idempotency_key'] for e in sandbox.state()['events']] == [
+        'k1', 'k' * 100, None, None]
+
+
+REFUSED_EVENTS = [
+    ({'eventName': 'Paid', 'userId': 'nobody'}, 'Contact not found.'),
+    ({'eventName': 'Plan:Paid', 'email': EMAIL}, 'Event names cannot contain colons (:).'),
+    ({'eventName': 'Paid', 'email': EMAIL, 'plan': ['pro']}, 'Invalid value for "plan": '),
+    ({'eventName': 'Paid', 'email': EMAIL, '': 1}, 'Invalid property name "".'),
+]
+
+
+@pytest.mark.parametrize('refused, message', REFUSED_EVENTS)
+def test_a_refused_event_spends_its_idempotency_key(client, sandbox, refused, message):
+    first = client.event(refused, key='k-refused')
+    assert first.status_code == 400 and first.json()['message'].startswith(message)
+    fixed = {'eventName': 'Paid', 'email': EMAIL}
+    again = client.event(fixed, key='k-refused')
+    assert again.status_code == 409
+    assert again.json()['message'] == 'Idempotency key has already been used'
+    assert sandbox.state()['events'] == [] and sandbox.state()['contacts'] == []
+    assert client.event(fixed, key='k-new').status_code == 200
+
+
+def test_a_spent_key_is_answered_409_before_the_body_is_looked_at(client):
+    assert client.event({'eventName': 'Paid', 'email': EMAIL}, key='k1').status_code == 200
+    assert client.event({'eventName': 'Plan:Paid'}, key='k1').status_code == 409
+
+
+@pytest.mark.parametrize('fault', ['fail_before', 'drop_before'])
+def test_a_request_that_never_reached_the_account_leaves_its_key_unspent(client, sandbox,
+                                                                         fault):
+    body = {'eventName': 'Paid', 'email': EMAIL}
+    sandbox.configure(**{fault: 1.0})
+    if fault == 'fail_before':
+        assert client.event(body, key='k1').status_code == 500
+    else:
+        with pytest.raises(requests.ConnectionError):
+            client.event(body, key='k1')
+    sandbox.configure(**{fault: 0.0})
+    assert client.event(body, key='k1').status_code == 200
+    assert [e['idempotency_key'] for e in sandbox.state()['events']] == ['k1']
+
+
+def test_a_key_answered_500_after_processing_is_spent_and_409_means_delivered(client,
+                                                                             sandbox):
+    body = {'eventName': 'Paid', 'email': EMAIL}
+    sandbox.configure(fail_after=1.0)
+    assert client.event(body, key='k1').status_code == 500
+    sandbox.configure(fail_after=0.0)
+    assert client.event(body, key='k1').status_code == 409
+    assert [e['idempotency_key'] for e in sandbox.state()['events']] == ['k1']
+
+
+def test_an_over_long_key_is_refused_and_not_kept(client, sandbox):
+    body = {'eventName': 'Paid', 'email': EMAIL}
+    assert client.event(body, key='k' * 101).status_code == 400
+    assert client.event(body, key='k' * 100).status_code == 200
+    assert [e['idempotency_key'] for e in sandbox.state()['events']] == ['k' * 100]
 
 
 # ------------------------------------------------------------------ rate limit

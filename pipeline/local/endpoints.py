@@ -131,9 +131,23 @@ def delete_contact(account: LoopsAccount, call: ApiCall) -> dict:
 
 
 def send_event(account: LoopsAccount, call: ApiCall) -> dict:
-    """POST /v1/events/send: records the event on the contact either id finds;
-    an Idempotency-Key used by an accepted event is answered 409 within 24 h."""
-    check_idempotency_key(call.idempotency_key)
+    """POST /v1/events/send: records the event on the contact either id finds.
+
+    An Idempotency-Key is spent by every request that gets here, refused or
+    not (the stricter reading of loops-api.md), and answered 409 within 24 h.
+    """
+    key = call.idempotency_key
+    check_idempotency_key(key)
+    now = time.time()
+    if account.key_in_use(key, now):
+        raise ApiError(409, 'Idempotency key has already been used')
+    try:
+        return _record_event(account, call, now)
+    finally:
+        account.spend_key(key, now)
+
+
+def _record_event(account: LoopsAccount, call: ApiCall, now: float) -> dict:
     body = parse_json_object(call.body)
     event_name = check_event_name(body.get('eventName'))
     email, user_id = identity_of(body)
@@ -142,9 +156,6 @@ def send_event(account: LoopsAccount, call: ApiCall) -> dict:
     check_contact_body(body, account.list_ids, skip=EVENT_ONLY_KEYS)
     event_properties = body.get('eventProperties', {})
     check_event_properties(event_properties)
-    now = time.time()
-    if account.key_in_use(call.idempotency_key, now):
-        raise ApiError(409, 'Idempotency key has already been used')
     # Either id finds the contact; the userId (the customer's stable id)
     # wins when they point at different contacts.
     contact = ((user_id is not None and account.by_user_id(user_id))
@@ -157,7 +168,6 @@ def send_event(account: LoopsAccount, call: ApiCall) -> dict:
     properties = {k: v for k, v in body.items() if k not in EVENT_NON_PROPERTY_KEYS}
     properties['mailingLists'] = body.get('mailingLists', {})
     apply_to_contact(contact, properties)
-    account.spend_key(call.idempotency_key, now)
     account.events.append({
         'eventName': event_name, 'email': email, 'userId': user_id,
         'eventProperties': copy.deepcopy(event_properties),
