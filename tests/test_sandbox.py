@@ -246,6 +246,18 @@ def test_update_creates_a_subscribed_contact_then_merges(client, sandbox):
     }
 
 
+def test_subscribed_true_resubscribes_and_leaving_it_out_does_not(client, sandbox):
+    client.update({'email': EMAIL})
+    assert only_contact(sandbox)['subscribed'] is True
+    client.update({'email': EMAIL, 'subscribed': False})
+    assert only_contact(sandbox)['subscribed'] is False
+    client.update({'email': EMAIL, 'firstName': 'Ada'})
+    client.event({'eventName': 'Paid', 'email': EMAIL})
+    assert only_contact(sandbox)['subscribed'] is False
+    client.update({'email': EMAIL, 'subscribed': True})
+    assert only_contact(sandbox)['subscribed'] is True
+
+
 def test_null_resets_a_property(client, sandbox):
     client.update({'email': EMAIL, 'firstName': 'Ada', 'plan': 'pro'})
     client.update({'email': EMAIL, 'firstName': None, 'plan': None})
@@ -311,6 +323,54 @@ def test_lists_and_properties(client):
     for body in ({'name': 'planTier', 'type': 'string'}, {'name': 'seats', 'type': 'list'},
                  {'name': 'teamId', 'type': 'string'}):
         assert client.call('POST', '/v1/contacts/properties', json=body).status_code == 400
+
+
+UNSUBSCRIBED = {'email': 'x@example.com', 'userId': 'u1', 'subscribed': False}
+
+
+def test_a_sandbox_starts_with_the_contacts_it_is_given():
+    with LoopsSandbox(API_KEY, rate_limit=None, contacts=[
+            UNSUBSCRIBED, {'email': 'bob@example.com', 'plan': 'pro',
+                           'mailingLists': {'list_news': True}}]) as sandbox:
+        assert sandbox.state()['contacts'] == [
+            {'id': 'contact-1', 'email': 'x@example.com', 'userId': 'u1', 'firstName': None,
+             'lastName': None, 'source': 'API', 'subscribed': False, 'userGroup': None,
+             'mailingLists': {}},
+            {'id': 'contact-2', 'email': 'bob@example.com', 'userId': None,
+             'firstName': None, 'lastName': None, 'source': 'API', 'subscribed': True,
+             'userGroup': None, 'mailingLists': {'list_news': True}, 'plan': 'pro'},
+        ]
+        client = Client(sandbox)
+        found = client.call('GET', '/v1/contacts/find?userId=u1').json()
+        assert [c['id'] for c in found] == ['contact-1']
+        # Known by userId alone: no "Contact not found." for its events.
+        assert client.event({'eventName': 'Paid', 'userId': 'u1'}).status_code == 200
+        assert sandbox.state()['contacts'][0]['subscribed'] is False
+        assert client.update({'userId': 'u1', 'subscribed': True}).status_code == 200
+        assert sandbox.state()['contacts'][0]['subscribed'] is True
+
+
+def test_reset_goes_back_to_the_starting_contacts():
+    with LoopsSandbox(API_KEY, rate_limit=None, contacts=[UNSUBSCRIBED]) as sandbox:
+        client = Client(sandbox)
+        client.update({'userId': 'u1', 'firstName': 'Xavier', 'subscribed': True})
+        client.update({'email': EMAIL})
+        sandbox.reset()
+        [contact] = sandbox.state()['contacts']
+        assert {k: contact[k] for k in ('email', 'userId', 'firstName', 'subscribed')} == {
+            'email': 'x@example.com', 'userId': 'u1', 'firstName': None, 'subscribed': False}
+
+
+@pytest.mark.parametrize('contacts, message', [
+    ([{'userId': 'u1'}], 'contacts[0]: An email is required'),
+    ([{'email': 'not-an-email'}], 'contacts[0]: Invalid email address.'),
+    ([UNSUBSCRIBED, {'email': 'X@example.com'}], 'contacts[1]: Email or userId'),
+    ([{'email': EMAIL, 'subscribed': 'no'}], 'contacts[0]: Invalid value for "subscribed"'),
+    ([{'email': EMAIL, 'id': 'c1'}], 'contacts[0]: "id" is a reserved name'),
+])
+def test_starting_contacts_follow_loops_rules(contacts, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        LoopsSandbox(API_KEY, contacts=contacts)
 
 
 # ---------------------------------------------------------------------- events

@@ -1,9 +1,11 @@
 """The data of one Loops team: contacts, events, custom properties, mailing
 lists and spent idempotency keys, with the lookups Loops' endpoints make."""
+import copy
 from itertools import count
 from typing import Iterable, Optional
 
-from pipeline.local.rules import ApiError
+from pipeline.local.rules import (ApiError, apply_to_contact, check_contact_body,
+                                  identity_of)
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 DEFAULT_MAILING_LISTS = (
@@ -15,10 +17,15 @@ DEFAULT_MAILING_LISTS = (
 
 
 class LoopsAccount:
-    """One Loops team's data. Not thread-safe: the sandbox calls it under a lock."""
+    """One Loops team's data. Not thread-safe: the sandbox calls it under a lock.
+
+    `contacts` seeds the account: each is a contact's properties (an email at
+    least), the other default fields filled as for a new contact, and the
+    account returns to them when it forgets its activity.
+    """
 
     def __init__(self, team_name: str, mailing_lists: Iterable[dict],
-                 custom_properties: Iterable[dict]):
+                 custom_properties: Iterable[dict], contacts: Iterable[dict] = ()):
         self.team_name = team_name
         self.mailing_lists = [dict(item) for item in mailing_lists]
         self.custom_properties = [dict(item) for item in custom_properties]
@@ -26,12 +33,30 @@ class LoopsAccount:
         self.events: list[dict] = []
         self.idempotency_keys: dict[str, float] = {}
         self._contact_numbers = count(1)
+        self._seeds = [copy.deepcopy(dict(contact)) for contact in contacts]
+        for number, seed in enumerate(self._seeds):
+            self._add_seed(number, seed)
 
     def forget_activity(self) -> None:
-        """Drops contacts, events and idempotency keys; keeps lists and properties."""
+        """Back to the seeded contacts, no events, no spent idempotency keys;
+        lists and properties stay."""
         self.contacts.clear()
         self.events.clear()
         self.idempotency_keys.clear()
+        for number, seed in enumerate(self._seeds):
+            self._add_seed(number, seed)
+
+    def _add_seed(self, number: int, seed: dict) -> None:
+        try:
+            email, user_id = identity_of(seed)
+            if email is None:
+                raise ApiError(400, 'An email is required to create a contact.')
+            check_contact_body(seed, self.list_ids)
+            if self.by_email(email) or (user_id is not None and self.by_user_id(user_id)):
+                raise ApiError(409, 'Email or userId is already on list.')
+        except ApiError as error:
+            raise ValueError(f'contacts[{number}]: {error.message}') from None
+        apply_to_contact(self.new_contact(), copy.deepcopy(seed))
 
     @property
     def list_ids(self) -> frozenset:

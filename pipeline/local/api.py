@@ -77,7 +77,7 @@ class LoopsApi:
                                   'requests': self._requests})
 
     def reset(self) -> None:
-        """Forgets contacts, events, idempotency keys and the request log."""
+        """Back to the seeded contacts; no events, idempotency keys or request log."""
         with self._lock:
             self._account.forget_activity()
             self._requests.clear()

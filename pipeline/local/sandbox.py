@@ -18,7 +18,7 @@ settings) and POST /_sandbox/reset.
 `segment-loops sandbox` (sandbox_cli.py) runs the same server on its own.
 """
 import threading
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from pipeline.local.account import DEFAULT_MAILING_LISTS, LoopsAccount
 from pipeline.local.api import API_PREFIX, LoopsApi
@@ -34,9 +34,11 @@ INSPECTION_METHODS = {'/_sandbox/state': 'GET', '/_sandbox/config': 'POST',
 class LoopsSandbox:
     """A Loops-compatible API server on a local port, with fault injection.
 
-    In: the API key clients must send, the team's name, mailing lists and
-    custom properties, the rate limit and latency, fault shares
-    (traffic.DEFAULT_SETTINGS) and a seed for the random draws. `start()` serves in a daemon thread; `base_url` is what a client
+    In: the API key clients must send, the team's name, mailing lists, custom
+    properties and starting `contacts` (each a contact's properties, e.g.
+    {'email': ..., 'userId': ..., 'subscribed': False}), the rate limit and
+    latency, fault shares (traffic.DEFAULT_SETTINGS) and a seed for the random
+    draws. `start()` serves in a daemon thread; `base_url` is what a client
     uses; `state()` shows what the server stored and received.
     """
 
@@ -45,7 +47,8 @@ class LoopsSandbox:
                  latency: tuple[float, float] = (0.0, 0.0),
                  mailing_lists: Optional[list[dict]] = None,
                  custom_properties: Optional[list[dict]] = None,
-                 seed: Optional[int] = None, **faults: float):
+                 contacts: Iterable[dict] = (), seed: Optional[int] = None,
+                 **faults: float):
         if not isinstance(api_key, str) or not api_key:
             raise ValueError('api_key must be a non-empty string')
         self._host = host
@@ -54,7 +57,7 @@ class LoopsSandbox:
                                         **faults}, seed)
         account = LoopsAccount(
             team_name, DEFAULT_MAILING_LISTS if mailing_lists is None else mailing_lists,
-            custom_properties or [])
+            custom_properties or [], contacts)
         self._api = LoopsApi(api_key, account, self._traffic)
         self._server: Optional[SandboxHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -115,8 +118,9 @@ class LoopsSandbox:
         return self._api.state()
 
     def reset(self) -> None:
-        """Forgets contacts, events, idempotency keys, the request log, the rate
-        window and any outage. Settings, lists and custom properties stay."""
+        """Forgets events, idempotency keys, the request log, the rate window and
+        any outage, and contacts but the starting ones. Settings, lists and
+        custom properties stay."""
         self._api.reset()
         self._traffic.reset()
 
