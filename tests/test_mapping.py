@@ -1,35 +1,36 @@
+"""Mapping Segment calls to Loops requests (transforms/mapping.py); the mapping
+language itself is tested in test_mapping_file.py."""
 import json
 import math
-import pickle
-import textwrap
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import transforms.mapping
-from transforms.mapping import (MappingError, Path, compile_path, default_mapping,
-                                is_valid_loops_body, load_mapping, map_event,
-                                map_identify, map_track, mapping_from_dict)
+from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
+from transforms.mapping import (default_mapping, is_valid_loops_body, is_valid_property_name,
+                                map_event, map_event_send, map_identify, mapping_from_dict,
+                                yes_or_no)
 from transforms.parse import ParsedEvent, Rejected
-from transforms.records import CONTACT_UPDATE_PATH, EVENT_SEND_PATH, idempotency_key_for
+from transforms.records import Stamp, idempotency_key_for
 
 DEFAULT = default_mapping()
+SOURCE = 'gs://bucket/file.gz'
 
 
-def identify(traits=None, user_id='u1', message_id='m1', **top):
-    data = {'type': 'identify', 'messageId': message_id, 'userId': user_id,
-            'traits': traits if traits is not None else {}, **top}
-    return ParsedEvent('identify', message_id, user_id, (1000, 2000, message_id), data,
-                       'gs://bucket/file.gz')
+def call(event_type, user_id='u1', message_id='m1', **top):
+    data = {'type': event_type, 'messageId': message_id, 'userId': user_id, **top}
+    return ParsedEvent(event_type, message_id, user_id, Stamp(1000, 2000, message_id), data,
+                       SOURCE)
 
 
-def track(properties=None, event='Signed Up', user_id='u1', message_id='m1', **top):
-    data = {'type': 'track', 'messageId': message_id, 'userId': user_id, 'event': event,
-            'properties': properties if properties is not None else {}, **top}
-    return ParsedEvent('track', message_id, user_id, (1000, 2000, message_id), data,
-                       'gs://bucket/file.gz')
+def identify(traits=None, **top):
+    return call('identify', traits=traits if traits is not None else {}, **top)
+
+
+def track(properties=None, event='Signed Up', **top):
+    return call('track', event=event,
+                properties=properties if properties is not None else {}, **top)
 
 
 def contact_body(traits, mapping=DEFAULT, **top):
@@ -38,9 +39,15 @@ def contact_body(traits, mapping=DEFAULT, **top):
     return mapped.request.body, mapped.adjustments
 
 
-def rejection(call, *args):
+def event_body(event, mapping=DEFAULT):
+    mapped = map_event_send(event, mapping)
+    assert is_valid_loops_body(mapped.request.body)
+    return mapped.request.body, mapped.adjustments
+
+
+def rejection(mapper, *args):
     with pytest.raises(Rejected) as raised:
-        call(*args)
+        mapper(*args)
     return raised.value.reason
 
 
@@ -51,18 +58,20 @@ def test_identify_request_with_the_destination_defaults():
         'email': 'ann@example.com', 'firstName': 'Ann', 'lastName': 'Lee',
         'userGroup': 'beta', 'plan': 'pro', 'seats': 3}), DEFAULT)
     request = mapped.request
-    assert (request.method, request.path) == ('PUT', CONTACT_UPDATE_PATH)
+    assert request.kind == CONTACT_UPSERT.name
+    assert (request.method, request.path) == (CONTACT_UPSERT.method, CONTACT_UPSERT.path)
     assert request.body == {'userId': 'u1', 'email': 'ann@example.com', 'firstName': 'Ann',
                             'lastName': 'Lee', 'userGroup': 'beta', 'source': 'Segment',
                             'plan': 'pro', 'seats': 3}
-    assert (request.contact, request.order, request.source) == ('u1', (1000, 2000, 'm1'), 'm1')
+    assert request.contact == 'user:u1'
+    assert request.stamp == Stamp(1000, 2000, 'm1')
+    assert request.source == 'm1'
     assert request.idempotency_key is None
     assert mapped.adjustments == {}
 
 
 def test_the_event_source_stands_in_for_a_missing_message_id():
-    request = map_identify(identify({}, message_id=''), DEFAULT).request
-    assert request.source == 'gs://bucket/file.gz'
+    assert map_identify(identify({}, message_id=''), DEFAULT).request.source == SOURCE
 
 
 @pytest.mark.parametrize('traits, top, expected', [
@@ -74,28 +83,68 @@ def test_the_event_source_stands_in_for_a_missing_message_id():
     ({}, {}, None),                                                 # fine: matched by userId
 ])
 def test_identify_email(traits, top, expected):
-    body, _ = contact_body(traits, **top)
-    assert body.get('email') == expected
+    assert contact_body(traits, **top)[0].get('email') == expected
 
 
 @pytest.mark.parametrize('email', [
     'ann', 'ann@example', '@example.com', 'ann@@example.com', 'an n@example.com',
     'ann@example.', 'ann@.com', 'ann@exa mple.com', 42, True, {'address': 'a@b.co'},
-    ['a@b.co'],
+    ['a@b.co'], 'a@b.' + 'c' * 500,
 ])
 def test_identify_rejects_an_invalid_email(email):
     assert rejection(map_identify, identify({'email': email}), DEFAULT) == 'invalid_email'
 
 
-@pytest.mark.parametrize('user_id', [None, ''])
-def test_identify_requires_a_user_id(user_id):
-    assert rejection(map_identify, identify({'email': 'a@b.co'}, user_id=user_id),
-                     DEFAULT) == 'missing_user_id'
+# --- identity: by userId, else by email (Loops accepts either)
+
+def _without_user_id(event):
+    return event._replace(user_id=None, data={**event.data, 'userId': None})
 
 
-def test_an_over_long_user_id_is_rejected_not_cut():
-    assert rejection(map_identify, identify({}, user_id='u' * 501), DEFAULT) == 'value_too_long'
+@pytest.mark.parametrize('event, kind, contact, identity', [
+    (identify({'email': 'Ann@Example.com'}), CONTACT_UPSERT,
+     'user:u1', {'userId': 'u1', 'email': 'Ann@Example.com'}),
+    (_without_user_id(identify({'email': ' Ann@Example.com'})), CONTACT_UPSERT,
+     'email:ann@example.com', {'email': 'Ann@Example.com'}),
+    (_without_user_id(identify({}, email='top@example.com')), CONTACT_UPSERT,
+     'email:top@example.com', {'email': 'top@example.com'}),
+    (_without_user_id(track({'email': 'P@Example.com'})), EVENT_SEND,
+     'email:p@example.com', {'email': 'P@Example.com'}),
+    (_without_user_id(track({}, context={'traits': {'email': 'c@example.com'}})), EVENT_SEND,
+     'email:c@example.com', {'email': 'c@example.com'}),
+    (_without_user_id(track({'email': 'p@example.com'},
+                            context={'traits': {'email': 'c@example.com'}})), EVENT_SEND,
+     'email:p@example.com', {'email': 'p@example.com'}),
+    (track({'email': 'a@b.co'}), EVENT_SEND, 'user:u1', {'userId': 'u1', 'email': 'a@b.co'}),
+])
+def test_a_call_is_sent_by_user_id_else_by_email(event, kind, contact, identity):
+    request = map_event(event, DEFAULT).request
+    assert request.kind == kind.name
+    assert request.contact == contact
+    assert {key: request.body[key] for key in ('userId', 'email')
+            if key in request.body} == identity
 
+
+@pytest.mark.parametrize('event, require_user_id, reason', [
+    (_without_user_id(identify({})), False, 'missing_identity'),
+    (_without_user_id(identify({'email': '  '})), False, 'missing_identity'),
+    (_without_user_id(identify({'email': 'not-an-email'})), False, 'invalid_email'),
+    (_without_user_id(track({})), False, 'missing_identity'),
+    (identify({}, user_id=''), False, 'missing_identity'),
+    (_without_user_id(identify({'email': 'a@b.co'})), True, 'missing_user_id'),
+    (_without_user_id(track({'email': 'a@b.co'})), True, 'missing_user_id'),
+    (identify({}, user_id='u' * 501), False, 'value_too_long'),   # cut, it could merge people
+])
+def test_identity_rejections(event, require_user_id, reason):
+    assert rejection(map_event, event, DEFAULT, require_user_id) == reason
+
+
+def test_require_user_id_changes_nothing_for_calls_with_one():
+    for event in (identify({'email': 'a@b.co'}), track({'email': 'a@b.co'})):
+        assert map_event(event, DEFAULT, True) == map_event(event, DEFAULT)
+
+
+# --- contact fields and custom properties
 
 def test_keys_read_by_explicit_fields_are_not_sent_twice():
     body, _ = contact_body({'firstName': 'Ann', 'first_name': 'ann', 'last_name': 'Lee',
@@ -121,27 +170,60 @@ def test_reserved_names_are_never_custom_properties():
     assert adjustments == {'dropped_reserved': 3, 'flattened': 1}
 
 
-@pytest.mark.parametrize('value, expected, adjustments', [
-    (True, True, {}),
-    (False, False, {}),
-    ('true', None, {'dropped_subscribed': 1}),
-    (1, None, {'dropped_subscribed': 1}),
-    (None, None, {}),
+@pytest.mark.parametrize('name, valid', [
+    ('plan', True), ('Invited User?', True), ('a.b', True), ('株式会社', True),
+    ('x' * 500, True), ('😀' * 250, True), ('', False), ('   ', False), ('\t', False), ('a\x00b', False),
+    ('tab\tname', False), ('line\nbreak', False), ('del\x7f', False), ('x' * 501, False),
+    ('😀' * 251, False), (None, False), (5, False),
 ])
-def test_subscribed_is_sent_only_as_a_json_boolean(value, expected, adjustments):
+def test_is_valid_property_name(name, valid):
+    assert is_valid_property_name(name) is valid
+
+
+def test_invalid_property_names_are_dropped_and_counted():
+    body, adjustments = contact_body({'': 1, '  ': 2, 'a\x00b': 3, 'tab\tname': 4,
+                                      'nested': {'\n': 5}, 'ok': 6})
+    assert body == {'userId': 'u1', 'source': 'Segment', 'ok': 6}
+    assert adjustments == {'dropped_invalid_name': 5, 'flattened': 1}
+
+
+def test_names_over_500_characters_are_dropped_as_they_are_flattened():
+    body, adjustments = contact_body({'x' * 501: 1, 'address': {'y' * 495: 2}, 'ok': 3})
+    assert body == {'userId': 'u1', 'source': 'Segment', 'ok': 3}
+    assert adjustments == {'dropped_long_key': 2, 'flattened': 1}
+
+
+@pytest.mark.parametrize('value, expected', [
+    (True, True), (False, False), (1, True), (0, False), (1.0, True), (0.0, False),
+    ('true', True), ('FALSE', False), (' True ', True), ('yes', True), ('No', False),
+    ('YES', True), ('1', True), ('0', False), (' 0 ', False),
+    ('maybe', None), ('on', None), ('', None), (2, None), (-1, None), (0.5, None),
+    ('2', None), (None, None), ([], None), ({}, None), ([True], None), (math.nan, None),
+])
+def test_yes_or_no(value, expected):
+    assert yes_or_no(value) is expected
+
+
+@pytest.mark.parametrize('value, expected, adjustments', [
+    (True, True, {}), ('False', False, {}), (' Yes ', True, {}), (0, False, {}),
+    ('1', True, {}), (None, None, {}),
+    ('maybe', None, {'dropped_subscribed': 1}), (2, None, {'dropped_subscribed': 1}),
+    ({'value': True}, None, {'dropped_subscribed': 1}),
+])
+def test_subscribed_is_sent_only_as_a_yes_or_a_no(value, expected, adjustments):
     body, counted = contact_body({'subscribed': value})
-    assert body.get('subscribed') == expected
-    assert counted == adjustments
+    assert body.get('subscribed') is expected and counted == adjustments
 
 
 @pytest.mark.parametrize('value, expected, dropped', [
-    ({'l1': True, 'l2': 'false', 'l3': 'yes', 'l4': 1}, {'l1': True, 'l2': False}, 2),
+    ({'l1': True, 'l2': 'false', 'l3': 'Yes', 'l4': 1, 'l5': 'sure', 'l6': None},
+     {'l1': True, 'l2': False, 'l3': True, 'l4': True}, 2),
     ([{'listId': 'l1', 'subscribed': 'true'}, {'listId': 'l2', 'subscribed': False},
-      {'listId': '', 'subscribed': True}, {'subscribed': True}, 'l5',
-      {'listId': 'l6', 'subscribed': None}], {'l1': True, 'l2': False}, 4),
-    ({'l1': 'TRUE'}, None, 1),   # an empty result is not sent
-    ('l1', None, 1),
-    ({}, None, 0),
+      {'listId': 'l3', 'subscribed': '0'}, {'listId': '', 'subscribed': True},
+      {'subscribed': True}, 'l5', {'listId': 'l6', 'subscribed': None},
+      {'listId': 7, 'subscribed': True}], {'l1': True, 'l2': False, 'l3': False}, 5),
+    ({'l1': 'TRUE'}, {'l1': True}, 0), ({}, None, 0), ('l1', None, 1),
+    ({'l1': 'maybe'}, None, 1),   # an empty result is not sent
 ])
 def test_mailing_lists_object_and_array_forms(value, expected, dropped):
     body, adjustments = contact_body({'mailingLists': value})
@@ -150,10 +232,9 @@ def test_mailing_lists_object_and_array_forms(value, expected, dropped):
 
 
 @pytest.mark.parametrize('value, expected', [
-    ('2015-2-02', '2015-02-02T00:00:00.000Z'),
+    ('2015-2-02', '2015-02-02T00:00:00.000Z'), ('2016', '2016-01-01T00:00:00.000Z'),
     ('2024-03-01T10:00:00+0530', '2024-03-01T04:30:00.000Z'),
     (1700000000000, '2023-11-14T22:13:20.000Z'),
-    ('2016', '2016-01-01T00:00:00.000Z'),
 ])
 def test_dates_become_iso8601(value, expected):
     mapping = mapping_from_dict({'contact': {'createdAt': '$.traits.signedUpAt'}})
@@ -191,16 +272,12 @@ def test_rename_skip_and_flattening():
 
 
 @pytest.mark.parametrize('value, expected, adjustments', [
-    (42, '42', {}),
-    (True, 'true', {}),
-    (['a', 'b'], 'a, b', {'joined': 1}),
-    ({'first': 'Ann'}, None, {'dropped_nested': 1}),
-    ('A' * 501, 'A' * 500, {'truncated': 1}),
+    (42, '42', {}), (True, 'true', {}), (['a', 'b'], 'a, b', {'joined': 1}),
+    ({'first': 'Ann'}, None, {'dropped_nested': 1}), ('A' * 501, 'A' * 500, {'truncated': 1}),
 ])
 def test_text_fields_get_text(value, expected, adjustments):
     body, counted = contact_body({'firstName': value})
-    assert body.get('firstName') == expected
-    assert counted == adjustments
+    assert (body.get('firstName'), counted) == (expected, adjustments)
 
 
 def test_explicit_literals_and_paths_with_odd_keys():
@@ -225,54 +302,77 @@ def test_long_string_fail_rule_rejects_the_event():
 
 
 def test_mapping_does_not_change_the_event():
-    traits = {'address': {'city': 'Oslo'}, 'mailingLists': {'l1': 'true'}, 'id': 1}
+    traits = {'address': {'city': 'Oslo'}, 'mailingLists': {'l1': 'true'}, 'id': 1, '': 2}
     event = identify(json.loads(json.dumps(traits)))
     map_identify(event, DEFAULT)
     assert event.data['traits'] == traits
 
 
-# --- track -> POST /v1/events/send
+# --- track (and mapped page, screen, group) -> POST /v1/events/send
 
 def test_track_request_with_the_destination_defaults():
-    mapped = map_track(track({'email': 'ann@example.com', 'plan': {'name': 'pro'},
-                              'items': [1, 2]}), DEFAULT)
+    mapped = map_event_send(track({'email': 'ann@example.com', 'plan': {'name': 'pro'},
+                                   'items': [1, 2]}), DEFAULT)
     request = mapped.request
-    assert (request.method, request.path) == ('POST', EVENT_SEND_PATH)
+    assert request.kind == EVENT_SEND.name
+    assert (request.method, request.path) == (EVENT_SEND.method, EVENT_SEND.path)
     assert request.body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'ann@example.com',
                             'eventProperties': {'email': 'ann@example.com',
                                                 'plan_name': 'pro', 'items': '1, 2'}}
     assert request.idempotency_key == idempotency_key_for('m1')
-    assert (request.contact, request.order, request.source) == ('u1', (1000, 2000, 'm1'), 'm1')
+    assert (request.contact, request.stamp, request.source) == (
+        'user:u1', Stamp(1000, 2000, 'm1'), 'm1')
     assert mapped.adjustments == {'flattened': 1, 'joined': 1}
 
 
 def test_track_email_falls_back_to_context_traits_and_empty_properties_are_not_sent():
-    request = map_track(track({}, context={'traits': {'email': 'c@example.com'}}),
-                        DEFAULT).request
-    assert request.body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'c@example.com'}
-
-
-@pytest.mark.parametrize('event_name', [None, '', '   ', 42, {'name': 'x'}])
-def test_track_requires_an_event_name(event_name):
-    assert rejection(map_track, track(event=event_name), DEFAULT) == 'missing_event_name'
+    body, _ = event_body(track({}, context={'traits': {'email': 'c@example.com'}}))
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'c@example.com'}
 
 
 @pytest.mark.parametrize('event, reason', [
-    (track(user_id=None), 'missing_user_id'),
+    *[(track(event=name), 'missing_event_name') for name in (None, '', '   ', 42, {'n': 1})],
     (track({'email': 'not-an-email'}), 'invalid_email'),
     (track(event='E' * 501), 'value_too_long'),
+    (track(event='Order:Completed'), 'colon_in_event_name'),
+    (call('page', name='Home'), 'unsupported_type'),
+    (call('alias', previousId='a'), 'unsupported_type'),
 ])
-def test_track_rejections(event, reason):
-    assert rejection(map_track, event, DEFAULT) == reason
+def test_event_send_rejections(event, reason):
+    assert rejection(map_event_send, event, DEFAULT) == reason
+
+
+@pytest.mark.parametrize('replacement, name, expected', [
+    ('-', 'Order:Completed', 'Order-Completed'),
+    ('_', 'a:b::c', 'a_b__c'),
+    (' - ', 'Checkout: Step 2', 'Checkout -  Step 2'),
+    ('', 'ns:Signed Up', 'nsSigned Up'),
+    ('-', 'No Colon', 'No Colon'),
+])
+def test_colon_replacement_replaces_every_colon(replacement, name, expected):
+    mapping = mapping_from_dict({'event': {'colon_replacement': replacement}})
+    body, _ = event_body(track(event=name), mapping)
+    assert body['eventName'] == expected
+
+
+def test_a_replaced_event_name_is_still_held_to_500_characters():
+    mapping = mapping_from_dict({'event': {'colon_replacement': '--'}})
+    assert rejection(map_event_send, track(event=':' * 300), mapping) == 'value_too_long'
+
+
+def test_invalid_event_property_names_are_dropped_and_counted():
+    body, adjustments = event_body(track({'': 1, ' ': 2, 'bad\x01': 3, 'ok': 4}))
+    assert body['eventProperties'] == {'ok': 4}
+    assert adjustments == {'dropped_invalid_name': 3}
 
 
 def test_track_without_message_id_gets_a_deterministic_content_key():
-    first = map_track(track({'a': 1}, message_id=''), DEFAULT).request
-    again = map_track(track({'a': 1}, message_id=''), DEFAULT).request
-    other = map_track(track({'a': 2}, message_id=''), DEFAULT).request
+    first = map_event_send(track({'a': 1}, message_id=''), DEFAULT).request
+    again = map_event_send(track({'a': 1}, message_id=''), DEFAULT).request
+    other = map_event_send(track({'a': 2}, message_id=''), DEFAULT).request
     assert first.idempotency_key == again.idempotency_key != other.idempotency_key
     assert len(first.idempotency_key) <= 100
-    assert first.source == 'gs://bucket/file.gz'
+    assert first.source == SOURCE
 
 
 def test_track_contact_properties_ride_flat_in_the_body():
@@ -281,126 +381,71 @@ def test_track_contact_properties_ride_flat_in_the_body():
                               'tier': ['$.properties.tier', {'literal': 'free'}],
                               'address': '$.properties.address'},
         'eventProperties': None}})
-    body = map_track(track({'plan': 'pro', 'seats': None, 'address': {'city': 'Oslo'}}),
-                     mapping).request.body
+    body, _ = event_body(track({'plan': 'pro', 'seats': None, 'address': {'city': 'Oslo'}}),
+                         mapping)
     # address is one value, so it cannot be flattened: it is dropped.
     assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'plan': 'pro', 'tier': 'free'}
 
 
-@pytest.mark.parametrize('event_type, reason', [
-    ('page', 'unsupported_type'), ('group', 'unsupported_type'), ('alias', 'unsupported_type'),
+def test_contact_properties_from_a_path_are_spread_flat_like_traits():
+    mapping = mapping_from_dict({'event': {'contactProperties': '$.context.traits',
+                                           'eventProperties': None}})
+    body, adjustments = event_body(track(context={'traits': {
+        'plan': 'pro', 'email': 'c@example.com', 'id': 3, 'address': {'city': 'Oslo'},
+        'eventName': 'x', 'eventProperties': 'y', 'userId': 'z', 'firstName': 'Ann',
+        '': 'blank', 'tags': ['a', 'b']}}), mapping)
+    # Loops' own fields come only from their explicit source (email from
+    # context.traits.email by default); the event's own fields are never overwritten.
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'c@example.com',
+                    'plan': 'pro', 'address_city': 'Oslo', 'tags': 'a, b'}
+    assert adjustments == {'dropped_reserved': 1, 'flattened': 1, 'joined': 1,
+                           'dropped_invalid_name': 1}
+    body, _ = event_body(track({}, context={'traits': 'text'}), mapping)
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1'}
+
+
+PAGES = mapping_from_dict({
+    'page': {'eventName': 'Viewed {name} Page'},
+    'screen': {'eventName': ['{properties.title} Screen', {'literal': 'Viewed a Screen'}],
+               'eventProperties': None},
+    'group': {'eventName': {'literal': 'Joined Group'}},
+})
+
+
+@pytest.mark.parametrize('event, name, event_properties', [
+    (call('page', name='Pricing', properties={'path': '/pricing'}),
+     'Viewed Pricing Page', {'path': '/pricing'}),
+    (call('page', name=3, properties={}), 'Viewed 3 Page', None),   # JSON text of a scalar
+    (call('screen', properties={'title': 'Cart'}), 'Cart Screen', None),
+    (call('screen', properties={'title': None}), 'Viewed a Screen', None),  # absent: next one
+    (call('screen', properties={'title': ['a']}), 'Viewed a Screen', None),  # not a scalar
+    (call('group', groupId='g1', traits={'name': 'Acme', 'plan': 'pro'}),
+     'Joined Group', {'name': 'Acme', 'plan': 'pro'}),   # group events carry the group's traits
+    (call('track', event='Signed Up'), 'Signed Up', None),   # track keeps its defaults
 ])
-def test_map_event_dispatches_by_type(event_type, reason):
-    assert map_event(identify({}), DEFAULT).request.path == CONTACT_UPDATE_PATH
-    assert map_event(track({}), DEFAULT).request.path == EVENT_SEND_PATH
-    assert rejection(map_event, identify({})._replace(type=event_type), DEFAULT) == reason
+def test_page_screen_and_group_calls_become_events_when_mapped(event, name, event_properties):
+    request = map_event(event, PAGES).request
+    assert request.kind == EVENT_SEND.name
+    assert request.body.get('eventName') == name
+    assert request.body.get('eventProperties') == event_properties
+    assert request.idempotency_key == idempotency_key_for('m1')
 
 
-# --- the mapping document
-
-def test_default_mapping_is_picklable_and_equal_to_an_empty_document():
-    assert pickle.loads(pickle.dumps(DEFAULT)) == DEFAULT == mapping_from_dict({})
-
-
-def test_the_documented_example_is_a_valid_mapping():
-    doc = transforms.mapping.__doc__
-    block = doc[doc.index('    contact:'):doc.index('A source is')]
-    mapping = mapping_from_dict(yaml.safe_load(textwrap.dedent(block)))
-    assert mapping.rename == {'plan_name': 'plan'} and 'password' in mapping.skip
-
-
-@pytest.mark.parametrize('text, keys', [
-    ('$', ()),
-    ('$.traits.email', ('traits', 'email')),
-    ('$.traits["Invited User?"]', ('traits', 'Invited User?')),
-    ("$.traits['a.b'].c", ('traits', 'a.b', 'c')),
-    ('$["say \\"hi\\""]', ('say "hi"',)),
-    ('$.context.traits.$email', ('context', 'traits', '$email')),
+@pytest.mark.parametrize('event, reason', [
+    (call('page', properties={}), 'missing_event_name'),   # {name} has no value
+    (call('page', name='a:b'), 'colon_in_event_name'),
+    (call('page', user_id=None, name='Home'), 'missing_identity'),
+    (call('alias', previousId='p'), 'unsupported_type'),
 ])
-def test_compile_path(text, keys):
-    assert compile_path(text) == Path(text, keys)
+def test_mapped_page_rejections(event, reason):
+    assert rejection(map_event, event, PAGES) == reason
 
 
-@pytest.mark.parametrize('document, message', [
-    ([], 'a mapping is an object with the sections contact, event and values, not a list'),
-    ({'contacts': {}}, 'contacts: unknown section (expected one of contact, event, values)'),
-    ({'contact': []}, 'contact: expected an object, got a list'),
-    ({'contact': {'nickname': '$.x'}}, 'contact.nickname: unknown key'),
-    ({'contact': {'email': 'traits.email'}},
-     "contact.email: 'traits.email' is not a path (paths start with '$.')"),
-    ({'contact': {'email': ['$.traits.email', 'email']}},
-     "contact.email[1]: 'email' is not a path"),
-    ({'contact': {'email': '$.traits..email'}}, "contact.email: '$.traits..email' is not a valid"),
-    ({'contact': {'email': '$.traits[email]'}}, 'contact.email: '),
-    ({'contact': {'email': []}}, 'contact.email: an empty list'),
-    ({'contact': {'email': 5}}, 'contact.email: expected a path'),
-    ({'contact': {'source': {'literal': None}}}, 'contact.source: a literal is'),
-    ({'contact': {'source': {'literal': 'x', 'extra': 1}}}, 'contact.source: expected a path'),
-    ({'contact': {'userId': '$.userId'}}, 'contact.userId: userId is not mappable'),
-    ({'event': {'userId': '$.userId'}}, 'event.userId: userId is not mappable'),
-    ({'contact': {'properties': ['$.traits']}}, 'contact.properties: expected a path'),
-    ({'contact': {'skip': 'password'}}, 'contact.skip: expected a list'),
-    ({'contact': {'dates': [1]}}, 'contact.dates: expected a list'),
-    ({'contact': {'rename': ['a']}}, 'contact.rename: expected an object'),
-    ({'contact': {'rename': {'a': 'email'}}}, "contact.rename.a: 'email' is a Loops field"),
-    ({'contact': {'rename': {'a': 'updatedAt'}}}, "contact.rename.a: 'updatedAt'"),
-    ({'event': {'eventName': None}}, 'event.eventName: required'),
-    ({'event': {'contactProperties': {'eventName': '$.x'}}},
-     "event.contactProperties.eventName: 'eventName' is a field of the event request"),
-    ({'event': {'contactProperties': {'plan': None}}}, 'event.contactProperties.plan: required'),
-    ({'values': {'arrays': 'split'}}, "values.arrays: expected one of join, json, drop, got 'split'"),
-    ({'values': {'long_strings': 'ignore'}}, 'values.long_strings: expected one of'),
-    ({'values': {'separator': 1}}, 'values.separator: expected text'),
-    ({'values': {'depth': 3}}, 'values.depth: unknown key'),
-])
-def test_invalid_mappings_say_what_and_where(document, message):
-    with pytest.raises(MappingError) as raised:
-        mapping_from_dict(document)
-    assert str(raised.value).startswith(message)
-
-
-def test_load_yaml_merges_over_the_defaults(tmp_path):
-    path = tmp_path / 'mapping.yaml'
-    path.write_text(textwrap.dedent('''\
-        contact:
-          firstName: $.traits.given_name
-          skip: [password]
-        values: {arrays: json}
-        '''))
-    mapping = load_mapping(str(path))
-    body, adjustments = contact_body({'given_name': 'Ann', 'email': 'a@b.co',
-                                      'password': 'p', 'tags': ['a']}, mapping)
-    assert body == {'userId': 'u1', 'email': 'a@b.co', 'firstName': 'Ann',
-                    'source': 'Segment', 'tags': '["a"]'}
-    assert mapping.event_name == DEFAULT.event_name
-
-
-def test_load_json_and_empty_yaml(tmp_path):
-    json_path = tmp_path / 'mapping.json'
-    json_path.write_text(json.dumps({'event': {'eventName': '$.properties.name'}}))
-    assert load_mapping(str(json_path)).event_name == (compile_path('$.properties.name'),)
-    empty = tmp_path / 'empty.yml'
-    empty.write_text('')
-    assert load_mapping(str(empty)) == DEFAULT
-    commented_out = tmp_path / 'sections.yaml'
-    commented_out.write_text('contact:\n  # email: $.traits.mail\nevent:\n')
-    assert load_mapping(str(commented_out)) == DEFAULT
-
-
-@pytest.mark.parametrize('name, text, message', [
-    ('bad.yaml', 'contact: [unclosed', 'not valid YAML'),
-    ('bad.json', '{"contact": ', 'not valid JSON'),
-    ('mapping.toml', '', 'a mapping file is YAML (.yaml, .yml) or JSON (.json)'),
-    ('wrong.yaml', 'contact: {email: traits.email}', "contact.email: 'traits.email' is not a path"),
-    ('missing.yaml', None, 'cannot read the mapping file'),
-])
-def test_load_mapping_errors_name_the_file(tmp_path, name, text, message):
-    path = tmp_path / name
-    if text is not None:
-        path.write_text(text)
-    with pytest.raises(MappingError) as raised:
-        load_mapping(str(path))
-    assert str(raised.value).startswith(f'{path}: ') and message in str(raised.value)
+def test_page_screen_and_group_are_off_by_default():
+    assert DEFAULT.event_types == frozenset({'track'})
+    assert PAGES.event_types == frozenset({'track', 'page', 'screen', 'group'})
+    for event_type in ('page', 'screen', 'group'):
+        assert rejection(map_event, call(event_type, name='x'), DEFAULT) == 'unsupported_type'
 
 
 # --- every body is valid for Loops
@@ -408,16 +453,14 @@ def test_load_mapping_errors_name_the_file(tmp_path, name, text, message):
 @pytest.mark.parametrize('body, valid', [
     ({'userId': 'u', 'n': 1, 'f': 1.5, 'b': False, 'z': None}, True),
     ({'mailingLists': {'l1': True}, 'eventProperties': {'k': 'v'}}, True),
-    ({'nested': {'a': 1}}, False),
-    ({'list': [1]}, False),
-    ({'long': 'x' * 501}, False),
-    ({'emoji': '😀' * 251}, False),
-    ({'nan': math.nan}, False),
+    ({'eventName': 'Signed Up'}, True), ({'eventName': 'Order:Completed'}, False),
+    ({'nested': {'a': 1}}, False), ({'list': [1]}, False), ({'nan': math.nan}, False),
+    ({'long': 'x' * 501}, False), ({'emoji': '😀' * 251}, False),
+    ({'': 1}, False), ({'a\nb': 1}, False), ({'x' * 501: 1}, False),
     ({'mailingLists': {'l1': 'true'}}, False),
     ({'mailingLists': [{'listId': 'l1', 'subscribed': True}]}, False),
-    ({'eventProperties': {'k': {'a': 1}}}, False),
-    ({'eventProperties': {'k': 'x' * 501}}, False),
-    ([], False),
+    ({'eventProperties': {'k': {'a': 1}}}, False), ({'eventProperties': {'k': 'x' * 501}}, False),
+    ({'eventProperties': {' ': 1}}, False), ([], False),
 ])
 def test_is_valid_loops_body(body, valid):
     assert is_valid_loops_body(body) is valid
@@ -429,17 +472,21 @@ json_values = st.recursive(
     | st.dictionaries(st.text(max_size=6), children, max_size=3),
     max_leaves=15)
 loops_names = st.sampled_from(['email', 'firstName', 'first_name', 'subscribed', 'id',
-                               'mailingLists', 'createdAt', 'birthday', 'userId', 'source'])
+                               'mailingLists', 'createdAt', 'birthday', 'userId', 'source',
+                               '', ' ', 'a:b', 'tab\t'])
 free_form = st.dictionaries(loops_names | st.text(max_size=6), json_values, max_size=8)
 
 
 @settings(max_examples=100, deadline=None)
 @given(traits=free_form, properties=free_form, context=free_form)
 def test_every_mapped_body_is_valid_or_the_event_is_rejected(traits, properties, context):
-    for call, event in ((map_identify, identify(traits, context=context)),
-                        (map_track, track(properties, context=context))):
+    spread = mapping_from_dict({'event': {'contactProperties': '$.context'}})
+    for mapper, event, mapping in (
+            (map_identify, identify(traits, context=context), DEFAULT),
+            (map_event_send, track(properties, context=context), DEFAULT),
+            (map_event_send, track(properties, context=context), spread)):
         try:
-            mapped = call(event, DEFAULT)
+            mapped = mapper(event, mapping)
         except Rejected as rejected:
             assert rejected.reason == 'invalid_email'
             continue

@@ -1,4 +1,4 @@
-"""parse_event: reason codes, user ids, order keys, input forms, both JSON decoders."""
+"""parse_event: reason codes, user ids, stamps, input forms, both JSON decoders."""
 import json
 
 import pytest
@@ -191,14 +191,14 @@ RECEIVED = '2026-11-01T10:00:02.000Z'    # 1793527202000
     # The epoch itself is a known time, not a reason to fall back.
     ({'timestamp': '1970-01-01T00:00:00Z', 'sentAt': SENT}, (0, 0)),
 ])
-def test_order_falls_back_through_the_event_times(loads, fields, expected):
+def test_stamp_falls_back_through_the_event_times(loads, fields, expected):
     parsed = parse_event(line(type='track', messageId='m-1', **fields), loads=loads)
-    assert parsed.order == expected + ('m-1',)
+    assert parsed.stamp == expected + ('m-1',)
 
 
-def test_order_without_message_id(loads):
+def test_stamp_without_message_id(loads):
     parsed = parse_event(line(type='track', timestamp=TS), loads=loads)
-    assert parsed.order == (1793527200000, 0, '')
+    assert parsed.stamp == (1793527200000, 0, '')
 
 
 TYPICAL = line(
@@ -216,7 +216,7 @@ TYPICAL = line(
 def test_str_bytes_and_dict_give_the_same_event(loads, raw):
     assert parse_event(raw, 'gs://b/segment-logs/src/1/f.gz', loads=loads) == ParsedEvent(
         type='identify', message_id='ajs-next-1', user_id='42',
-        order=(1793527200000, 1793527202000, 'ajs-next-1'),
+        stamp=(1793527200000, 1793527202000, 'ajs-next-1'),
         data=json.loads(TYPICAL), source='gs://b/segment-logs/src/1/f.gz')
 
 
@@ -305,7 +305,7 @@ def outcome(raw, loads):
     except Rejected as rejected:
         return 'rejected', rejected.reason
     assert isinstance(parsed, ParsedEvent)
-    return ('parsed', parsed.type, parsed.message_id, parsed.user_id, parsed.order,
+    return ('parsed', parsed.type, parsed.message_id, parsed.user_id, parsed.stamp,
             repr(parsed.data))
 
 

@@ -8,7 +8,8 @@ import json
 import re
 from typing import Any, Callable, NamedTuple, Optional
 
-from transforms.records import json_text
+from transforms.records import Stamp
+from transforms.text import compact_json
 from transforms.timestamps import parse_timestamp
 
 try:
@@ -58,13 +59,13 @@ class ParsedEvent(NamedTuple):
     """One accepted Segment event, with the fields every later step needs.
 
     `type` is lower-cased; `user_id` is stringified the way Segment libraries
-    do (numbers as their digits); `order` is (event time ms, received time ms,
+    do (numbers as their digits); `stamp` is (event time ms, received time ms,
     message_id) with unknown times as 0; `data` is the decoded event itself.
     """
     type: str                 # identify, track, page, screen, group, alias
     message_id: str           # '' when the event has none
     user_id: Optional[str]    # stringified; None when missing, null or empty
-    order: tuple              # (event time ms, received time ms, message_id)
+    stamp: Stamp              # (event time ms, received time ms, message_id)
     data: dict                # the event object as it arrived
     source: str               # file path or Pub/Sub message id
 
@@ -140,10 +141,10 @@ def parse_event(raw: str | bytes | dict, source: str = '', *,
             break
     else:
         event_ms = received_ms
-    order = (0 if event_ms is None else event_ms,
-             0 if received_ms is None else received_ms,
-             message_id)
-    return ParsedEvent(event_type, message_id, _user_id(get('userId')), order, data, source)
+    stamp = Stamp(0 if event_ms is None else event_ms,
+                  0 if received_ms is None else received_ms,
+                  message_id)
+    return ParsedEvent(event_type, message_id, _user_id(get('userId')), stamp, data, source)
 
 
 def event_text(raw: str | bytes | dict) -> str:
@@ -156,7 +157,7 @@ def event_text(raw: str | bytes | dict) -> str:
         raw = raw.decode('utf-8', errors='replace')
     if isinstance(raw, str):
         return raw.rstrip('\r\n')
-    return json_text(raw)
+    return compact_json(raw)
 
 
 def _user_id(value: Any) -> Optional[str]:
