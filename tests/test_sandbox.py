@@ -373,6 +373,135 @@ def test_starting_contacts_follow_loops_rules(contacts, message):
         LoopsSandbox(API_KEY, contacts=contacts)
 
 
+# ------------------------------------------------------------------ CSV import
+
+CUSTOM_PROPERTIES = [{'key': 'plan', 'label': 'Plan', 'type': 'string'},
+                     {'key': 'seats', 'label': 'Seats', 'type': 'number'},
+                     {'key': 'beta', 'label': 'Beta', 'type': 'boolean'},
+                     {'key': 'renewsAt', 'label': 'Renews At', 'type': 'date'}]
+CSV_HEADER = ('Email,First Name,Last Name,User Group,Source,User ID,Subscribed,'
+              'plan,seats,beta,renewsAt\n')
+
+
+@pytest.fixture
+def audience():
+    """A sandbox with typed custom properties and one unsubscribed contact."""
+    with LoopsSandbox(API_KEY, rate_limit=1, custom_properties=CUSTOM_PROPERTIES,
+                      contacts=[UNSUBSCRIBED]) as running:
+        yield running
+
+
+def import_csv(sandbox: LoopsSandbox, text: str) -> requests.Response:
+    return requests.post(sandbox.base_url.replace('/api', '/_sandbox/import_csv'),
+                         data=text.encode('utf-8'), timeout=5,
+                         headers={'Content-Type': 'text/csv'})
+
+
+def contact_by_email(sandbox: LoopsSandbox, email: str) -> dict:
+    [contact] = [c for c in sandbox.state()['contacts'] if c['email'] == email]
+    return contact
+
+
+def test_csv_import_creates_contacts_with_typed_values(audience):
+    response = import_csv(audience, CSV_HEADER
+                          + 'ada@example.com,Ada,Lovelace,admins,,u2,,pro,12,TRUE,2026-11-01\n'
+                          + 'bob@example.com,Bob,,,Webinar,,false,,2.5,false,\n')
+    assert response.status_code == 200
+    assert response.json() == {'success': True, 'created': 2, 'updated': 0, 'errors': []}
+    ada = contact_by_email(audience, 'ada@example.com')
+    assert {k: v for k, v in ada.items() if k != 'id'} == {
+        'email': 'ada@example.com', 'userId': 'u2', 'firstName': 'Ada', 'lastName': 'Lovelace',
+        'source': 'CSV Upload', 'subscribed': True, 'userGroup': 'admins', 'mailingLists': {},
+        'plan': 'pro', 'seats': 12, 'beta': True, 'renewsAt': '2026-11-01'}
+    bob = contact_by_email(audience, 'bob@example.com')
+    assert (bob['source'], bob['subscribed'], bob['seats'], bob['beta'], bob['lastName']) == (
+        'Webinar', False, 2.5, False, None)
+    # Not an API call: no rate limit (1/s here), no request log.
+    assert audience.state()['requests'] == []
+
+
+def test_csv_rows_match_by_user_id_then_email_and_update(audience):
+    client = Client(audience)
+    client.update({'email': 'bob@example.com', 'firstName': 'Bob', 'plan': 'free',
+                   'source': 'Signup form'})
+    result = audience.import_csv('User ID,Email,First Name,plan,seats\n'
+                                 'u1,,Xavier,,3\n'
+                                 ',BOB@example.com,,null,\n'
+                                 'u3,bob@example.com,,,\n')
+    assert result == {'created': 0, 'updated': 3, 'errors': []}
+    xavier = contact_by_email(audience, 'x@example.com')
+    assert (xavier['firstName'], xavier['seats'], xavier['subscribed']) == ('Xavier', 3, False)
+    bob = contact_by_email(audience, 'bob@example.com')
+    # An empty cell leaves a value, `null` clears it, the source is not the import's.
+    assert (bob['firstName'], bob['plan'], bob['source'], bob['userId']) == (
+        'Bob', None, 'Signup form', 'u3')
+
+
+def test_csv_import_never_resubscribes_but_can_unsubscribe(audience):
+    Client(audience).update({'email': EMAIL})
+    result = audience.import_csv('Email,Subscribed\nx@example.com,true\n'
+                                 f'{EMAIL},false\nnew@example.com,\n')
+    assert result == {'created': 1, 'updated': 2, 'errors': []}
+    assert contact_by_email(audience, 'x@example.com')['subscribed'] is False
+    assert contact_by_email(audience, EMAIL)['subscribed'] is False
+    assert contact_by_email(audience, 'new@example.com')['subscribed'] is True
+
+
+def test_csv_rows_that_cannot_be_imported_are_reported_and_change_nothing(audience):
+    response = import_csv(audience, CSV_HEADER
+                          + 'other@example.com,Mallory,,,,u1,,,,,\n'
+                          + ',NoEmail,,,,u9,,,,,\n'
+                          + 'x@example.com,,,,,u7,,,,,\n'
+                          + 'ok@example.com,Ok,,,,,,,,,\n'
+                          + 'seats@example.com,,,,,,,,twelve,,\n'
+                          + 'beta@example.com,,,,,,,,,yes,\n'
+                          + 'sub@example.com,,,,,,maybe,,,,\n'
+                          + 'not-an-email,,,,,,,,,,\n'
+                          + 'short@example.com,too few\n'
+                          + 'null,,,,,u1,,,,,\n')
+    assert response.status_code == 200
+    body = response.json()
+    assert (body['created'], body['updated']) == (1, 0)
+    assert body['errors'] == [
+        {'row': 2, 'message': 'The contact with User ID "u1" has another email.'},
+        {'row': 3, 'message': 'An email is required to create a contact.'},
+        {'row': 4, 'message': 'The contact with Email "x@example.com" has another User ID.'},
+        {'row': 6, 'message': 'Invalid value for "seats": must be a number.'},
+        {'row': 7, 'message': 'Invalid value for "beta": must be true or false.'},
+        {'row': 8, 'message': 'Invalid value for "Subscribed": must be true or false.'},
+        {'row': 9, 'message': 'Invalid email address.'},
+        {'row': 10, 'message': 'Expected 11 cells, found 2.'},
+        {'row': 11, 'message': 'Invalid value for "Email": it cannot be cleared.'},
+    ]
+    emails = sorted(c['email'] for c in audience.state()['contacts'])
+    assert emails == ['ok@example.com', 'x@example.com']
+    assert contact_by_email(audience, 'x@example.com')['firstName'] is None
+
+
+@pytest.mark.parametrize('header, message', [
+    ('Email,email\n', 'Invalid column name "email".'),
+    ('Email,teamId\n', '"teamId" is a reserved name and cannot be a contact property.'),
+    ('Email,mailingLists\n', 'Invalid column name "mailingLists".'),
+    ('Email,Favourite Colour\n', 'Invalid column name "Favourite Colour".'),
+    ('Email,plan,plan\n', 'Duplicate column "plan".'),
+    ('First Name,plan\n', 'The CSV file needs an "Email" or a "User ID" column.'),
+    ('\n', 'The CSV file needs an "Email" or a "User ID" column.'),
+])
+def test_a_csv_header_that_cannot_be_used_imports_nothing(audience, header, message):
+    response = import_csv(audience, header + 'ada@example.com,x\n')
+    assert response.status_code == 400
+    assert response.json() == {'success': False, 'message': message}
+    assert len(audience.state()['contacts']) == 1
+
+
+def test_a_csv_column_of_an_unknown_property_is_kept_as_text_and_quotes_work(audience):
+    result = audience.import_csv('\ufeffEmail,nickname,seats\n'
+                                 '"ada@example.com","Ada, ""the first""", 7 \n')
+    assert result == {'created': 1, 'updated': 0, 'errors': []}
+    ada = contact_by_email(audience, 'ada@example.com')
+    assert (ada['nickname'], ada['seats']) == ('Ada, "the first"', 7)
+
+
 # ---------------------------------------------------------------------- events
 
 def test_an_event_with_a_new_email_creates_the_contact(client, sandbox):

@@ -1,8 +1,9 @@
 """Stand-ins for the outside world, for the demo, the tests and the benchmarks.
 
 - `sandbox`: a local, Loops-compatible API server. The Loops side is
-  `account` (a team's data), `endpoints` (what each API call does) and
-  `rules` (what Loops accepts); the serving side is `api` (key check, limits,
+  `account` (a team's data), `endpoints` (what each API call does), `rules`
+  (what Loops accepts) and `csv_import` (the dashboard's audience import by
+  CSV); the serving side is `api` (key check, limits,
   faults, request log), `traffic` (rate limit, latency, faults), `server`
   (HTTP) and `sandbox_cli` (the sandbox command).
 - `samples`: realistic Segment S3-layout archives, made of `clock`, `traits`,

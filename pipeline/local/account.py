@@ -4,6 +4,7 @@ import copy
 from itertools import count
 from typing import Iterable, Optional
 
+from pipeline.local import csv_import
 from pipeline.local.rules import (ApiError, apply_to_contact, check_contact_body,
                                   identity_of)
 
@@ -62,6 +63,14 @@ class LoopsAccount:
     def list_ids(self) -> frozenset:
         """The ids of the mailing lists contacts may be put on."""
         return frozenset(item['id'] for item in self.mailing_lists)
+
+    def property_types(self) -> dict[str, str]:
+        """Custom property name -> its type (string, number, boolean or date)."""
+        return {item['key']: item['type'] for item in self.custom_properties}
+
+    def import_csv(self, text: str) -> dict:
+        """An audience import by CSV (csv_import.py): {created, updated, errors}."""
+        return csv_import.import_csv(self, text)
 
     # ---- contacts
 

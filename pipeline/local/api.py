@@ -82,6 +82,11 @@ class LoopsApi:
             self._account.forget_activity()
             self._requests.clear()
 
+    def import_csv(self, text: str) -> dict:
+        """The account's audience import by CSV (not an API request: not logged)."""
+        with self._lock:
+            return self._account.import_csv(text)
+
     def _process(self, method: str, path: str, call: ApiCall) -> tuple[int, Any]:
         try:
             with self._lock:

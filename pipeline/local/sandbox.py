@@ -14,7 +14,7 @@ Use it as a context manager and point a client at `base_url`::
 
 Besides /api, the server answers inspection requests (no key, no limits, no
 faults): GET /_sandbox/state, POST /_sandbox/config (a JSON object of
-settings) and POST /_sandbox/reset.
+settings), POST /_sandbox/reset and POST /_sandbox/import_csv (CSV text).
 `segment-loops sandbox` (sandbox_cli.py) runs the same server on its own.
 """
 import threading
@@ -28,7 +28,7 @@ from pipeline.local.traffic import TrafficControl
 
 SANDBOX_PREFIX = '/_sandbox/'
 INSPECTION_METHODS = {'/_sandbox/state': 'GET', '/_sandbox/config': 'POST',
-                      '/_sandbox/reset': 'POST'}
+                      '/_sandbox/reset': 'POST', '/_sandbox/import_csv': 'POST'}
 
 
 class LoopsSandbox:
@@ -124,6 +124,11 @@ class LoopsSandbox:
         self._api.reset()
         self._traffic.reset()
 
+    def import_csv(self, text: str) -> dict:
+        """Loops' audience import by CSV (csv_import.py): {created, updated,
+        errors: [{row, message}]}; ApiError for a header it cannot use."""
+        return self._api.import_csv(text)
+
     def _answer(self, request: Request) -> Optional[Reply]:
         if request.path.startswith(SANDBOX_PREFIX):
             return inspection_reply(self, request)
@@ -147,9 +152,18 @@ def inspection_reply(sandbox: LoopsSandbox, request: Request) -> Reply:
     try:
         if isinstance(request.body, ApiError):
             raise request.body
+        if request.path == '/_sandbox/import_csv':
+            return Reply(200, {'success': True, **sandbox.import_csv(_csv_text(request.body))})
         sandbox.configure(**parse_json_object(request.body))
     except ApiError as error:
         return error_reply(error.status, error.message)
     except ValueError as error:
         return error_reply(400, str(error))
     return Reply(200, {'success': True})
+
+
+def _csv_text(body: bytes) -> str:
+    try:
+        return body.decode('utf-8')
+    except UnicodeDecodeError:
+        raise ApiError(400, 'The CSV file must be UTF-8 text.') from None
