@@ -7,6 +7,7 @@ temporary folder that is removed at the end.
 """
 import argparse
 import collections
+import datetime
 import os
 import secrets
 import tempfile
@@ -19,6 +20,12 @@ from transforms.sinks import read_failure_records
 
 DEMO_USERS = 30
 DEMO_DAYS = 3
+
+
+def recent_start_day(days: int, today: datetime.date) -> str:
+    """The first of `days` received days that end `today` (UTC), as 'YYYY-MM-DD':
+    the demo's events are recent, as the events a backfill sends should be."""
+    return (today - datetime.timedelta(days=days - 1)).isoformat()
 
 
 def achieved_rate(requests: list) -> tuple:
@@ -57,8 +64,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix='segment-loops-demo-') as tmp:
         work = args.keep or tmp
         os.makedirs(work, exist_ok=True)
+        today = datetime.datetime.now(datetime.timezone.utc).date()
         manifest = write_archive(os.path.join(work, 'archive'), users=args.users, days=DEMO_DAYS,
-                                 seed=2026, keep_events=False)
+                                 seed=2026, keep_events=False,
+                                 start_day=recent_start_day(DEMO_DAYS, today))
         print(f'Generated a Segment archive: {len(manifest.files)} files, {manifest.lines} lines '
               f'({manifest.invalid_lines} invalid, {manifest.duplicate_lines} duplicates).')
         key = secrets.token_urlsafe(24)
