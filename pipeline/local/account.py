@@ -35,8 +35,7 @@ class LoopsAccount:
         self.idempotency_keys: dict[str, float] = {}
         self._contact_numbers = count(1)
         self._seeds = [copy.deepcopy(dict(contact)) for contact in contacts]
-        for number, seed in enumerate(self._seeds):
-            self._add_seed(number, seed)
+        self._add_seeds()
 
     def forget_activity(self) -> None:
         """Back to the seeded contacts, no events, no spent idempotency keys;
@@ -44,20 +43,14 @@ class LoopsAccount:
         self.contacts.clear()
         self.events.clear()
         self.idempotency_keys.clear()
-        for number, seed in enumerate(self._seeds):
-            self._add_seed(number, seed)
+        self._add_seeds()
 
-    def _add_seed(self, number: int, seed: dict) -> None:
-        try:
-            email, user_id = identity_of(seed)
-            if email is None:
-                raise ApiError(400, 'An email is required to create a contact.')
-            check_contact_body(seed, self.list_ids)
-            if self.by_email(email) or (user_id is not None and self.by_user_id(user_id)):
-                raise ApiError(409, 'Email or userId is already on list.')
-        except ApiError as error:
-            raise ValueError(f'contacts[{number}]: {error.message}') from None
-        apply_to_contact(self.new_contact(), copy.deepcopy(seed))
+    def _add_seeds(self) -> None:
+        for number, seed in enumerate(self._seeds):
+            try:
+                self.create_contact(seed)
+            except ApiError as error:
+                raise ValueError(f'contacts[{number}]: {error.message}') from None
 
     @property
     def list_ids(self) -> frozenset:
@@ -73,6 +66,19 @@ class LoopsAccount:
         return csv_import.import_csv(self, text)
 
     # ---- contacts
+
+    def create_contact(self, body: dict) -> dict:
+        """A new contact with the properties of `body` (an email at least);
+        ApiError 400 for an invalid body, 409 when its email or userId is taken."""
+        email, user_id = identity_of(body)
+        if email is None:
+            raise ApiError(400, 'An email is required to create a contact.')
+        check_contact_body(body, self.list_ids)
+        if self.by_email(email) or (user_id is not None and self.by_user_id(user_id)):
+            raise ApiError(409, 'Email or userId is already on list.')
+        contact = self.new_contact()
+        apply_to_contact(contact, body)
+        return contact
 
     def new_contact(self) -> dict:
         """Adds and returns a contact with every default field at its default."""

@@ -11,8 +11,8 @@ import os
 import random
 from typing import Iterator, Optional
 
-from pipeline.local.events import hex8, uuid4_text
 from pipeline.local.clock import iso_ms
+from pipeline.local.events import hex8, uuid4_text
 from transforms.timestamps import DAY_MS
 
 ARCHIVE_PREFIX = 'segment-logs'

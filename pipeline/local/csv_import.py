@@ -122,9 +122,7 @@ def _typed(key: str, text: str, kind: Optional[str]) -> Any:
     """A cell's text -> the value stored for property `key` of type `kind`."""
     column = COLUMN_LABELS.get(key, key)
     if key == 'subscribed':
-        if text.lower() not in _BOOLEANS:
-            raise ApiError(400, f'Invalid value for "{column}": must be true or false.')
-        return _BOOLEANS[text.lower()]
+        return _boolean(column, text)
     if text == CLEAR:
         return None
     if len(text) > MAX_STRING:
@@ -132,10 +130,15 @@ def _typed(key: str, text: str, kind: Optional[str]) -> Any:
     if kind == 'number':
         return _number(column, text)
     if kind == 'boolean':
-        if text.lower() not in _BOOLEANS:
-            raise ApiError(400, f'Invalid value for "{column}": must be true or false.')
-        return _BOOLEANS[text.lower()]
+        return _boolean(column, text)
     return text
+
+
+def _boolean(column: str, text: str) -> bool:
+    value = _BOOLEANS.get(text.lower())
+    if value is None:
+        raise ApiError(400, f'Invalid value for "{column}": must be true or false.')
+    return value
 
 
 def _number(column: str, text: str) -> float | int:

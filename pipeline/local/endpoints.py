@@ -77,15 +77,7 @@ def create_property(account: LoopsAccount, call: ApiCall) -> dict:
 
 def create_contact(account: LoopsAccount, call: ApiCall) -> dict:
     """POST /v1/contacts/create: a new contact; 409 when its email or userId is taken."""
-    body = parse_json_object(call.body)
-    email, user_id = identity_of(body)
-    if email is None:
-        raise ApiError(400, 'An email is required to create a contact.')
-    check_contact_body(body, account.list_ids)
-    if account.by_email(email) or (user_id is not None and account.by_user_id(user_id)):
-        raise ApiError(409, 'Email or userId is already on list.')
-    contact = account.new_contact()
-    apply_to_contact(contact, body)
+    contact = account.create_contact(parse_json_object(call.body))
     return {'success': True, 'id': contact['id']}
 
 

@@ -43,6 +43,26 @@ def hex8(rng: random.Random) -> str:
     return f'{rng.getrandbits(32):08x}'
 
 
+def context_of(user: User, context_traits: Optional[dict]) -> dict:
+    """The `context` a call of the user's channel carries (library, device...)."""
+    channel = user.channel
+    context: dict = {'library': dict(LIBRARIES[channel])}
+    if channel == 'browser':
+        context.update(ip=f'203.0.113.{user.index % 250}', userAgent=USER_AGENT,
+                       locale='en-US', timezone='Europe/Berlin',
+                       page={'path': '/app', 'url': 'https://acme.example/app'})
+    elif channel == 'mobile':
+        context.update(app={'name': 'Acme', 'version': '3.2.1', 'build': '321'},
+                       device={'type': 'ios', 'model': 'iPhone15,2'},
+                       os={'name': 'iOS', 'version': '17.1'},
+                       locale='fr-FR', timezone='Europe/Paris')
+    elif channel == 'client':
+        context['ip'] = f'198.51.100.{user.index % 250}'
+    if context_traits is not None:
+        context['traits'] = context_traits
+    return context
+
+
 class EventFactory:
     """Builds the events of a run, one call at a time, in receivedAt order.
 
@@ -124,7 +144,7 @@ class EventFactory:
         event['originalTimestamp'] = event_time
         event['sentAt'] = iso_ms(sent_ms)
         event['receivedAt'] = iso_ms(received_ms)
-        event['context'] = self._context(user, context_traits)
+        event['context'] = context_of(user, context_traits)
         if count % 6 == 0:
             event['integrations'] = {'All': True, 'Mixpanel': False,
                                      'Google Analytics': {'clientId': f'{user.index}.{count}'}}
@@ -134,24 +154,6 @@ class EventFactory:
             event['projectId'] = 'proj_acme'
             event['_metadata'] = {'bundled': ['Segment.io'], 'unbundled': []}
         return event
-
-    def _context(self, user: User, context_traits: Optional[dict]) -> dict:
-        channel = user.channel
-        context: dict = {'library': dict(LIBRARIES[channel])}
-        if channel == 'browser':
-            context.update(ip=f'203.0.113.{user.index % 250}', userAgent=USER_AGENT,
-                           locale='en-US', timezone='Europe/Berlin',
-                           page={'path': '/app', 'url': 'https://acme.example/app'})
-        elif channel == 'mobile':
-            context.update(app={'name': 'Acme', 'version': '3.2.1', 'build': '321'},
-                           device={'type': 'ios', 'model': 'iPhone15,2'},
-                           os={'name': 'iOS', 'version': '17.1'},
-                           locale='fr-FR', timezone='Europe/Paris')
-        elif channel == 'client':
-            context['ip'] = f'198.51.100.{user.index % 250}'
-        if context_traits is not None:
-            context['traits'] = context_traits
-        return context
 
     def _message_id(self, count: int, received_ms: int) -> str:
         form = count % 11
