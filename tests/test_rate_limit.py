@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from transforms.rate_limit import TokenBucket
+from transforms.rate_limit import (CONTENTION_FLOOR, HEADROOM, MIN_SHARE, PAUSE_SECONDS, RECOVERY,
+                                   TokenBucket)
 
 
 class FakeTime:
@@ -41,7 +42,7 @@ def test_requests_are_evenly_spaced_just_under_the_rate(rate):
     bucket, fake = bucket_at(rate)
     times = send_times(bucket, fake, 21)
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert gaps == pytest.approx([1 / (rate * TokenBucket.HEADROOM)] * 20)
+    assert gaps == pytest.approx([1 / (rate * HEADROOM)] * 20)
     # Never more than `rate` requests in any one-second window.
     assert all(times[i + int(rate)] - times[i] > 1.0 for i in range(len(times) - int(rate)))
 
@@ -68,7 +69,7 @@ def test_rate_limited_halves_the_rate_and_pauses():
     assert bucket.current_rate == pytest.approx(9.7 * 0.5)
     before = fake.now
     bucket.acquire()
-    assert fake.now - before == pytest.approx(TokenBucket.PAUSE_SECONDS)
+    assert fake.now - before == pytest.approx(PAUSE_SECONDS)
     gap = bucket.acquire()
     assert gap == pytest.approx(1 / (9.7 * 0.5))
 
@@ -88,7 +89,7 @@ def test_rate_never_drops_below_its_floor():
     for _ in range(20):
         bucket.on_rate_limited()
         fake.now += 1.0
-    assert bucket.current_rate == pytest.approx(9.7 * TokenBucket.MIN_SHARE)
+    assert bucket.current_rate == pytest.approx(9.7 * MIN_SHARE)
 
 
 def test_recovery_is_additive_after_one_window():
@@ -103,7 +104,7 @@ def test_recovery_is_additive_after_one_window():
         fake.now += 0.5
         bucket.on_response(10, 5)
         rates.append(bucket.current_rate)
-    step = TokenBucket.RECOVERY * 9.7 * 0.5
+    step = RECOVERY * 9.7 * 0.5
     assert rates == pytest.approx([halved + step * n for n in (1, 2, 3, 4)])
     fake.now += 10
     bucket.on_response(None, None)
@@ -143,7 +144,7 @@ def test_contention_slows_gently_once_per_window_down_to_a_floor_then_recovers()
         fake.now += 1.0
         bucket.on_response(10, 0)
         rates.append(bucket.current_rate)
-    floor = 4.85 * TokenBucket.CONTENTION_FLOOR
+    floor = 4.85 * CONTENTION_FLOOR
     assert rates == pytest.approx([4.85 * 0.95 ** 2, floor, floor])
     bucket.on_rate_limited()  # a 429 still cuts below it
     assert bucket.current_rate == pytest.approx(floor / 2)
@@ -162,7 +163,29 @@ def test_a_429_voids_slots_reserved_before_it():
     bucket = TokenBucket(10, clock=fake.clock, sleep=sleep_then_hear_429)
     bucket.acquire()
     bucket.acquire()  # its slot is void: reserved again after the pause
-    assert fake.sleeps == pytest.approx([1 / 9.7, TokenBucket.PAUSE_SECONDS])
+    assert fake.sleeps == pytest.approx([1 / 9.7, PAUSE_SECONDS])
+
+
+def test_throttled_seconds_add_up_every_wait():
+    bucket, fake = bucket_at(10)
+    send_times(bucket, fake, 11)
+    bucket.on_rate_limited()
+    bucket.acquire()
+    assert fake.sleeps and bucket.throttled_seconds == pytest.approx(sum(fake.sleeps))
+    assert bucket.throttled_seconds == pytest.approx(10 / 9.7 + PAUSE_SECONDS)
+
+
+def test_a_voided_slot_still_counts_as_throttled():
+    fake = FakeTime()
+
+    def sleep_then_hear_429(seconds):
+        fake.sleep(seconds)
+        bucket.on_rate_limited()
+
+    bucket = TokenBucket(10, clock=fake.clock, sleep=sleep_then_hear_429)
+    bucket.acquire()
+    bucket.acquire()
+    assert bucket.throttled_seconds == pytest.approx(1 / 9.7 + PAUSE_SECONDS)
 
 
 def test_threads_share_the_pace():
@@ -183,7 +206,7 @@ def test_threads_share_the_pace():
     for thread in threads:
         thread.join()
     assert len(stamps) == 40
-    assert time.monotonic() - start >= 39 / (200 * TokenBucket.HEADROOM) - 0.01
+    assert time.monotonic() - start >= 39 / (200 * HEADROOM) - 0.01
 
 
 def test_picklable_and_starts_afresh():
@@ -194,6 +217,7 @@ def test_picklable_and_starts_afresh():
     assert copy.rate == 10
     assert copy.current_rate == pytest.approx(9.7)
     assert copy.acquire() == 0
+    assert copy.throttled_seconds == 0
 
 
 @pytest.mark.parametrize('rate', [0, -1])

@@ -1,0 +1,183 @@
+"""What a Loops answer means, and when to ask again: the retry policy.
+
+Like the `Repeater` of Beam's RequestResponseIO, but as pure functions over
+declared data, so it is tested without a server:
+
+- `classify(http_status, keyed)` -> a `Verdict`:
+  2xx DELIVERED; 409 on a request carrying our own Idempotency-Key
+  ALREADY_DELIVERED (an earlier attempt or run delivered it: sending again
+  would repeat its emails); 401 KEY_REJECTED (no request can succeed); 429,
+  5xx and no answer at all (timeouts, dropped connections) TRANSIENT; any
+  other status PERMANENT (400, 404, 405, 409 without our key, 413, ...).
+- `RetryPolicy.backoff_seconds(retry, draw)`: exponential backoff with full
+  jitter, `draw * min(backoff_max, backoff_base * 2**retry)` with `draw`
+  uniform in [0, 1), so writers that failed together don't retry together.
+- The reason codes of failed requests, which failure records carry and
+  `segment-loops replay` reads: `http_<status>` (permanent), RETRIES_EXHAUSTED
+  (every attempt failed transiently: Loops may or may not have applied it),
+  KEY_REJECTED (Loops rejected the key, or the request was not sent after it
+  did: never applied).
+- `derived_key(key, salt)`: a new Idempotency-Key for a deliberate re-send.
+  Loops may spend a key on a request it refuses (assume the stricter
+  server), so a refused event sent again needs a key of its own; a
+  deterministic one, so that re-sending the same record twice is still safe.
+"""
+import enum
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+RETRIES_EXHAUSTED = 'retries_exhausted'
+KEY_REJECTED = 'key_rejected'
+PERMANENT_REASON = re.compile(r'http_4\d\d')
+RATE_LIMITED_STATUS = 429
+KEY_REJECTED_STATUS = 401
+CONFLICT_STATUS = 409
+KEY_PREFIX = 'segment-'
+
+
+class AuthError(Exception):
+    """Loops rejected the API key (401): no request of this job can succeed."""
+
+
+class LoopsError(ConnectionError):
+    """Loops could not be reached, or did not answer a read with success.
+
+    `http_status` is the last HTTP status, None when there was no answer.
+    """
+
+    def __init__(self, message: str, http_status: Optional[int] = None):
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class Verdict(enum.Enum):
+    DELIVERED = 'delivered'
+    ALREADY_DELIVERED = 'already_delivered'
+    PERMANENT = 'permanent'
+    TRANSIENT = 'transient'
+    KEY_REJECTED = 'key_rejected'
+
+
+class Outcome(NamedTuple):
+    """How one request ended.
+
+    status: 'delivered' | 'already_delivered' | 'failed'.
+    reason (failed only): 'http_<status>', RETRIES_EXHAUSTED or KEY_REJECTED.
+    message (failed only): for a person, with Loops' own "message" if any.
+    attempts: HTTP attempts made (0: never sent); rate_limited: 429s among them.
+    """
+    status: str
+    http_status: Optional[int]
+    response_body: Optional[str]
+    attempts: int
+    rate_limited: int
+    reason: Optional[str]
+    message: Optional[str]
+
+
+def classify(http_status: Optional[int], keyed: bool) -> Verdict:
+    """What an answer means for a request (`keyed`: it carried our Idempotency-Key)."""
+    if http_status is None or http_status == RATE_LIMITED_STATUS or http_status >= 500:
+        return Verdict.TRANSIENT
+    if 200 <= http_status < 300:
+        return Verdict.DELIVERED
+    if http_status == KEY_REJECTED_STATUS:
+        return Verdict.KEY_REJECTED
+    if http_status == CONFLICT_STATUS and keyed:
+        return Verdict.ALREADY_DELIVERED
+    return Verdict.PERMANENT
+
+
+def http_reason(http_status: int) -> str:
+    """The reason code of a permanent answer: 'http_400'."""
+    return f'http_{http_status}'
+
+
+def is_permanent_reason(reason: str) -> bool:
+    """True for the reason of a 4xx refusal (a re-send needs a new key)."""
+    return bool(PERMANENT_REASON.fullmatch(reason))
+
+
+def derived_key(key: str, salt: str) -> str:
+    """A new Idempotency-Key (72 characters) for a deliberate re-send of the
+    request that carried `key`: the same for the same (key, salt), different
+    from `key` and from any other salt's."""
+    digest = hashlib.sha256(f'{key}\x00{salt}'.encode('utf-8', 'surrogatepass')).hexdigest()
+    return KEY_PREFIX + digest
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts a request gets and how long to wait between them.
+
+    `max_attempts` attempts in all for transient failures; before retry n
+    (0-based) a wait of `draw * min(backoff_max, backoff_base * 2**n)`.
+    """
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+    def __post_init__(self):
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError(f'max_attempts must be at least 1, got {self.max_attempts!r}')
+        if self.backoff_base < 0 or self.backoff_max < 0:
+            raise ValueError('backoff_base and backoff_max must not be negative')
+
+    def backoff_seconds(self, retry: int, draw: float) -> float:
+        """The wait before retry number `retry` (0 for the first), `draw` in [0, 1)."""
+        return draw * min(self.backoff_max, self.backoff_base * 2 ** retry)
+
+    def retries_left(self, verdict: Verdict, attempt: int) -> bool:
+        """Whether attempt number `attempt` (1-based), judged `verdict`, is followed by another."""
+        return verdict is Verdict.TRANSIENT and attempt < self.max_attempts
+
+
+def final_outcome(verdict: Verdict, status: Optional[int], body: Optional[str],
+                  error: Optional[str], attempts: int, rate_limited: int,
+                  where: str) -> Outcome:
+    """The Outcome of a request whose last attempt (number `attempts`) was
+    judged `verdict`; `where` is 'PUT /v1/contacts/update', for messages."""
+    if verdict is Verdict.DELIVERED:
+        return Outcome('delivered', status, None, attempts, rate_limited, None, None)
+    if verdict is Verdict.ALREADY_DELIVERED:
+        return Outcome('already_delivered', status, body, attempts, rate_limited, None, None)
+    if verdict is Verdict.TRANSIENT:
+        reason = RETRIES_EXHAUSTED
+        message = failure_message(where, f'failed after {attempts} attempts', status, body,
+                                  error)
+    else:
+        reason = KEY_REJECTED if verdict is Verdict.KEY_REJECTED else http_reason(status)
+        message = failure_message(where, 'was rejected by Loops', status, body, error)
+    return Outcome('failed', status, body, attempts, rate_limited, reason, message)
+
+
+def not_sent(reason: str, message: str) -> Outcome:
+    """The Outcome of a request that was never sent."""
+    return Outcome('failed', None, None, 0, 0, reason, message)
+
+
+def loops_message(body: Optional[str]) -> Optional[str]:
+    """The "message" of a Loops JSON error envelope, or None."""
+    if not body:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(parsed, dict) and isinstance(parsed.get('message'), str):
+        return parsed['message']
+    return None
+
+
+def failure_message(where: str, what: str, http_status: Optional[int],
+                    body: Optional[str], error: Optional[str]) -> str:
+    """A sentence for a person about a failed request, e.g.
+    'PUT /v1/contacts/update was rejected by Loops: HTTP 400: Invalid email address.'"""
+    if http_status is None:
+        return f'{where} {what}: no answer from Loops ({error})'
+    detail = loops_message(body)
+    text = f'{where} {what}: HTTP {http_status}'
+    return f'{text}: {detail}' if detail else text
