@@ -1,14 +1,16 @@
 """deliver_sequences against a real LoopsSandbox; DeliveryProgress on an injected clock."""
+import threading
 import time
 from collections import Counter, defaultdict
 
 import pytest
 
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.delivery import (Delivered, DeliveryProgress, deliver_sequences,
-                                 format_duration, in_flight_for)
-from transforms.loops_client import AuthError, LoopsClient, Outcome
-from transforms.records import contact_upsert, event_send, idempotency_key_for
+from transforms.delivery import (Delivered, DeliveryProgress, deliver_one, deliver_sequences,
+                                 in_flight_for)
+from transforms.loops_client import LoopsClient, Outcome
+from transforms.records import (NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send,
+                                idempotency_key_for)
 
 KEY = 'sk-delivery-test-key-42'
 
@@ -16,16 +18,21 @@ KEY = 'sk-delivery-test-key-42'
 def event(user: str, number: int):
     message_id = f'{user}-{number}'
     body = {'eventName': f'step{number}', 'email': f'{user}@example.com', 'userId': user}
-    return event_send(body, user, (number, 0, message_id), 'test', idempotency_key_for(message_id))
+    return event_send(body, f'user:{user}', Stamp(number, 0, message_id), 'test',
+                      idempotency_key_for(message_id))
 
 
-def upsert(user: str):
-    body = {'email': f'{user}@example.com', 'userId': user}
-    return contact_upsert(body, user, (0, 0, ''), 'test')
+def upsert(user: str, **extra):
+    body = {'email': f'{user}@example.com', 'userId': user, **extra}
+    return contact_upsert(body, f'user:{user}', NO_STAMP, 'test')
+
+
+def sequence(*requests) -> ContactSequence:
+    return ContactSequence(requests[0].contact, tuple(requests))
 
 
 def contact_sequences(contacts: int, events: int) -> list:
-    return [[event(f'c{c}', n) for n in range(events)] for c in range(contacts)]
+    return [sequence(*(event(f'c{c}', n) for n in range(events))) for c in range(contacts)]
 
 
 def test_per_contact_order_is_kept_while_contacts_run_concurrently():
@@ -46,7 +53,7 @@ def test_per_contact_order_is_kept_while_contacts_run_concurrently():
 
 
 def test_rate_limit_is_kept_on_the_server_side():
-    sequences = [[upsert(f'u{n}')] for n in range(30)]
+    sequences = [sequence(upsert(f'u{n}')) for n in range(30)]
     with LoopsSandbox(api_key=KEY, rate_limit=10, latency=(0.1, 0.3), seed=1) as sandbox:
         client = LoopsClient(sandbox.base_url, KEY, rate=10)
         start = time.monotonic()
@@ -82,21 +89,26 @@ def test_injected_faults_deliver_every_event_exactly_once_or_fail():
     assert Counter(o.status for o in outcomes.values())['already_delivered'] > 0
 
 
-def test_auth_error_stops_submitting_and_is_raised():
+def test_a_rejected_key_stops_sending_and_every_request_comes_back_unsent():
     pulled = []
 
     def lazy_sequences():
         for n in range(100):
             pulled.append(n)
-            yield [upsert(f'u{n}'), upsert(f'u{n}')]
+            yield sequence(upsert(f'u{n}'), upsert(f'u{n}'))
 
     with LoopsSandbox(api_key=KEY, rate_limit=None) as sandbox:
         client = LoopsClient(sandbox.base_url, 'sk-not-the-key', rate=100)
-        with pytest.raises(AuthError):
-            list(deliver_sequences(client, lazy_sequences(), max_in_flight=3))
+        delivered = list(deliver_sequences(client, lazy_sequences(), max_in_flight=3))
         logged = sandbox.state()['requests']
-    assert len(pulled) <= 3
-    assert 1 <= len(logged) <= 3  # each sequence stopped at its first 401
+    assert len(pulled) == 100 and len(delivered) == 200
+    assert {(d.outcome.status, d.outcome.reason) for d in delivered} == {('failed', 'key_rejected')}
+    assert sum('was not delivered: Loops rejected the API key' in d.outcome.message
+               for d in delivered) == len(logged)
+    assert all('sk-not-the-key' not in d.outcome.message for d in delivered)
+    # Only requests already on their way when the first 401 came were sent:
+    # one per sequence in flight, at the most.
+    assert 1 <= len(logged) <= 3 and {r['status'] for r in logged} == {401}
 
 
 def test_sequences_are_pulled_lazily():
@@ -105,7 +117,7 @@ def test_sequences_are_pulled_lazily():
     def lazy_sequences():
         for n in range(50):
             pulled.append(n)
-            yield [upsert(f'u{n}')]
+            yield sequence(upsert(f'u{n}'))
 
     with LoopsSandbox(api_key=KEY, rate_limit=None) as sandbox:
         client = LoopsClient(sandbox.base_url, KEY, rate=100)
@@ -116,18 +128,76 @@ def test_sequences_are_pulled_lazily():
     assert len(rest) == 49 and len(pulled) == 50
 
 
-def test_progress_is_recorded_for_every_result():
-    lines = []
+def test_two_sequences_of_one_contact_are_never_in_flight_together():
+    # Three sequences of contact a, in the order given, among others.
+    given = [sequence(event('a', 0), event('a', 1)), sequence(event('b', 0)),
+             sequence(event('a', 2)), sequence(event('c', 0)), sequence(event('a', 3))]
+    with LoopsSandbox(api_key=KEY, rate_limit=None, latency=(0.02, 0.05), seed=4) as sandbox:
+        client = LoopsClient(sandbox.base_url, KEY, rate=200)
+        delivered = list(deliver_sequences(client, given, max_in_flight=4))
+        events = sandbox.state()['events']
+    assert Counter(d.outcome.status for d in delivered) == {'delivered': 6}
+    assert [e['eventName'] for e in events if e['userId'] == 'a'] == [
+        'step0', 'step1', 'step2', 'step3']
+
+
+def test_tick_is_called_while_waiting():
+    ticks = []
+    with LoopsSandbox(api_key=KEY, rate_limit=None, latency=(0.3, 0.3)) as sandbox:
+        client = LoopsClient(sandbox.base_url, KEY, rate=100)
+        delivered = list(deliver_sequences(client, [sequence(upsert('a'))], 1,
+                                           tick=lambda: ticks.append(threading.get_ident()),
+                                           tick_seconds=0.05))
+    assert len(delivered) == 1 and len(ticks) >= 2
+    assert set(ticks) == {threading.get_ident()}   # on the consuming thread
+
+
+def refusals_against_the_sandbox(*requests) -> tuple:
     with LoopsSandbox(api_key=KEY, rate_limit=None) as sandbox:
         client = LoopsClient(sandbox.base_url, KEY, rate=100)
-        progress = DeliveryProgress(6, 100, interval=3600, log=lines.append, label='backfill')
-        sequences = [[upsert('a'), upsert('a@@')], [upsert('b')], [upsert('c')] * 3]
-        results = list(deliver_sequences(client, sequences, 2, progress))
-    progress.finish()
-    assert len(results) == 6
-    assert len(lines) == 1
-    assert lines[0].startswith('backfill sent 6/6 (100%), ')
-    assert ', 1 failed, 0 retries' in lines[0]
+        delivered = [deliver_one(client, request) for request in requests]
+        return delivered, sandbox.state()
+
+
+def test_a_refused_part_of_an_upsert_costs_only_itself():
+    [bio, lists], state = refusals_against_the_sandbox(
+        upsert('a', firstName='Ada', bio={'nested': 1}),
+        upsert('b', plan='pro', mailingLists={'list_news': True, 'list_gone': True}))
+    assert (bio.outcome.status, bio.outcome.attempts) == ('delivered', 1)
+    assert bio.request.body == {'email': 'a@example.com', 'userId': 'a', 'firstName': 'Ada'}
+    [part] = bio.refused
+    assert part.request.body == {'userId': 'a', 'email': 'a@example.com', 'bio': {'nested': 1}}
+    assert (part.outcome.status, part.outcome.reason, part.outcome.http_status) == (
+        'failed', 'http_400', 400)
+    assert 'Invalid value for "bio"' in part.outcome.message
+    assert lists.outcome.status == 'delivered'
+    assert lists.request.body['mailingLists'] == {'list_news': True}
+    [part] = lists.refused
+    assert part.request.body == {'userId': 'b', 'email': 'b@example.com',
+                                 'mailingLists': {'list_gone': True}}
+    assert 'Unknown mailing list id: list_gone.' in part.outcome.message
+    contacts = {c['userId']: c for c in state['contacts']}
+    assert contacts['a']['firstName'] == 'Ada' and 'bio' not in contacts['a']
+    assert contacts['b']['plan'] == 'pro'
+    assert [r['status'] for r in state['requests']] == [400, 200, 400, 200]
+
+
+def test_a_refused_part_is_split_off_once_and_a_refusal_naming_nothing_stays_whole():
+    [twice, ghost, event_], state = refusals_against_the_sandbox(
+        upsert('a', id='x', bio={'nested': 1}),
+        contact_upsert({'userId': 'ghost', 'plan': 'pro'}, 'user:ghost', NO_STAMP, 'test'),
+        event_send({'eventName': 'x', 'userId': 'a', 'eventProperties': {'n': {'deep': 1}}},
+                   'user:a', NO_STAMP, 'test', 'segment-k'))
+    # The first refusal names "id"; the rest, sent once more, is refused for "bio".
+    assert [d.request.body for d in twice.refused] == [
+        {'userId': 'a', 'email': 'a@example.com', 'id': 'x'}]
+    assert twice.request.body == {'email': 'a@example.com', 'userId': 'a', 'bio': {'nested': 1}}
+    assert (twice.outcome.reason, 'Invalid value for "bio"' in twice.outcome.message) == (
+        'http_400', True)
+    # Nothing in the body named; an event (not mergeable): one failure each.
+    assert (ghost.refused, ghost.outcome.reason) == ((), 'http_400')
+    assert (event_.refused, event_.outcome.reason) == ((), 'http_400')
+    assert [r['status'] for r in state['requests']] == [400, 400, 400, 400]
 
 
 @pytest.mark.parametrize('rate, latency, expected', [
@@ -135,13 +205,6 @@ def test_progress_is_recorded_for_every_result():
 ])
 def test_in_flight_for(rate, latency, expected):
     assert in_flight_for(rate, latency) == expected
-
-
-@pytest.mark.parametrize('seconds, text', [
-    (0, '0s'), (45.4, '45s'), (380, '6m20s'), (3599, '59m59s'), (7500, '2h05m'),
-])
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
 
 
 class FakeClock:

@@ -2,9 +2,19 @@
 
 With 100-300 ms of latency per request, one writer sending sequentially
 reaches about 5 requests/s, half the default limit. `deliver_sequences` sends
-several contacts' requests at once while each contact's own requests go
+several contacts' sequences at once while each contact's own requests go
 strictly one after another (an upsert must land before the event that relies
-on it, and a later update must not be overtaken by an earlier one).
+on it, and a later update must not be overtaken by an earlier one), and never
+two sequences of one contact at the same time.
+
+Each request goes through `deliver_one`: a contact upsert that Loops refuses
+(400) because of one property or mailing list is sent once more without it,
+and the part it refused comes back on its own (transforms/refusal.py).
+
+A rejected API key stops the sending, not the job: the request the client
+raised `AuthError` for and every request not yet sent come back failed with
+reason `key_rejected` (never sent after the rejection, so nothing is lost:
+their failure records can be replayed with a valid key).
 """
 import logging
 import math
@@ -12,21 +22,41 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
-from transforms.loops_client import LoopsClient, Outcome
-from transforms.records import LoopsRequest
+from transforms.loops_client import AuthError, LoopsClient, Outcome
+from transforms.records import ContactSequence, LoopsRequest
+from transforms.refusal import refused_part, split_off
+from transforms.retry import KEY_REJECTED, loops_message, not_sent
+from transforms.text import format_duration
+
+# The longest the consuming thread waits for a result before calling `tick`.
+TICK_SECONDS = 2.0
+REFUSED_STATUS = 400
+_IDLE = object()   # take(): no result came in time
 
 
 class Delivered(NamedTuple):
-    """One request and how its delivery ended."""
+    """One request and how its delivery ended. `refused`: the parts of it
+    Loops refused and that were split off, each a Delivered of its own
+    (`request` is then what was sent without them)."""
     request: LoopsRequest
     outcome: Outcome
+    refused: tuple = ()
 
 
-class _SequenceDone(NamedTuple):
-    """A worker finished a sequence; `error` is what stopped it, if anything."""
-    error: Optional[BaseException]
+def deliver_one(client: LoopsClient, request: LoopsRequest) -> Delivered:
+    """Send `request`; when Loops refuses a mergeable request (400) for a part
+    its message names, send the rest once more (raises AuthError on 401)."""
+    outcome = client.send(request)
+    if (outcome.http_status != REFUSED_STATUS or outcome.status != 'failed'
+            or not request.spec.mergeable):
+        return Delivered(request, outcome)
+    part = refused_part(loops_message(outcome.response_body), request.body)
+    if part is None:
+        return Delivered(request, outcome)
+    rest, alone = split_off(request, part)
+    return Delivered(rest, client.send(rest), (Delivered(alone, outcome),))
 
 
 def in_flight_for(rate: float, max_latency: float = 0.5) -> int:
@@ -39,84 +69,142 @@ def in_flight_for(rate: float, max_latency: float = 0.5) -> int:
     return max(2, math.ceil(2 * rate * max_latency))
 
 
-def deliver_sequences(client: LoopsClient, sequences: Iterable[Sequence[LoopsRequest]],
-                      max_in_flight: int, progress: Optional['DeliveryProgress'] = None
-                      ) -> Iterator[Delivered]:
+class _SequenceDone(NamedTuple):
+    """A worker finished a contact's sequence; `error` is what stopped it, if anything."""
+    contact: str
+    error: Optional[BaseException]
+
+
+def _rejected(request: LoopsRequest, error: Optional[AuthError] = None) -> Delivered:
+    if error is not None:
+        message = f'{request.method} {request.path} was not delivered: {error}'
+    else:
+        message = (f'{request.method} {request.path} was not sent: Loops rejected the API '
+                   'key (401) earlier in this job')
+    return Delivered(request, not_sent(KEY_REJECTED, message))
+
+
+class _Flight:
+    """The sequences in flight of one deliver_sequences call.
+
+    Only the consuming thread calls fill() and take(); workers only put
+    results on the queue. A sequence whose contact is in flight is held
+    (one at the most) until that contact is done, so at most
+    `max_in_flight + 1` sequences are held at once.
+    """
+
+    def __init__(self, client: LoopsClient, max_in_flight: int):
+        self._client = client
+        self._max = max_in_flight
+        self._results: 'queue.Queue[object]' = queue.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=max_in_flight,
+                                            thread_name_prefix='loops-delivery')
+        self.stop = threading.Event()
+        self.key_rejected = False
+        self.error: Optional[BaseException] = None
+        self.held: Optional[ContactSequence] = None
+        self._busy = set()
+        self.running = 0
+
+    def fill(self, pending: Iterator[ContactSequence]) -> None:
+        """Start sequences while workers are free (and nothing stopped us)."""
+        while not self.stop.is_set() and self.running < self._max:
+            sequence = self.held if self.held is not None else next(pending, None)
+            if sequence is None:
+                return
+            if sequence.contact in self._busy:
+                self.held = sequence
+                return
+            self.held = None
+            self._busy.add(sequence.contact)
+            self.running += 1
+            self._executor.submit(self._run, sequence)
+
+    def _run(self, sequence: ContactSequence) -> None:
+        try:
+            for request in sequence.requests:
+                if self.stop.is_set():
+                    self._results.put(_rejected(request))
+                    continue
+                try:
+                    self._results.put(deliver_one(self._client, request))
+                except AuthError as error:
+                    self.key_rejected = True
+                    self.stop.set()
+                    self._results.put(_rejected(request, error))
+        except BaseException as exc:  # handed to the consuming thread
+            self.stop.set()
+            self._results.put(_SequenceDone(sequence.contact, exc))
+        else:
+            self._results.put(_SequenceDone(sequence.contact, None))
+
+    def take(self, timeout: float) -> object:
+        """The next Delivered; None when a sequence just finished, _IDLE when
+        nothing came within `timeout` seconds."""
+        try:
+            item = self._results.get(timeout=timeout)
+        except queue.Empty:
+            return _IDLE
+        if isinstance(item, _SequenceDone):
+            self.running -= 1
+            self._busy.discard(item.contact)
+            if item.error is not None and self.error is None:
+                self.error = item.error
+            return None
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self._executor.shutdown(wait=True)
+
+
+def deliver_sequences(client: LoopsClient, sequences: Iterable[ContactSequence],
+                      max_in_flight: int, *, tick: Optional[Callable[[], None]] = None,
+                      tick_seconds: float = TICK_SECONDS) -> Iterator[Delivered]:
     """Send each sequence's requests in order, up to `max_in_flight` sequences at once.
 
-    In: `sequences`, each one contact's requests in the order they must apply
-    (consumed lazily, only as threads free up: it may be a huge GroupByKey
-    iterable). Out: one `Delivered` per request sent, as they complete (in
-    order within a contact, in any order across contacts). Within a sequence
-    the next request is sent only after the previous one has its outcome,
-    whatever it is. `progress`, if given, records every outcome.
+    In: `sequences` of ContactSequence (consumed lazily, only as workers free
+    up: it may be a huge GroupByKey iterable). Out: one `Delivered` per
+    request, as they complete (in order within a contact, in any order
+    across contacts). Within a sequence the next request is sent only after
+    the previous one has its outcome, whatever it is. `tick`, if given, is
+    called on the consuming thread whenever `tick_seconds` pass without a
+    result.
 
-    If a request raises (AuthError: the key was rejected), no new sequence is
-    started, sequences in flight stop before their next request, the results
-    already finished are yielded, and the exception is re-raised.
+    After a 401 nothing more is sent: see the module docstring. Any other
+    exception stops the sending too; the results already finished are
+    yielded and the exception is re-raised.
     """
     if max_in_flight < 1:
         raise ValueError(f'max_in_flight must be at least 1, got {max_in_flight!r}')
-    results: 'queue.Queue[object]' = queue.Queue()
-    stop = threading.Event()
-
-    def run(sequence: Sequence[LoopsRequest]) -> None:
-        try:
-            for request in sequence:
-                if stop.is_set():
-                    break
-                results.put(Delivered(request, client.send(request)))
-        except BaseException as exc:  # handed to the consuming thread
-            stop.set()
-            results.put(_SequenceDone(exc))
-        else:
-            results.put(_SequenceDone(None))
-
+    flight = _Flight(client, max_in_flight)
     pending = iter(sequences)
-    exhausted = object()
-    running = 0
-    error: Optional[BaseException] = None
-    executor = ThreadPoolExecutor(max_workers=max_in_flight,
-                                  thread_name_prefix='loops-delivery')
     try:
         while True:
-            # Only this thread reads `sequences`, and only when a worker is
-            # free, so at most `max_in_flight` sequences are held at once.
-            while error is None and running < max_in_flight:
-                sequence = next(pending, exhausted)
-                if sequence is exhausted:
-                    break
-                executor.submit(run, sequence)
-                running += 1
-            if running == 0:
+            flight.fill(pending)
+            if flight.running == 0:
                 break
-            item = results.get()
-            if isinstance(item, _SequenceDone):
-                running -= 1
-                if item.error is not None and error is None:
-                    error = item.error
-                continue
-            if progress is not None:
-                progress.record(item.outcome)
-            yield item
+            item = flight.take(tick_seconds)
+            if item is _IDLE:
+                if tick is not None:
+                    tick()
+            elif item is not None:
+                yield item
     finally:
         # Reached also when the consumer abandons the generator.
-        stop.set()
-        executor.shutdown(wait=True)
-    if error is not None:
-        raise error
+        flight.close()
+    if flight.error is not None:
+        raise flight.error
+    if flight.key_rejected:
+        yield from _never_sent(flight.held, pending)
 
 
-def format_duration(seconds: float) -> str:
-    """'45s', '6m20s', '2h05m': a short duration for a person."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f'{seconds}s'
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f'{minutes}m{seconds:02d}s'
-    hours, minutes = divmod(minutes, 60)
-    return f'{hours}h{minutes:02d}m'
+def _never_sent(held: Optional[ContactSequence],
+                pending: Iterator[ContactSequence]) -> Iterator[Delivered]:
+    if held is not None:
+        yield from (_rejected(request) for request in held.requests)
+    for sequence in pending:
+        yield from (_rejected(request) for request in sequence.requests)
 
 
 class DeliveryProgress:
@@ -127,7 +215,7 @@ class DeliveryProgress:
     logs at most one line every `interval` seconds; `finish()` logs the last
     line. Line: "<label> sent 1200/5000 (24%), 9.8 req/s (limit 10),
     3 failed, 2 retries, ETA 6m20s" (no percentage or ETA without a total).
-    Call it from one thread (deliver_sequences records from the consuming one).
+    Call it from one thread (the writer records from the consuming one).
     """
 
     def __init__(self, total: Optional[int], rate_limit: float, *,
