@@ -95,16 +95,15 @@ def main(argv: Optional[list] = None) -> int:
         print(f'segment-loops {command}: error: {error}', file=sys.stderr)
         return EXIT_USAGE
     except AuthError as error:
+        # By type only: a key Loops rejects during a run does not crash the job
+        # inside Beam (where the type would be lost); the job raises AuthError
+        # itself after the run (transforms/write.py, raise_if_key_rejected).
         print(f'segment-loops {command}: {error}', file=sys.stderr)
         return EXIT_AUTH
     except KeyboardInterrupt:
         print(f'segment-loops {command}: interrupted', file=sys.stderr)
         return EXIT_FAILED
     except Exception as error:  # the job failed: one clear line, the details in the debug log
-        if 'AuthError' in str(error):
-            print(f'segment-loops {command}: Loops rejected the API key (401); nothing more was '
-                  'sent.', file=sys.stderr)
-            return EXIT_AUTH
         logging.getLogger('segment_loops').debug('job failed', exc_info=True)
         print(f'segment-loops {command}: failed: {type(error).__name__}: {_first_line(error)}',
               file=sys.stderr)

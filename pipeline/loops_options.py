@@ -2,10 +2,10 @@
 import os
 
 from pipeline.options import UsageError
+from transforms.caller import check_base_url
 from transforms.conform import UNKNOWN_PROPERTY_POLICIES, AccountSchema
+from transforms.connection import LoopsConnection
 from transforms.credentials import ApiKey
-from transforms.loops_client import check_base_url
-from transforms.write import LoopsConnection
 
 API_KEY_ENV = 'LOOPS_API_KEY'
 DEFAULT_BASE_URL = 'https://app.loops.so/api'
@@ -87,22 +87,21 @@ def connect_to_loops(options) -> LoopsConnection:
         base_url = check_base_url(options.loops_base_url)
     except ValueError as error:
         raise UsageError(f'--loops_base_url: {error}') from None
-    if options.rate_limit <= 0:
-        raise UsageError('--rate_limit must be positive')
-    if options.write_shards < 1:
-        raise UsageError('--write_shards must be at least 1')
-    if options.max_attempts < 1:
-        raise UsageError('--max_attempts must be at least 1')
-    return LoopsConnection(
-        base_url=base_url,
-        api_key=api_key_from(options),
-        rate_limit=options.rate_limit,
-        write_shards=options.write_shards,
-        max_attempts=options.max_attempts,
-        max_in_flight=options.max_in_flight,
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-    )
+    api_key = api_key_from(options)
+    try:
+        return LoopsConnection(
+            base_url=base_url,
+            api_key=api_key,
+            rate_limit=options.rate_limit,
+            write_shards=options.write_shards,
+            max_attempts=options.max_attempts,
+            max_in_flight=options.max_in_flight,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+        )
+    except ValueError as error:
+        # The fields are named as the options: 'rate_limit must be positive'.
+        raise UsageError(f'--{error}') from None
 
 
 def preflight(connection: LoopsConnection) -> tuple:

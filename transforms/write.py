@@ -3,60 +3,83 @@
 Loops allows `rate_limit` requests per second per team and has no batch
 endpoint. Requests are keyed into exactly `write_shards` keys (a stable hash
 of the contact), so on any runner at most `write_shards` writers run at once,
-each owning rate_limit / write_shards through its own token bucket. Within a
-writer, several contacts are sent concurrently (one sequential writer cannot
-reach 10/s at Loops' 100-300 ms latency), each contact's requests strictly in
-order.
+each owning rate_limit / write_shards through its own client's token bucket.
+Within a writer, several contacts are sent concurrently (one sequential
+writer cannot reach 10/s at Loops' 100-300 ms latency), each contact's
+requests strictly in order, and a contact's parts (`ContactSequence.part`)
+one after another: every part-0 sequence of the shard, then every part-1
+sequence, and so on.
+
+The pieces, as in Google's HTTP-writer templates: `WriteToLoops` (the
+PTransform, which validates its arguments when it is built), `_WriteShard`
+(the writer DoFn: counting, failure records, the recorder hook) and the
+client (`transforms/loops_client.py`: caller, retry policy, throttler).
+`WriteInPhases` writes the phases of transforms/kinds.py in order, each
+waiting for the previous one's `done`.
+
+Counters (`deliver/...`): `delivered`, `already_delivered`, `failed` and
+`failed_<reason>` (one per request), `retries`, `rate_limited`,
+`refused_parts` (parts of a request Loops refused and that were split off:
+each is a failure record of its own, not counted in `failed`), and
+`throttled_ms` (the time the token bucket held requests back, like RRIO's
+`cumulativeThrottlingSeconds`).
+
+A rejected API key (401): the client raises `AuthError`, and the writer stops
+sending (transforms/delivery.py): that request and every later one of the
+writer become failure records with reason `key_rejected`, counted in
+`deliver/failed_key_rejected`, and are never sent. The job does not crash
+inside Beam, where the exception's type would be lost (a runner in other
+processes hands back only its text) and the runner would retry the bundle
+with the same rejected key; the job's own code calls
+`raise_if_key_rejected(counters)` after the run, which raises `AuthError`
+for the command line to recognise by type.
+
+The recorder hook: `WriteToLoops(..., recorder=...)` takes an optional
+picklable object that sees every final outcome, for recording what was
+delivered while the job runs. Its interface (`DeliveryRecorder`):
+  open()                    at the start of each bundle
+  record(request, outcome)  after each final outcome (refused parts too), on
+                            the thread that consumes outcomes (never concurrently)
+  maybe_flush()             after each record(), and at least every
+                            TICK_SECONDS while the writer waits: the
+                            recorder decides whether to flush now
+  flush()                   at the end of each bundle, before close()
+  close()                   at the end of each bundle (or at teardown, when
+                            a bundle failed before its end)
 """
-import time
+import functools
 import zlib
-from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Mapping, Optional, Protocol, runtime_checkable
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.coalesce import ContactSequence, arrange_contact_requests
-from transforms.credentials import ApiKey
-from transforms.delivery import DeliveryProgress, deliver_sequences, in_flight_for
-from transforms.loops_client import LoopsClient
+from transforms.batching import BatchPerShard
+from transforms.connection import LoopsConnection
+from transforms.delivery import Delivered, DeliveryProgress, deliver_sequences, in_flight_for
+from transforms.kinds import PHASES, kinds_in_phase
+from transforms.loops_client import AuthError, LoopsClient
 from transforms.metrics import NAMESPACE, CounterFamily
-from transforms.records import failure_record
+from transforms.records import LoopsRequest, failure_record
+from transforms.retry import KEY_REJECTED, Outcome, RetryPolicy
 
 FAILED = 'failed'
+KEY_REJECTED_COUNTER = f'deliver/failed_{KEY_REJECTED}'
 
 
-@dataclass(frozen=True)
-class LoopsConnection:
-    """Where and how fast to write (picklable; the key stays hidden)."""
-    base_url: str
-    api_key: ApiKey
-    rate_limit: float = 10.0
-    write_shards: int = 1
-    max_attempts: int = 6
-    max_in_flight: Optional[int] = None
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    progress_interval: float = 10.0
+@runtime_checkable
+class DeliveryRecorder(Protocol):
+    """What WriteToLoops calls on its `recorder` (see the module docstring)."""
 
-    @property
-    def shard_rate(self) -> float:
-        return self.rate_limit / self.write_shards
+    def open(self) -> None: ...
 
-    def client(self, rate: Optional[float] = None) -> LoopsClient:
-        return LoopsClient(self.base_url, self.api_key.get(),
-                           rate=rate if rate is not None else self.shard_rate,
-                           max_attempts=self.max_attempts,
-                           connect_timeout=self.connect_timeout,
-                           read_timeout=self.read_timeout)
+    def record(self, request: LoopsRequest, outcome: Outcome) -> None: ...
 
-    def check_key(self) -> str:
-        """GET /v1/api-key before reading any input: a wrong key fails in seconds."""
-        client = self.client()
-        try:
-            return client.check_key()
-        finally:
-            client.close()
+    def maybe_flush(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def shard_of(contact: str, shards: int) -> int:
@@ -65,84 +88,162 @@ def shard_of(contact: str, shards: int) -> int:
     return zlib.crc32(contact.encode('utf-8')) % shards
 
 
-def arrange_batch(sequences: Iterable[ContactSequence]) -> list:
-    """A batch of a stream's requests -> one sequence per contact: its upserts
-    merged in event-time order, then its event sends in event-time order (the
-    contact exists before an event that names it only by userId)."""
-    by_contact = {}
-    for sequence in sequences:
-        by_contact.setdefault(sequence.contact, []).extend(sequence.requests)
-    arranged = []
-    for contact, requests in by_contact.items():
-        upserts = [r for r in requests if not r.is_event]
-        sends = [r for r in requests if r.is_event]
-        ordered = (arrange_contact_requests(upserts, coalesce=True).requests
-                   + arrange_contact_requests(sends, coalesce=False).requests)
-        arranged.append(ContactSequence(contact, tuple(ordered)))
-    return arranged
+def raise_if_key_rejected(counters: Mapping[str, int]) -> None:
+    """After a run: AuthError when Loops rejected the API key during it
+    (`counters`: the run's counters by name, e.g. summary.pipeline_counters)."""
+    rejected = counters.get(KEY_REJECTED_COUNTER, 0)
+    if rejected:
+        raise AuthError(f'Loops rejected the API key (401) during the run: {rejected} requests '
+                        f'were not delivered (failure records with reason {KEY_REJECTED}); '
+                        'replay them with a valid key')
 
 
-class _ArrangeBatch(beam.DoFn):
-    def setup(self):
-        self._merged = Metrics.counter(NAMESPACE, 'batch/merged')
+def delivery_failure(delivered: Delivered) -> dict:
+    """The failure record (stage `deliver`) of a request that failed for good."""
+    request, outcome = delivered.request, delivered.outcome
+    return failure_record(
+        'deliver', outcome.reason, outcome.message or outcome.reason, request=request,
+        http_status=outcome.http_status, response_body=outcome.response_body,
+        attempts=outcome.attempts, source=request.source)
 
-    def process(self, keyed):
-        shard, sequences = keyed
-        sequences = list(sequences)
-        arranged = arrange_batch(sequences)
-        self._merged.inc(sum(len(s.requests) for s in sequences)
-                         - sum(len(s.requests) for s in arranged))
-        yield shard, arranged
+
+class LoopsWriteResult:
+    """What WriteToLoops and WriteInPhases give back, by name (like
+    WriteToBigQuery's WriteResult).
+
+    failures: failure records (schemas/failure.avsc, stage `deliver`).
+    done: one (shard, requests sent) per shard once it is written: a later
+    step waits for it as a side input.
+    """
+
+    def __init__(self, failures: beam.PCollection, done: beam.PCollection):
+        self._failures = failures
+        self._done = done
+
+    @property
+    def failures(self) -> beam.PCollection:
+        return self._failures
+
+    @property
+    def done(self) -> beam.PCollection:
+        return self._done
+
+    def __repr__(self) -> str:
+        return f'LoopsWriteResult(failures={self._failures}, done={self._done})'
+
+
+class _Recording:
+    """The writer's side of the recorder hook; does nothing without a recorder."""
+
+    def __init__(self, recorder: Optional[DeliveryRecorder]):
+        self._recorder = recorder
+        self._open = False
+
+    def open(self) -> None:
+        if self._recorder is not None and not self._open:
+            self._recorder.open()
+            self._open = True
+
+    def record(self, delivered: Delivered) -> None:
+        if self._recorder is not None:
+            self._recorder.record(delivered.request, delivered.outcome)
+            self._recorder.maybe_flush()
+
+    def tick(self) -> None:
+        if self._recorder is not None:
+            self._recorder.maybe_flush()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._recorder.flush()
+            self._recorder.close()
 
 
 class _WriteShard(beam.DoFn):
-    """(shard, contact sequences) -> one count per shard; failures tagged."""
+    """(shard, contact sequences) -> (shard, requests sent) once the shard is
+    written; failure records tagged FAILED."""
 
-    def __init__(self, connection: LoopsConnection, label: str):
+    def __init__(self, connection: LoopsConnection, label: str,
+                 client_factory: Optional[Callable[[], LoopsClient]] = None,
+                 recorder: Optional[DeliveryRecorder] = None):
         self._connection = connection
         self._label = label
+        self._client_factory = client_factory or connection.client
+        self._recorder = recorder
 
     def setup(self):
-        self._client = self._connection.client()
+        self._client = self._client_factory()
+        self._in_flight = (self._connection.max_in_flight
+                           or in_flight_for(self._connection.shard_rate))
         self._counters = CounterFamily('deliver/')
         self._failed_by_reason = CounterFamily('deliver/failed_')
+        self._throttled_ms = Metrics.counter(NAMESPACE, 'deliver/throttled_ms')
+        self._throttled_reported_ms = 0
+        self._recording = _Recording(self._recorder)
+
+    def start_bundle(self):
+        self._recording.open()
+
+    def finish_bundle(self):
+        self._recording.close()
 
     def teardown(self):
+        recording = getattr(self, '_recording', None)
+        if recording is not None:
+            recording.close()
         client = getattr(self, '_client', None)
         if client is not None:
             client.close()
 
     def process(self, keyed):
         shard, sequences = keyed
-        # A GroupByKey result can be iterated again on every runner: counting
-        # first gives the progress line a total and an ETA.
-        total = sum(len(s.requests) for s in sequences)
-        connection = self._connection
-        progress = DeliveryProgress(total, connection.shard_rate,
-                                    interval=connection.progress_interval,
+        # A GroupByKey result can be iterated again on every runner: one
+        # pass to count (a total for the progress line) and find the parts,
+        # then one pass per part.
+        total, parts = 0, set()
+        for sequence in sequences:
+            total += len(sequence.requests)
+            parts.add(sequence.part)
+        progress = DeliveryProgress(total, self._connection.shard_rate,
+                                    interval=self._connection.progress_interval,
                                     label=f'{self._label} shard {shard}:')
-        in_flight = connection.max_in_flight or in_flight_for(connection.shard_rate)
         sent = 0
-        for request, outcome in deliver_sequences(
-                self._client, (s.requests for s in sequences), in_flight, progress):
-            sent += 1
-            self._counters.inc('retries', outcome.attempts - 1)
-            self._counters.inc('rate_limited', outcome.rate_limited)
-            self._counters.inc(outcome.status)
-            if outcome.status != 'failed':
-                continue
-            self._failed_by_reason.inc(outcome.reason)
-            yield beam.pvalue.TaggedOutput(FAILED, failure_record(
-                'deliver', outcome.reason, outcome.message or outcome.reason,
-                request=request, http_status=outcome.http_status,
-                response_body=outcome.response_body, attempts=outcome.attempts,
-                source=request.source))
+        for part in sorted(parts):
+            in_part = (sequence for sequence in sequences if sequence.part == part)
+            for delivered in deliver_sequences(self._client, in_part, self._in_flight,
+                                               tick=self._recording.tick):
+                sent += 1
+                progress.record(delivered.outcome)
+                yield from self._finish(delivered)
         progress.finish()
         yield shard, sent
 
+    def _finish(self, delivered: Delivered):
+        """Count, record and (if it failed) emit the failure record of one result."""
+        for part in delivered.refused:
+            self._counters.inc('refused_parts')
+            self._recording.record(part)
+            yield beam.pvalue.TaggedOutput(FAILED, delivery_failure(part))
+        outcome = delivered.outcome
+        self._counters.inc('retries', max(0, outcome.attempts - 1))
+        self._counters.inc('rate_limited', outcome.rate_limited)
+        self._counters.inc(outcome.status)
+        self._recording.record(delivered)
+        self._report_throttling()
+        if outcome.status == 'failed':
+            self._failed_by_reason.inc(outcome.reason)
+            yield beam.pvalue.TaggedOutput(FAILED, delivery_failure(delivered))
+
+    def _report_throttling(self) -> None:
+        total_ms = int(self._client.throttled_seconds * 1000)
+        if total_ms > self._throttled_reported_ms:
+            self._throttled_ms.inc(total_ms - self._throttled_reported_ms)
+            self._throttled_reported_ms = total_ms
+
 
 class WriteToLoops(beam.PTransform):
-    """ContactSequence -> (per-shard sent counts, failure records).
+    """ContactSequence -> LoopsWriteResult (`.failures`, `.done`).
 
     Batch (the default): a GroupByKey per shard, so the job stays on Beam's
     fast in-process runner locally. Streaming (`max_buffering_seconds` set):
@@ -150,19 +251,32 @@ class WriteToLoops(beam.PTransform):
     it is sent; each batch is merged per contact in event-time order first.
 
     Sends every request of every sequence to Loops: 2xx is delivered, 409 on
-    our idempotency key already delivered, 400/404/405/413 a permanent failure,
-    429/5xx/timeouts/connection errors are retried with backoff up to
-    `max_attempts` (then `retries_exhausted`). A 401 stops the job.
-    The first output has one (shard, sent) per shard when it is done, so a
-    later step can wait for it as a side input.
+    our idempotency key already delivered, other 4xx a permanent failure
+    (a refused part of a contact upsert is split off and the rest sent once
+    more), 429/5xx/timeouts/connection errors are retried with backoff (then
+    `retries_exhausted`), 401 stops the writer (`key_rejected`). Every failed
+    request or refused part is a failure record in `.failures`.
+
+    `client_factory`: a picklable callable -> a client (e.g. a LoopsClient
+    of a test's parts), called once per writer; default: the connection's
+    client with `retry_policy` (default: the connection's). `recorder`: see
+    the module docstring.
     """
 
     def __init__(self, connection: LoopsConnection, label: str = 'requests', *,
+                 client_factory: Optional[Callable[[], LoopsClient]] = None,
+                 retry_policy: Optional[RetryPolicy] = None,
+                 recorder: Optional[DeliveryRecorder] = None,
                  max_buffering_seconds: Optional[float] = None, batch_size: int = 500,
-                 clock=None):
+                 clock: Optional[Callable[[], float]] = None):
         super().__init__()
+        _check_write_arguments(connection, label, client_factory, retry_policy, recorder)
+        _check_batching(max_buffering_seconds, batch_size, clock)
         self._connection = connection
         self._label = label
+        self._client_factory = client_factory or functools.partial(
+            connection.client, policy=retry_policy)
+        self._recorder = recorder
         self._max_buffering_seconds = max_buffering_seconds
         self._batch_size = batch_size
         self._clock = clock
@@ -175,53 +289,95 @@ class WriteToLoops(beam.PTransform):
         else:
             grouped = keyed | 'BatchPerShard' >> BatchPerShard(
                 self._batch_size, self._max_buffering_seconds, self._clock)
-        written = grouped | 'SendToLoops' >> beam.ParDo(
-            _WriteShard(self._connection, self._label)).with_outputs(FAILED, main='sent')
-        return written.sent, written[FAILED]
+        written = grouped | 'SendToLoops' >> beam.ParDo(_WriteShard(
+            self._connection, self._label, self._client_factory,
+            self._recorder)).with_outputs(FAILED, main='done')
+        return LoopsWriteResult(written[FAILED], written.done)
 
 
-class WriteContactsThenEvents(beam.PTransform):
-    """(contact sequences, event sequences) -> failure records.
+def _check_write_arguments(connection, label, client_factory, retry_policy, recorder) -> None:
+    if not isinstance(connection, LoopsConnection):
+        raise TypeError(f'connection must be a LoopsConnection, got {type(connection).__name__}')
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError(f'label must be a non-empty string, got {label!r}')
+    if client_factory is not None and not callable(client_factory):
+        raise TypeError('client_factory must be a callable that returns a client')
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise TypeError(f'retry_policy must be a RetryPolicy, got {type(retry_policy).__name__}')
+    if client_factory is not None and retry_policy is not None:
+        raise ValueError('give retry_policy or client_factory, not both: the client the '
+                         'factory makes has its own retry policy')
+    if recorder is not None and not isinstance(recorder, DeliveryRecorder):
+        raise TypeError('recorder must have the methods of a DeliveryRecorder: open, record, '
+                        'maybe_flush, flush and close')
 
-    Sends every contact upsert, then, once all of them are done, every event
-    send: an event that names its contact only by userId then never fails
-    for lack of a contact the same run creates.
+
+def _check_batching(max_buffering_seconds, batch_size, clock) -> None:
+    if max_buffering_seconds is not None and not max_buffering_seconds > 0:
+        raise ValueError(f'max_buffering_seconds must be positive, got {max_buffering_seconds!r}')
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f'batch_size must be a whole number of at least 1, got {batch_size!r}')
+    if clock is not None and not callable(clock):
+        raise TypeError('clock must be a callable returning seconds')
+
+
+def phase_name(phase: int) -> str:
+    """'Contacts', 'Events': the phase's kinds in a step label."""
+    return ''.join(name.split('_')[0].capitalize() + 's' for name in kinds_in_phase(phase))
+
+
+class WriteInPhases(beam.PTransform):
+    """Sequences by phase -> one LoopsWriteResult, the phases written in order.
+
+    In: a dict {phase: PCollection of ContactSequence, or a tuple of them,
+    flattened as `All<Kinds>`} (phases of transforms/kinds.py; any may be
+    left out), or a tuple of PCollections in the order of kinds.PHASES.
+    (A tuple, not a list: Beam's `|` turns a list inside a dict into a
+    Create of its items before expand() sees it.) Each phase is written by its own WriteToLoops
+    (`Write<Kinds>`, e.g. WriteContacts) once the previous phase's `done` is
+    complete (`WaitFor<Kinds>`): an event that names its contact only by
+    userId then never fails for lack of a contact the same run creates.
+    Out: `.failures` of every phase flattened, `.done` of the last phase.
+    `write_options` go to every WriteToLoops (client_factory, retry_policy,
+    recorder).
     """
 
-    def __init__(self, connection: LoopsConnection, label_prefix: str = ''):
+    def __init__(self, connection: LoopsConnection, label_prefix: str = '', **write_options):
         super().__init__()
+        _check_write_arguments(connection, 'phases', write_options.get('client_factory'),
+                               write_options.get('retry_policy'), write_options.get('recorder'))
         self._connection = connection
         self._label_prefix = label_prefix
+        self._write_options = write_options
 
-    def expand(self, contacts_and_events):
-        contacts, events = contacts_and_events
-        contacts_done, contact_failures = contacts | 'WriteContacts' >> WriteToLoops(
-            self._connection, label=f'{self._label_prefix}contacts')
-        events_after_contacts = events | 'WaitForContacts' >> beam.Map(
-            lambda sequence, _done: sequence, beam.pvalue.AsList(contacts_done))
-        _, event_failures = events_after_contacts | 'WriteEvents' >> WriteToLoops(
-            self._connection, label=f'{self._label_prefix}events')
-        return (contact_failures, event_failures) | 'DeliveryFailures' >> beam.Flatten()
+    def expand(self, by_phase):
+        phases = sequences_by_phase(by_phase)
+        failures, done, waited_for = [], None, None
+        for phase in sorted(phases):
+            sequences, name = phases[phase], phase_name(phase)
+            if isinstance(sequences, tuple):
+                sequences = sequences | f'All{name}' >> beam.Flatten()
+            if done is not None:
+                sequences = sequences | f'WaitFor{waited_for}' >> beam.Map(
+                    lambda sequence, _done: sequence, beam.pvalue.AsList(done))
+            result = sequences | f'Write{name}' >> WriteToLoops(
+                self._connection, label=f'{self._label_prefix}{name.lower()}',
+                **self._write_options)
+            failures.append(result.failures)
+            done, waited_for = result.done, name
+        return LoopsWriteResult(tuple(failures) | 'DeliveryFailures' >> beam.Flatten(), done)
 
 
-class BatchPerShard(beam.PTransform):
-    """(shard, ContactSequence) -> (shard, [ContactSequence, one per contact]).
-
-    Emits a shard's batch when it holds `batch_size` sequences or when its
-    oldest has waited `max_buffering_seconds` (processing time; `clock` is
-    for tests), whichever comes first.
-    """
-
-    def __init__(self, batch_size: int, max_buffering_seconds: float, clock=None):
-        super().__init__()
-        self._batch_size = batch_size
-        self._max_buffering_seconds = max_buffering_seconds
-        self._clock = clock
-
-    def expand(self, keyed):
-        return (
-            keyed
-            | 'GroupIntoBatches' >> beam.GroupIntoBatches(
-                self._batch_size, max_buffering_duration_secs=self._max_buffering_seconds,
-                clock=self._clock or time.time)
-            | 'MergePerContact' >> beam.ParDo(_ArrangeBatch()))
+def sequences_by_phase(by_phase) -> dict:
+    """WriteInPhases' input -> {phase: PCollection or tuple of them};
+    TypeError or ValueError for anything else."""
+    if isinstance(by_phase, (tuple, list)):
+        if len(by_phase) != len(PHASES):
+            raise ValueError(f'give one PCollection per phase {PHASES}, got {len(by_phase)}')
+        by_phase = dict(zip(PHASES, by_phase))
+    if not isinstance(by_phase, dict):
+        raise TypeError('WriteInPhases takes a dict {phase: PCollection} or a tuple of them')
+    unknown = sorted(set(by_phase) - set(PHASES), key=repr)
+    if unknown or not by_phase:
+        raise ValueError(f'phases must be among {PHASES}, got {sorted(by_phase, key=repr)}')
+    return by_phase
