@@ -2,22 +2,35 @@
 
 The pipeline, step by step:
   1. ReadFailures       the failure records (Avro) of --dead_letter
-  2. SelectReplayable   stage `deliver` failures whose reason is retryable
-                        (retries_exhausted; with --include_permanent also http_4xx);
-                        every other record is counted as skipped, by stage and reason
-  3. GroupByContact     per contact, its upserts and its events apart, in the order
-                        they failed
-  4. WriteContacts      the same contact upserts, as they were
-  5. WriteEvents        the same event sends with their Idempotency-Keys, once every
-                        upsert is done: an event that reached Loops the first time is
-                        answered 409 and counted as already delivered, never sent twice
-  6. WriteFailures      what fails again, as failure records under --replay_dead_letter
+  2. SelectReplayable   stage `deliver` failures whose request is to be sent again:
+                        retries_exhausted and key_rejected always, a 4xx refusal
+                        (http_4xx) only with --include_permanent; every other record
+                        is counted as skipped, by stage and reason
+  3. GroupByContact     per phase and contact, the requests in the order they failed
+  4. WriteToLoops       the phases of transforms/kinds.py in order (WriteContacts,
+                        then WriteEvents once every upsert is done)
+  5. WriteFailures      what fails again, as failure records under --replay_dead_letter
+
+Which request is sent, and with which Idempotency-Key:
+- A failure record is data anyone with access to its bucket can edit, so only
+  requests of the kinds in transforms/kinds.py are sent, to `base_url` + the
+  kind's own path, with only the headers this tool sets (`LoopsRequest.from_dict`
+  rebuilds them from the kind). A record holding anything else is skipped and
+  counted: `replay/skipped_deliver_foreign_request` for a request of a method
+  and path this tool never makes (say, `POST /v1/contacts/delete`),
+  `replay/skipped_deliver_invalid_request` for one that can't be read back.
+- retries_exhausted (Loops may have applied it) and key_rejected (Loops never
+  processed it): the same Idempotency-Key, so an event that did reach Loops is
+  answered 409 and counted as already delivered, never sent twice.
+- A 4xx refusal: Loops may have spent the key on it, so an event is sent under
+  a new key, `derived_key(key, failed_at)` (the same for the same record, so
+  replaying one dead letter twice still sends it once); counted in
+  `replay/rekeyed`.
 """
 import argparse
 import dataclasses
 import datetime
 import json
-import re
 import sys
 from fnmatch import fnmatch
 from typing import Optional
@@ -32,20 +45,27 @@ from pipeline.loops_options import (add_loops_options, connect_to_loops,
                                     require_secret_on_remote_runner)
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, require_cloud_paths,
                               set_default_runner)
-from transforms.coalesce import GroupByContact
+from transforms.connection import LoopsConnection
+from transforms.kinds import PHASES, kind_for
 from transforms.metrics import NAMESPACE, CounterFamily
-from transforms.records import LoopsRequest
+from transforms.records import ContactSequence, LoopsRequest, Stamp
+from transforms.retry import KEY_REJECTED, RETRIES_EXHAUSTED, derived_key, is_permanent_reason
 from transforms.sinks import WriteFailures, output_prefix
-from transforms.write import LoopsConnection, WriteContactsThenEvents
+from transforms.write import WriteInPhases, phase_name, raise_if_key_rejected
 
 DEFAULT_REPLAY_DEAD_LETTER = 'dead-letter-replay/'
-RETRYABLE_REASON = 'retries_exhausted'
-PERMANENT_REASON = re.compile(r'http_4\d\d')
+# Sent again as they were: Loops may have applied them, or never processed them.
+REPLAYED_AS_SENT = (RETRIES_EXHAUSTED, KEY_REJECTED)
 SKIPPED_PREFIX = 'replay/skipped_'
 REPLAY_KEYS = {'read': 'replay/read', 'skipped': 'replay/skipped',
                'replayed': 'replay/replayed'}
+REKEYED = 'replay/rekeyed'
 _GLOB_CHARACTERS = frozenset('*?[')
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+class ForeignRequest(ValueError):
+    """A record's request is valid JSON but not a kind of request this tool makes."""
 
 
 def failure_pattern(value: str) -> str:
@@ -90,27 +110,46 @@ def skip_reason(record: dict, include_permanent: bool) -> Optional[str]:
     """Why a failure record is not replayed (e.g. 'parse_invalid_json',
     'deliver_http_400'), or None when its request is to be sent again.
 
-    Only `deliver` failures hold a request; of those, `retries_exhausted`
-    (Loops never answered for good) is always replayed and a 4xx answer only
-    with `include_permanent` (the data or the Loops account was fixed since).
+    Only `deliver` failures hold a request; of those, REPLAYED_AS_SENT are
+    always replayed and a 4xx refusal only with `include_permanent` (the data
+    or the Loops account was fixed since).
     """
     stage, reason = record.get('stage'), record.get('reason')
     if not isinstance(stage, str) or not isinstance(reason, str):
         return 'not_a_failure_record'
     if stage != 'deliver':
         return f'{stage}_{reason}'
-    if reason == RETRYABLE_REASON or (include_permanent and PERMANENT_REASON.fullmatch(reason)):
+    if reason in REPLAYED_AS_SENT or (include_permanent and is_permanent_reason(reason)):
         return None if record.get('request') else 'deliver_no_request'
     return f'deliver_{reason}'
 
 
 def request_of(record: dict) -> LoopsRequest:
-    """A deliver failure record -> its request exactly as it was sent (headers,
-    the Idempotency-Key among them, included), ordered by when it failed.
-    Raises ValueError, KeyError or TypeError for a request that can't be read."""
-    request = LoopsRequest.from_dict(json.loads(record['request']),
-                                     source=record.get('source') or '')
-    return dataclasses.replace(request, order=(_epoch_ms(record.get('failed_at')), 0, ''))
+    """A deliver failure record -> the request to send again, stamped with
+    when it failed (so a contact's requests go in the order they failed).
+
+    The body as it was; the headers rebuilt from the request's kind; a keyed
+    request refused with a 4xx under a derived new Idempotency-Key. Raises
+    ForeignRequest for a request of a kind this tool never makes, ValueError,
+    KeyError or TypeError for one that can't be read."""
+    as_sent = json.loads(record['request'])
+    if (isinstance(as_sent, dict) and isinstance(as_sent.get('method'), str)
+            and isinstance(as_sent.get('path'), str)
+            and kind_for(as_sent['method'], as_sent['path']) is None):
+        raise ForeignRequest(f'{as_sent["method"]} {as_sent["path"]} is not a request this '
+                             'tool makes')
+    request = LoopsRequest.from_dict(as_sent, source=record.get('source') or '')
+    failed_at = _epoch_ms(record.get('failed_at'))
+    if needs_new_key(request, record['reason']):
+        new_key = derived_key(request.idempotency_key, str(failed_at))
+        request = dataclasses.replace(request, headers=request.spec.headers(new_key))
+    return dataclasses.replace(request, stamp=Stamp(failed_at, 0, ''))
+
+
+def needs_new_key(request: LoopsRequest, reason: str) -> bool:
+    """Whether a replay sends `request`, which failed for `reason`, under a
+    new Idempotency-Key: a keyed request Loops refused (it may have spent the key)."""
+    return request.spec.keyed and is_permanent_reason(reason)
 
 
 def _epoch_ms(value: object) -> int:
@@ -122,13 +161,15 @@ def _epoch_ms(value: object) -> int:
 
 def replayable(record: dict, include_permanent: bool) -> tuple:
     """A failure record -> (its request to send again, None), or (None, why
-    it is skipped: a skip_reason, or 'deliver_invalid_request' for a request
-    that can't be read back)."""
+    it is skipped: a skip_reason, 'deliver_foreign_request' or
+    'deliver_invalid_request')."""
     reason = skip_reason(record, include_permanent)
     if reason is not None:
         return None, reason
     try:
         return request_of(record), None
+    except ForeignRequest:
+        return None, 'deliver_foreign_request'
     except (ValueError, KeyError, TypeError, AttributeError):
         return None, 'deliver_invalid_request'
 
@@ -142,6 +183,7 @@ class _SelectReplayable(beam.DoFn):
     def setup(self):
         self._read = Metrics.counter(NAMESPACE, REPLAY_KEYS['read'])
         self._replayed = Metrics.counter(NAMESPACE, REPLAY_KEYS['replayed'])
+        self._rekeyed = Metrics.counter(NAMESPACE, REKEYED)
         self._skipped = Metrics.counter(NAMESPACE, REPLAY_KEYS['skipped'])
         self._skipped_by_reason = CounterFamily(SKIPPED_PREFIX)
 
@@ -150,10 +192,35 @@ class _SelectReplayable(beam.DoFn):
         request, reason = replayable(record, self._include_permanent)
         if request is not None:
             self._replayed.inc()
+            if needs_new_key(request, record['reason']):
+                self._rekeyed.inc()
             yield request
             return
         self._skipped.inc()
         self._skipped_by_reason.inc(reason)
+
+
+def in_failure_order(keyed) -> tuple:
+    """((phase, contact), requests) -> (phase, the contact's ContactSequence
+    of them in the order they failed)."""
+    (phase, contact), requests = keyed
+    return phase, ContactSequence(contact, tuple(sorted(requests, key=lambda r: r.stamp)))
+
+
+class SequencesInFailureOrder(beam.PTransform):
+    """LoopsRequest -> {phase: PCollection of ContactSequence}, one sequence
+    per phase and contact, its requests in the order they failed."""
+
+    def expand(self, requests):
+        by_phase = (
+            requests
+            | 'KeyByPhaseAndContact' >> beam.Map(lambda r: ((r.spec.phase, r.contact), r))
+            | 'GroupByKey' >> beam.GroupByKey()
+            | 'InFailureOrder' >> beam.Map(in_failure_order)
+            | 'SplitByPhase' >> beam.Partition(
+                lambda item, _count: PHASES.index(item[0]), len(PHASES)))
+        return {phase: by_phase[index] | f'{phase_name(phase)}Sequences' >> beam.Values()
+                for index, phase in enumerate(PHASES)}
 
 
 def build_replay(p: beam.Pipeline, files: list, include_permanent: bool,
@@ -164,14 +231,14 @@ def build_replay(p: beam.Pipeline, files: list, include_permanent: bool,
         | 'FailureFiles' >> beam.Create(files)
         | 'ReadFailures' >> beam.io.ReadAllFromAvro()
         | 'SelectReplayable' >> beam.ParDo(_SelectReplayable(include_permanent)))
-    contacts, events = requests | 'GroupByContact' >> GroupByContact(coalesce=False)
-    ((contacts, events)
-     | 'WriteToLoops' >> WriteContactsThenEvents(loops, label_prefix='replayed ')
-     | 'WriteFailures' >> WriteFailures(dead_letter))
+    written = (requests
+               | 'GroupByContact' >> SequencesInFailureOrder()
+               | 'WriteToLoops' >> WriteInPhases(loops, label_prefix='replayed '))
+    written.failures | 'WriteFailures' >> WriteFailures(dead_letter)
 
 
 def replay_summary(counters: dict) -> dict:
-    """Counters -> the summary: read, skipped, replayed, recovered (delivered
+    """Counters -> the summary: read, skipped, replayed, rekeyed, recovered (delivered
     or already delivered), delivery_failed, retries, rate_limited, then the
     skipped and failed counts by reason.
     read == skipped + replayed; replayed == recovered + delivery_failed."""
@@ -179,6 +246,7 @@ def replay_summary(counters: dict) -> dict:
         counters, {**REPLAY_KEYS, **run_summary.DELIVERY_KEYS},
         detail_prefixes=(SKIPPED_PREFIX, 'deliver/failed_'))
     summary = {key: figures.pop(key) for key in REPLAY_KEYS}
+    summary['rekeyed'] = int(counters.get(REKEYED, 0))
     summary['recovered'] = figures.pop('delivered') + figures.pop('already_delivered')
     summary.update(figures)
     return summary
@@ -210,7 +278,8 @@ def replay_parser() -> argparse.ArgumentParser:
 def run(argv=None, out=sys.stdout) -> dict:
     """Runs a replay to completion; prints and returns its summary. Raises
     UsageError for options that can't be used (the message says what to fix),
-    AuthError when Loops rejects the key."""
+    AuthError when Loops rejects the key (before the run, or during it: then
+    after the summary is printed and written)."""
     args, beam_args = replay_parser().parse_known_args(argv)
     if not args.dead_letter:
         raise UsageError('--dead_letter is required (the failure records to replay, '
@@ -233,11 +302,13 @@ def run(argv=None, out=sys.stdout) -> dict:
     build_replay(p, files, args.include_permanent, loops, args.replay_dead_letter)
     result = p.run()
     result.wait_until_finish()
-    summary = replay_summary(run_summary.pipeline_counters(result))
+    counters = run_summary.pipeline_counters(result)
+    summary = replay_summary(counters)
     print(run_summary.format_table(summary, 'replay summary'), file=out)
     print(outcome_note(summary, args.replay_dead_letter, args.include_permanent), file=out)
     if args.summary:
         run_summary.write_summary(summary, args.summary)
+    raise_if_key_rejected(counters)
     return summary
 
 

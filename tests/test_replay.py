@@ -16,13 +16,18 @@ from pipeline import backfill, replay
 from pipeline.options import UsageError
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
-from tests.test_faults import Expected, assert_loops_holds
-from transforms.records import event_send, failure_record
-from transforms.sinks import read_failure_records
+import apache_beam as beam
+
+from transforms.records import (NO_STAMP, Stamp, contact_upsert, event_send, failure_record,
+                                idempotency_key_for)
+from transforms.retry import derived_key
+from transforms.sinks import WriteFailures, read_failure_records
 
 API_KEY = 'replay-test-key'
-REQUEST = event_send({'eventName': 'Signed Up', 'userId': 'u1'}, 'u1', (1, 0, 'm1'), 'm1',
-                     'segment-abc')
+REQUEST = event_send({'eventName': 'Signed Up', 'userId': 'u1'}, 'user:u1', Stamp(1, 0, 'm1'),
+                     'm1', 'segment-abc')
+UPSERT = contact_upsert({'userId': 'u1', 'plan': 'pro'}, 'user:u1', NO_STAMP, 'm0')
+FAILED_AT = 1_700_000_000_123
 
 
 # Requests Loops must refuse (400), whatever the faults: upserts of users
@@ -43,6 +48,7 @@ def faulty_backfill(tmp_path):
     retries_exhausted failures, some of them delivered all the same, and
     requests Loops refuses for good. -> (sandbox, Expected, backfill summary,
     the Loops options, tmp_path)."""
+    from tests.test_faults import Expected
     manifest = write_archive(str(tmp_path / 'archive'), users=12, days=2, seed=41)
     day_folder = os.path.dirname(manifest.files[0])
     with gzip.open(os.path.join(day_folder, 'ghosts.json.gz'), 'wt') as f:
@@ -93,6 +99,12 @@ def first_failures(tmp_path) -> tuple:
     exhausted = [r for r in records if r['reason'] == 'retries_exhausted']
     refused = [r for r in records if r['stage'] == 'deliver' and r['reason'] != 'retries_exhausted']
     return records, exhausted, refused
+
+
+def assert_loops_holds(expected, state, deliver_failures) -> None:
+    """The fault tests' oracle (imported when used: it needs the stream job too)."""
+    from tests.test_faults import assert_loops_holds as holds
+    holds(expected, state, deliver_failures)
 
 
 def test_replay_recovers_what_ran_out_of_retries_and_delivers_nothing_twice(faulty_backfill):
@@ -180,6 +192,7 @@ def test_a_refusal_that_is_not_fixed_fails_again_into_the_new_dead_letter(faulty
     (failure_record('parse', 'invalid_json', 'm', event='{'), True, 'parse_invalid_json'),
     (failure_record('map', 'missing_user_id', 'm', event='{}'), True, 'map_missing_user_id'),
     (failure_record('deliver', 'retries_exhausted', 'm', request=REQUEST), False, None),
+    (failure_record('deliver', 'key_rejected', 'm', request=REQUEST), False, None),
     (failure_record('deliver', 'http_400', 'm', request=REQUEST), False, 'deliver_http_400'),
     (failure_record('deliver', 'http_400', 'm', request=REQUEST), True, None),
     (failure_record('deliver', 'http_413', 'm', request=REQUEST), True, None),
@@ -188,6 +201,14 @@ def test_a_refusal_that_is_not_fixed_fails_again_into_the_new_dead_letter(faulty
      'deliver_invalid_request'),
     ({**failure_record('deliver', 'retries_exhausted', 'm'), 'request': '{"path": "/x"}'}, False,
      'deliver_invalid_request'),
+    ({**failure_record('deliver', 'retries_exhausted', 'm'), 'request': '[1, 2]'}, False,
+     'deliver_invalid_request'),
+    ({**failure_record('deliver', 'retries_exhausted', 'm'),
+      'request': json.dumps({**REQUEST.to_dict(), 'method': 'DELETE'})}, False,
+     'deliver_foreign_request'),
+    ({**failure_record('deliver', 'retries_exhausted', 'm'),
+      'request': json.dumps({**REQUEST.to_dict(), 'path': '/v1/contacts/delete'})}, False,
+     'deliver_foreign_request'),
     ({'name': 'not a failure record'}, True, 'not_a_failure_record'),
 ])
 def test_which_records_are_replayed(record, include_permanent, reason):
@@ -195,7 +216,72 @@ def test_which_records_are_replayed(record, include_permanent, reason):
     assert skipped == reason
     assert (request is None) == (reason is not None)
     if request is not None:
-        assert request.to_dict() == REQUEST.to_dict()
+        assert request.body == REQUEST.body and request.kind == REQUEST.kind
+
+
+@pytest.mark.parametrize('request_, reason, key', [
+    # Ambiguous or never processed: the same key, so nothing is delivered twice.
+    (REQUEST, 'retries_exhausted', 'segment-abc'),
+    (REQUEST, 'key_rejected', 'segment-abc'),
+    # Refused: Loops may have spent the key; a new one, the same for the same record.
+    (REQUEST, 'http_400', derived_key('segment-abc', str(FAILED_AT))),
+    (REQUEST, 'http_413', derived_key('segment-abc', str(FAILED_AT))),
+    (UPSERT, 'http_400', None),
+])
+def test_the_key_a_replay_sends(request_, reason, key):
+    record = failure_record('deliver', reason, 'm', request=request_, failed_at_ms=FAILED_AT)
+    request = replay.request_of(record)
+    assert request.idempotency_key == key
+    assert request.headers == request_.spec.headers(key)
+    assert request.body == request_.body and request.stamp == Stamp(FAILED_AT, 0, '')
+
+
+def test_headers_and_paths_come_from_the_kind_not_the_record():
+    edited = {**REQUEST.to_dict(), 'headers': {'Idempotency-Key': 'segment-abc',
+                                               'Authorization': 'Bearer stolen',
+                                               'X-Forwarded-Host': 'evil.example.com'}}
+    record = {**failure_record('deliver', 'retries_exhausted', 'm'),
+              'request': json.dumps(edited)}
+    request = replay.request_of(record)
+    assert request.headers == {'Content-Type': 'application/json',
+                               'Idempotency-Key': 'segment-abc'}
+    assert (request.method, request.path) == ('POST', '/v1/events/send')
+
+
+def write_dead_letter(records: list, prefix: str) -> None:
+    with beam.Pipeline(runner='FnApiRunner') as p:
+        p | beam.Create(records) | WriteFailures(prefix)
+
+
+def test_an_edited_record_cannot_make_the_replay_delete_a_contact(tmp_path):
+    victim = contact_upsert({'userId': 'victim', 'email': 'victim@example.com'}, 'user:victim',
+                            NO_STAMP, 'm9')
+    delete = {'method': 'POST', 'path': '/v1/contacts/delete', 'headers': {},
+              'body': {'email': 'victim@example.com'}}
+    honest = event_send({'eventName': 'Paid', 'email': 'victim@example.com'},
+                        'email:victim@example.com', NO_STAMP, 'm10', idempotency_key_for('m10'))
+    write_dead_letter([
+        {**failure_record('deliver', 'retries_exhausted', 'm', request=victim),
+         'request': json.dumps(delete)},
+        failure_record('deliver', 'retries_exhausted', 'm', request=honest)],
+        str(tmp_path / 'edited') + '/')
+    key_file = tmp_path / 'key'
+    key_file.write_text(API_KEY)
+    with LoopsSandbox(API_KEY, rate_limit=None) as sandbox:
+        requests.put(sandbox.base_url + '/v1/contacts/update', timeout=5,
+                     json={'userId': 'victim', 'email': 'victim@example.com'},
+                     headers={'Authorization': f'Bearer {API_KEY}'}).raise_for_status()
+        summary, again = run_replay(tmp_path, ['--loops_base_url', sandbox.base_url,
+                                               '--loops_api_key_file', str(key_file)],
+                                    'edited', 'replay-1')
+        state = sandbox.state()
+    assert summary['replay/skipped_deliver_foreign_request'] == 1
+    assert (summary['read'], summary['replayed'], summary['recovered']) == (2, 1, 1)
+    assert again == []
+    assert not [r for r in state['requests'] if r['path'] != '/v1/contacts/update'
+                and r['path'] != '/v1/events/send' and r['method'] != 'GET']
+    assert [c['email'] for c in state['contacts']] == ['victim@example.com']
+    assert [e['eventName'] for e in state['events']] == ['Paid']
 
 
 def test_a_replayed_request_is_exactly_the_one_that_failed():
@@ -209,8 +295,8 @@ def test_a_replayed_request_is_exactly_the_one_that_failed():
 
     assert request.to_dict() == REQUEST.to_dict()
     assert request.idempotency_key == 'segment-abc'
-    assert (request.contact, request.source) == ('u1', 'm1')
-    assert request.order == (1_700_000_000_123, 0, '')
+    assert (request.contact, request.source) == ('user:u1', 'm1')
+    assert request.stamp == Stamp(1_700_000_000_123, 0, '')
 
 
 @pytest.mark.parametrize('value, pattern', [
