@@ -1,6 +1,5 @@
 """deliver_sequences against a real LoopsSandbox; DeliveryProgress on an injected clock."""
 import threading
-import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -56,15 +55,12 @@ def test_rate_limit_is_kept_on_the_server_side():
     sequences = [sequence(upsert(f'u{n}')) for n in range(30)]
     with LoopsSandbox(api_key=KEY, rate_limit=10, latency=(0.1, 0.3), seed=1) as sandbox:
         client = LoopsClient(sandbox.base_url, KEY, rate=10)
-        start = time.monotonic()
         delivered = list(deliver_sequences(client, sequences, in_flight_for(10)))
-        elapsed = time.monotonic() - start
         logged = sandbox.state()['requests']
     assert Counter(d.outcome.status for d in delivered) == {'delivered': 30}
     assert [r['status'] for r in logged] == [200] * 30  # not one 429
     times = sorted(r['t'] for r in logged)
     assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 10
-    assert elapsed <= 1.1 * 30 / 10
 
 
 def test_injected_faults_deliver_every_event_exactly_once_or_fail():
