@@ -363,7 +363,8 @@ def test_the_key_is_redacted_from_answers(sandbox):
 def test_bodies_are_ascii_escaped_json_and_lone_surrogates_are_sent(sandbox):
     # A lone surrogate is valid JSON text ("\ud800") but not valid UTF-8.
     client = client_for(sandbox)
-    outcomes = [client.send(upsert(city='São Paulo 紹介')), client.send(upsert('u2', odd='x\ud800y'))]
+    outcomes = [client.send(upsert(city='São Paulo 紹介')),
+                client.send(upsert('u2', odd='x\ud800y'))]
     assert [o.status for o in outcomes] == ['delivered', 'delivered']
     stored = {c['userId']: c for c in sandbox.state()['contacts']}
     assert stored['u1']['city'] == 'São Paulo 紹介'

@@ -124,7 +124,8 @@ def test_phases_are_written_in_order_under_stable_labels():
     sends = [r['t'] for r in logged if r['path'] == '/v1/events/send']
     upserts = [r['t'] for r in logged if r['path'] == '/v1/contacts/update']
     assert len(upserts) == 8 and len(sends) == 9 and min(sends) > max(upserts)
-    assert {'WriteToLoops/AllContacts', 'WriteToLoops/WriteContacts', 'WriteToLoops/WaitForContacts',
+    assert {'WriteToLoops/AllContacts', 'WriteToLoops/WriteContacts',
+            'WriteToLoops/WaitForContacts',
             'WriteToLoops/WriteEvents', 'WriteToLoops/DeliveryFailures',
             'WriteToLoops/WriteEvents/SendToLoops'} <= set(labels)
     assert (phase_name(0), phase_name(1)) == ('Contacts', 'Events')

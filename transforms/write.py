@@ -331,9 +331,10 @@ class WriteInPhases(beam.PTransform):
 
     In: a dict {phase: PCollection of ContactSequence, or a tuple or list of
     them, flattened as `All<Kinds>`} (phases of transforms/kinds.py; any may
-    be left out), or a tuple of PCollections in the order of kinds.PHASES. Each phase is written by its own WriteToLoops
-    (`Write<Kinds>`, e.g. WriteContacts) once the previous phase's `done` is
-    complete (`WaitFor<Kinds>`): an event that names its contact only by
+    be left out), or a tuple of PCollections in the order of kinds.PHASES.
+    Each phase is written by its own WriteToLoops (`Write<Kinds>`, e.g.
+    WriteContacts) once the previous phase's `done` is complete
+    (`WaitFor<Kinds>`): an event that names its contact only by
     userId then never fails for lack of a contact the same run creates.
     Out: `.failures` of every phase flattened, `.done` of the last phase.
     `write_options` go to every WriteToLoops (client_factory, retry_policy,
