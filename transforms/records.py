@@ -1,43 +1,79 @@
-"""The records that flow between steps: Loops requests and failure records.
+"""The records that flow between steps: raw events, Loops requests, failure records.
 
 A `LoopsRequest` is everything needed to make one call to Loops, plus what the
 pipeline needs to order and shard it (the contact it belongs to and its
-event-time order). `to_dict()` is the exact request as the dry run writes it and
-as failure records carry it; `from_dict()` reads it back (replay).
+event-time `Stamp`). Its `kind` (transforms/kinds.py) says how it is sent,
+merged and ordered. `to_dict()` is the exact request as the dry run writes it
+and as failure records carry it; `from_dict()` reads one back (replay), and
+accepts only the requests this tool itself makes.
 """
+import dataclasses
 import hashlib
-import json
+import pickle
 import time
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
 
-CONTACT_UPDATE_PATH = '/v1/contacts/update'
-EVENT_SEND_PATH = '/v1/events/send'
-JSON_HEADERS = {'Content-Type': 'application/json'}
-IDEMPOTENCY_HEADER = 'Idempotency-Key'
+from schemas import load_schema
+from transforms.text import compact_json
+from transforms.kinds import (CONTACT_UPSERT, EVENT_SEND, IDEMPOTENCY_HEADER, RequestKind,
+                              kind_for, kind_named)
 
-STAGES = ('read', 'parse', 'map', 'deliver')
+# The failure stages, from schemas/failure.avsc alone.
+STAGES = tuple(next(field['type']['symbols'] for field in load_schema('failure')['fields']
+                    if field['name'] == 'stage'))
 MAX_RESPONSE_BODY = 2000
 MAX_SOURCE = 1000
 
-# (event time ms, received time ms, messageId): the order in which a
-# contact's updates apply. Unknown times are 0, so they sort first.
-OrderKey = tuple
+
+class Stamp(NamedTuple):
+    """When a change happened, as a total order: the event time, then
+    Segment's receive time, then the messageId (unknown times are 0, so they
+    sort first). Of two values of one property, the later stamp wins."""
+    event_ms: int
+    received_ms: int
+    message_id: str
+
+
+NO_STAMP = Stamp(0, 0, '')
+
+
+class RawEvent(NamedTuple):
+    """One event as a reader found it: a line (str or bytes), an Avro event
+    dict, or an UndecodableEvent; `source` is the file or Pub/Sub message id,
+    `line` its 1-based line or record number (0 when it has none)."""
+    source: str
+    line: int
+    data: Any
+
+    @property
+    def where(self) -> str:
+        """'path:line' (or the source alone), for failure records."""
+        return f'{self.source}:{self.line}' if self.line else self.source
 
 
 @dataclass(frozen=True)
 class LoopsRequest:
-    method: str
-    path: str
+    """One call to Loops. `kind` names a RequestKind; `headers` are exactly
+    the ones sent (Content-Type, and the Idempotency-Key of keyed kinds)."""
+    kind: str
     body: dict
-    headers: dict = field(default_factory=lambda: dict(JSON_HEADERS))
+    headers: dict
     contact: str = ''
-    order: OrderKey = (0, 0, '')
+    stamp: Stamp = NO_STAMP
     source: str = ''
 
     @property
-    def is_event(self) -> bool:
-        return self.path == EVENT_SEND_PATH
+    def spec(self) -> RequestKind:
+        return kind_named(self.kind)
+
+    @property
+    def method(self) -> str:
+        return self.spec.method
+
+    @property
+    def path(self) -> str:
+        return self.spec.path
 
     @property
     def idempotency_key(self) -> Optional[str]:
@@ -49,29 +85,89 @@ class LoopsRequest:
                 'headers': self.headers, 'body': self.body}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+        """The request as one line of JSON, keys sorted (the dry run's lines)."""
+        return compact_json(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = '') -> 'LoopsRequest':
-        body = d['body']
-        contact = body.get('userId') or body.get('email') or ''
-        return cls(method=d['method'], path=d['path'], body=body,
-                   headers=dict(d.get('headers') or JSON_HEADERS),
-                   contact=str(contact), source=source)
+        """A request as to_dict() wrote it -> LoopsRequest, if it is one this
+        tool makes: a known method and path, a JSON object body, and only the
+        headers this tool sets. Raises ValueError otherwise (a failure record
+        is data anyone with access to its bucket can edit)."""
+        if not isinstance(d, dict):
+            raise ValueError('a request is a JSON object')
+        kind = kind_for(d.get('method'), d.get('path'))
+        if kind is None:
+            raise ValueError(f'{d.get("method")!r} {d.get("path")!r} is not a request '
+                             'this tool makes')
+        body = d.get('body')
+        if not isinstance(body, dict):
+            raise ValueError('the request body is not a JSON object')
+        headers = d.get('headers') or {}
+        key = headers.get(IDEMPOTENCY_HEADER) if isinstance(headers, dict) else None
+        if not isinstance(key, (str, type(None))):
+            raise ValueError('the Idempotency-Key is not text')
+        # Rebuilt from the kind: any other header in the record is not sent.
+        headers = kind.headers(key)
+        user_id, email = body.get('userId'), body.get('email')
+        if not isinstance(user_id, str) and not isinstance(email, str):
+            raise ValueError('the request names no contact (no userId or email)')
+        contact = contact_key(user_id if isinstance(user_id, str) else None,
+                              email if isinstance(email, str) else None)
+        return cls(kind.name, body, headers, contact, NO_STAMP, source)
 
 
-def contact_upsert(body: dict, contact: str, order: OrderKey,
-                   source: str) -> LoopsRequest:
-    return LoopsRequest('PUT', CONTACT_UPDATE_PATH, body, dict(JSON_HEADERS),
-                        contact, order, source)
+# LoopsRequest's fields in declaration order, so encoding and decoding can't
+# drift apart when a field is added.
+_REQUEST_FIELDS = tuple(field.name for field in dataclasses.fields(LoopsRequest))
 
 
-def event_send(body: dict, contact: str, order: OrderKey, source: str,
+def encode_request(request: LoopsRequest) -> bytes:
+    """A request as the bytes a shuffle carries: its fields, pickled (the
+    stamp as a plain tuple, which pickles smaller). Beam's local runner
+    keeps every shuffled value in memory and re-encodes it; bytes cost least
+    on both counts."""
+    fields = {name: getattr(request, name) for name in _REQUEST_FIELDS}
+    fields['stamp'] = tuple(request.stamp)
+    return pickle.dumps(tuple(fields.values()), pickle.HIGHEST_PROTOCOL)
+
+
+def decode_request(encoded: bytes) -> LoopsRequest:
+    """The request that encode_request encoded."""
+    fields = dict(zip(_REQUEST_FIELDS, pickle.loads(encoded)))
+    fields['stamp'] = Stamp(*fields['stamp'])
+    return LoopsRequest(**fields)
+
+
+def contact_upsert(body: dict, contact: str, stamp: Stamp, source: str) -> LoopsRequest:
+    return LoopsRequest(CONTACT_UPSERT.name, body, CONTACT_UPSERT.headers(), contact,
+                        stamp, source)
+
+
+def event_send(body: dict, contact: str, stamp: Stamp, source: str,
                idempotency_key: str) -> LoopsRequest:
-    headers = dict(JSON_HEADERS)
-    headers[IDEMPOTENCY_HEADER] = idempotency_key
-    return LoopsRequest('POST', EVENT_SEND_PATH, body, headers, contact,
-                        order, source)
+    return LoopsRequest(EVENT_SEND.name, body, EVENT_SEND.headers(idempotency_key), contact,
+                        stamp, source)
+
+
+class ContactSequence(NamedTuple):
+    """Requests of one contact, in the order they must be sent. A contact's
+    events can come in several parts (a contact with more events than one
+    part holds): part k is sent only after part k-1 is done."""
+    contact: str
+    requests: tuple
+    part: int = 0
+
+
+def contact_key(user_id: Optional[str], email: Optional[str]) -> str:
+    """The key a contact's requests are grouped, ordered and sharded by:
+    'user:<userId>', or 'email:<address in lower case>' for a contact known
+    only by its email (Loops matches addresses case-insensitively)."""
+    if user_id:
+        return f'user:{user_id}'
+    if email:
+        return f'email:{email.lower()}'
+    raise ValueError('a contact needs a userId or an email')
 
 
 def idempotency_key_for(message_id: str) -> str:
@@ -80,7 +176,7 @@ def idempotency_key_for(message_id: str) -> str:
     A hash rather than the messageId itself: messageIds are arbitrary text,
     and the key must be the same whichever run or retry sends the event.
     """
-    digest = hashlib.sha256(message_id.encode('utf-8')).hexdigest()
+    digest = hashlib.sha256(message_id.encode('utf-8', 'surrogatepass')).hexdigest()
     return f'segment-{digest}'
 
 
@@ -111,8 +207,3 @@ def failure_record(stage: str, reason: str, message: str, *,
         'source': source[:MAX_SOURCE] if source else source,
         'failed_at': failed_at_ms,
     }
-
-
-def json_text(value: Any) -> str:
-    """Compact JSON of an already parsed event, for failure records."""
-    return json.dumps(value, ensure_ascii=False, separators=(',', ':'), default=str)
