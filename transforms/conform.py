@@ -6,38 +6,33 @@ be stored, and a value of the wrong type may be refused or stored wrongly.
 `conform_body` checks one request body against the account (`AccountSchema`):
 it coerces values whose meaning is certain ("42" -> 42 for a number property),
 applies the `unknown_properties` policy to properties the account lacks, and
-rejects what it cannot send without losing data, so that every loss is a
-failure record rather than a silent drop.
+leaves out, one by one, the parts it cannot send without losing data, so that
+every loss is a failure record rather than a silent drop, and a refused part
+costs only itself.
 
-Rejection reasons (stable; they become failure records' `reason`):
-`unknown_property` (policy 'fail'), `type_mismatch` (a value that cannot be
-coerced safely), `unknown_mailing_list`. Adjustment names (counted per value):
-`coerced`, `unknown_property_sent`, `unknown_property_dropped`.
+Refusal reasons (stable; they become failure records' `reason`, stage
+`conform`): `unknown_property` (policy 'fail'), `type_mismatch` (a value that
+cannot be coerced safely), `unknown_mailing_list`. Adjustment names (counted
+per value): `coerced`, `unknown_property_sent`, `unknown_property_dropped`.
 """
 import collections
 import dataclasses
 import json
 import math
 import re
-from typing import Any
-
-import apache_beam as beam
+from typing import Any, NamedTuple
 
 from transforms.loops_client import LoopsClient
-from transforms.mapping import LOOPS_CONTACT_FIELDS
-from transforms.metrics import CounterFamily, ReasonCounters
+from transforms.mapping_file import LOOPS_CONTACT_FIELDS, MAILING_LISTS
+from transforms.kinds import CONTACT_UPSERT, RequestKind
 from transforms.parse import Rejected
-from transforms.records import failure_record
+from transforms.text import preview
 from transforms.timestamps import parse_timestamp, to_iso8601
 
 PROPERTIES_PATH = '/v1/contacts/properties?list=all'
 LISTS_PATH = '/v1/lists'
 LOOPS_TYPES = ('string', 'number', 'boolean', 'date')
 UNKNOWN_PROPERTY_POLICIES = ('send', 'drop', 'fail')
-MAILING_LISTS = 'mailingLists'
-# Keys of an event send that are not contact properties.
-EVENT_ONLY_FIELDS = frozenset({'eventName', 'eventProperties'})
-FAILED = 'failed'
 
 # Loops stores numbers as doubles: integers beyond this lose digits.
 MAX_SAFE_INTEGER = 2 ** 53 - 1
@@ -64,11 +59,11 @@ class AccountSchema:
                 isinstance(item, dict) and isinstance(item.get('key'), str)
                 and isinstance(item.get('type'), str) for item in properties):
             raise ValueError('contact properties: expected a list of {key, label, type}, got '
-                             f'{_preview(properties)}')
+                             f'{preview(properties, _PREVIEW_CHARS)}')
         if not isinstance(lists, list) or not all(
                 isinstance(item, dict) and isinstance(item.get('id'), str) for item in lists):
             raise ValueError(f'mailing lists: expected a list of {{id, name}}, got '
-                             f'{_preview(lists)}')
+                             f'{preview(lists, _PREVIEW_CHARS)}')
         return cls({item['key']: item['type'] for item in properties},
                    frozenset(item['id'] for item in lists))
 
@@ -86,10 +81,10 @@ def check_policy(unknown_properties: str) -> None:
                          f'{", ".join(UNKNOWN_PROPERTY_POLICIES)}, not {unknown_properties!r}')
 
 
-def is_custom_property(key: str, is_event: bool) -> bool:
-    """Whether a top-level body key is a custom contact property (not one of
-    Loops' own fields, nor, for an event send, eventName/eventProperties)."""
-    return key not in LOOPS_CONTACT_FIELDS and not (is_event and key in EVENT_ONLY_FIELDS)
+def is_custom_property(key: str, kind: RequestKind = CONTACT_UPSERT) -> bool:
+    """Whether a top-level body key is a custom contact property: not one of
+    Loops' own contact fields, nor one of the request's own fields."""
+    return key not in LOOPS_CONTACT_FIELDS and key not in kind.own_fields
 
 
 def coerce_value(key: str, value: Any, loops_type: str) -> Any:
@@ -123,7 +118,7 @@ def coerce_value(key: str, value: Any, loops_type: str) -> Any:
         if ms is not None:
             return to_iso8601(ms)
     raise Rejected('type_mismatch', f'{key!r} is a {loops_type} property in Loops; '
-                   f'{_preview(value)} cannot be sent as a {loops_type}')
+                   f'{preview(value, _PREVIEW_CHARS)} cannot be sent as a {loops_type}')
 
 
 def is_changed(value: Any, coerced: Any) -> bool:
@@ -131,42 +126,69 @@ def is_changed(value: Any, coerced: Any) -> bool:
     return type(coerced) is not type(value) or coerced != value
 
 
+class Refused(NamedTuple):
+    """A part of a request the account cannot take: its `reason` (a failure
+    record's reason) and a `message` naming the part, for a person."""
+    reason: str
+    message: str
+
+
+class Conformed(NamedTuple):
+    """A body fitted to the account: what to send, the adjustments made
+    (name -> count), and the parts left out because the account refuses them."""
+    body: dict
+    adjustments: collections.Counter
+    refused: list
+
+
 def conform_body(body: dict, schema: AccountSchema, unknown_properties: str, *,
-                 is_event: bool = False) -> tuple[dict, collections.Counter]:
-    """A request body -> (the body to send, adjustments made).
+                 kind: RequestKind = CONTACT_UPSERT) -> Conformed:
+    """A request body -> the body to send, without the parts the account refuses.
 
     Custom properties the account has are coerced to its types (see
-    coerce_value); those it lacks are sent, dropped or rejected as
-    `unknown_properties` says ('send', 'drop', 'fail'). Every mailing-list id
-    must exist in the account. Loops' own fields pass unchanged; for an event
-    send (`is_event`), so do eventName and eventProperties: only the flat
-    top-level contact properties are conformed. The input is not changed.
-    Raises Rejected: unknown_property, type_mismatch, unknown_mailing_list.
+    coerce_value); those it lacks are sent, dropped or refused as
+    `unknown_properties` says ('send', 'drop', 'fail'). A mailing-list id the
+    account lacks is refused alone; the other lists stay. Loops' own fields
+    pass unchanged, and so do the request's own fields (`kind.own_fields`:
+    an event's name and properties): only the flat top-level contact
+    properties are conformed. A refused part costs only itself: the rest of the body is
+    sent. Refusal reasons: unknown_property, type_mismatch,
+    unknown_mailing_list. The input is not changed.
     """
     check_policy(unknown_properties)
     adjustments = collections.Counter()
+    refused = []
     conformed = {}
     for key, value in body.items():
         if key == MAILING_LISTS:
-            _check_mailing_lists(value, schema)
-        elif is_custom_property(key, is_event):
+            value = _known_mailing_lists(value, schema, refused)
+            if not value:
+                continue
+        elif is_custom_property(key, kind):
             loops_type = schema.properties.get(key)
             if loops_type is None:
                 if unknown_properties == 'fail':
-                    raise Rejected('unknown_property',
-                                   f'{key!r} is not a contact property of the Loops account '
-                                   '(create it in Loops, or use --unknown_properties=send|drop)')
+                    refused.append(Refused(
+                        'unknown_property', f'{key!r} is not a contact property of the Loops '
+                        'account (create it in Loops, or use --unknown_properties=send|drop); '
+                        'the rest of the event was sent'))
+                    continue
                 if unknown_properties == 'drop':
                     adjustments['unknown_property_dropped'] += 1
                     continue
                 adjustments['unknown_property_sent'] += 1
             else:
-                coerced = coerce_value(key, value, loops_type)
+                try:
+                    coerced = coerce_value(key, value, loops_type)
+                except Rejected as rejected:
+                    refused.append(Refused(rejected.reason,
+                                           f'{rejected.message}; the rest of the event was sent'))
+                    continue
                 if is_changed(value, coerced):
                     adjustments['coerced'] += 1
                 value = coerced
         conformed[key] = value
-    return conformed, adjustments
+    return Conformed(conformed, adjustments, refused)
 
 
 def _number(value: Any) -> int | float | None:
@@ -188,63 +210,17 @@ def _number(value: Any) -> int | float | None:
     return number if abs(number) <= MAX_SAFE_INTEGER else None
 
 
-def _check_mailing_lists(value: Any, schema: AccountSchema) -> None:
+def _known_mailing_lists(value: Any, schema: AccountSchema, refused: list) -> Any:
+    """The lists of a mailingLists object that exist in the account; each
+    unknown one is refused on its own."""
     if not isinstance(value, dict):
-        return
-    unknown = sorted(list_id for list_id in value if list_id not in schema.mailing_lists)
-    if unknown:
-        raise Rejected('unknown_mailing_list',
-                       f'mailing list {", ".join(map(repr, unknown))} does not exist in the '
-                       'Loops account')
-
-
-def _preview(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + '...'
-
-
-class _ConformRequest(beam.DoFn):
-    def __init__(self, schema: AccountSchema, unknown_properties: str):
-        self._schema = schema
-        self._unknown_properties = unknown_properties
-
-    def setup(self):
-        self._failed = ReasonCounters('map')
-        self._adjusted = CounterFamily('conform/')
-
-    def process(self, request):
-        try:
-            body, adjustments = conform_body(request.body, self._schema,
-                                             self._unknown_properties,
-                                             is_event=request.is_event)
-        except Rejected as rejected:
-            self._failed.inc(rejected.reason)
-            yield beam.pvalue.TaggedOutput(FAILED, failure_record(
-                'map', rejected.reason, rejected.message, request=request,
-                source=request.source))
-            return
-        for name, n in adjustments.items():
-            self._adjusted.inc(name, n)
-        yield dataclasses.replace(request, body=body)
-
-
-class ConformToAccount(beam.PTransform):
-    """LoopsRequest -> LoopsRequest fitted to the Loops account (see conform_body).
-
-    Returns (requests, failures): failures are records of stage `map` with
-    the request and its source, counted as `map/failed` and `map/<reason>`
-    (applied per event right after mapping, so they count as map failures).
-    Adjustments are counted as `conform/<adjustment>`.
-    """
-
-    def __init__(self, schema: AccountSchema, unknown_properties: str = 'send'):
-        super().__init__()
-        check_policy(unknown_properties)
-        self._schema = schema
-        self._unknown_properties = unknown_properties
-
-    def expand(self, requests):
-        conformed = requests | 'Conform' >> beam.ParDo(
-            _ConformRequest(self._schema, self._unknown_properties)).with_outputs(
-                FAILED, main='requests')
-        return conformed.requests, conformed.failed
+        return value
+    known = {}
+    for list_id, flag in value.items():
+        if list_id in schema.mailing_lists:
+            known[list_id] = flag
+        else:
+            refused.append(Refused(
+                'unknown_mailing_list', f'mailing list {list_id!r} does not exist in the Loops '
+                'account; the rest of the event was sent'))
+    return known

@@ -1,6 +1,8 @@
 """Beam metrics of the pipelines: counters named `<step>/<outcome>` in one
 namespace, so a Dataflow user sees them in the console and the run summary is
 built from the very same numbers."""
+import collections
+
 from apache_beam.metrics import Metrics
 
 NAMESPACE = 'segment_loops'
@@ -32,3 +34,20 @@ class ReasonCounters:
     def inc(self, reason: str, n: int = 1) -> None:
         self._failed.inc(n)
         self._by_reason.inc(reason, n)
+
+
+class BundleCounts(collections.Counter):
+    """Counts in a plain Counter, for pure functions to add to, that
+    `flush()` adds to Beam metrics (and resets). A Beam counter update per
+    event costs more than the event's own work: DoFns count into this and
+    flush at the end of a bundle. Create it in setup()."""
+
+    def __init__(self):
+        super().__init__()
+        self._metrics = CounterFamily('')
+
+    def flush(self) -> None:
+        for name, n in self.items():
+            if n:
+                self._metrics.inc(name, n)
+        self.clear()

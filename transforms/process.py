@@ -1,108 +1,141 @@
-"""Segment events -> Loops requests: parse, filter, map.
+"""Segment events -> Loops requests in a pipeline: thin DoFns around EventProcessor.
 
-The same steps serve the backfill and the streaming job. Each fallible step
-has a 'failed' output of failure records (schemas/failure.avsc).
+- `ProcessEvents` (the stream): one RawEvent in, its request out.
+- `ProcessArchive` (the backfill): ArchiveChunks in; contact upserts out as
+  partial contact states per contact (merged within the bundle already, so a
+  contact's identifies never travel one by one), and every other request
+  out encoded, in lists keyed by (phase, contact) for ordering (gathered
+  within the bundle too: Beam's cost is per element, not per byte).
+Both send failure records (whole events, and refused parts) to `failed`, and
+count what the processor counts as Beam metrics.
 """
-from typing import Iterable, Optional
-
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.mapping import Mapping, map_event
-from transforms.metrics import NAMESPACE, CounterFamily, ReasonCounters
-from transforms.parse import ParsedEvent, Rejected, event_text, parse_event
-from transforms.records import failure_record, json_text
+from transforms.contact_state import apply_body
+from transforms.metrics import BundleCounts
+from transforms.processor import EventProcessor
+from transforms.records import encode_request
 
 FAILED = 'failed'
+CONTACTS, REQUESTS = 'contacts', 'requests'
+# A bundle's contact states and requests are emitted when this many are
+# held, so a worker holds a bounded amount whatever the input's size.
+MAX_HELD_CONTACTS = 20_000
+MAX_HELD_REQUESTS = 50_000
 
 
-def keeps(event: ParsedEvent, types: frozenset,
-          event_names: Optional[frozenset]) -> bool:
-    """Whether the filter keeps an event: its type is selected and, for
-    track calls, its name is one of `event_names` (None keeps every name)."""
-    if event.type not in types:
-        return False
-    if event_names is not None and event.type == 'track':
-        return event.data.get('event') in event_names
-    return True
-
-
-class _ToLoopsRequest(beam.DoFn):
-    """(source, line number, raw) -> LoopsRequest; failure records on FAILED.
-
-    Parse, filter and map are one step: as three steps, Beam's own cost per
-    element and per step was paid three times for every line of an archive.
-    """
-
-    def __init__(self, types: Iterable[str], event_names: Optional[Iterable[str]],
-                 mapping: Mapping):
-        self._types = frozenset(types)
-        self._event_names = frozenset(event_names) if event_names is not None else None
-        self._mapping = mapping
+class _ProcessEvent(beam.DoFn):
+    def __init__(self, processor: EventProcessor):
+        self._processor = processor
 
     def setup(self):
-        self._parse_failed = ReasonCounters('parse')
-        self._kept = Metrics.counter(NAMESPACE, 'filter/kept')
-        self._filtered = Metrics.counter(NAMESPACE, 'filter/filtered_out')
-        self._filtered_by_type = CounterFamily('filter/filtered_out_')
-        self._map_failed = ReasonCounters('map')
-        self._contacts = Metrics.counter(NAMESPACE, 'map/contact_updates')
-        self._events = Metrics.counter(NAMESPACE, 'map/event_sends')
-        self._adjusted = CounterFamily('map/')
+        self._counts = BundleCounts()
 
-    def process(self, item):
-        path, line_number, raw = item
-        source = f'{path}:{line_number}' if line_number else path
-        try:
-            event = parse_event(raw, source)
-        except Rejected as rejected:
-            self._parse_failed.inc(rejected.reason)
-            yield beam.pvalue.TaggedOutput(FAILED, failure_record(
-                'parse', rejected.reason, rejected.message,
-                event=event_text(raw), source=source))
-            return
-        if not keeps(event, self._types, self._event_names):
-            self._count_filtered(event.type)
-            return
-        self._kept.inc()
-        try:
-            mapped = map_event(event, self._mapping)
-        except Rejected as rejected:
-            self._map_failed.inc(rejected.reason)
-            yield beam.pvalue.TaggedOutput(FAILED, failure_record(
-                'map', rejected.reason, rejected.message,
-                event=json_text(event.data), source=event.source))
-            return
-        (self._events if mapped.request.is_event else self._contacts).inc()
-        for name, n in mapped.adjustments.items():
-            self._adjusted.inc(name, n)
-        yield mapped.request
+    def process(self, raw):
+        processed = self._processor.process(raw, self._counts)
+        for failure in processed.failures:
+            yield beam.pvalue.TaggedOutput(FAILED, failure)
+        if processed.request is not None:
+            yield processed.request
 
-    def _count_filtered(self, event_type: str):
-        self._filtered.inc()
-        self._filtered_by_type.inc(event_type)
+    def finish_bundle(self):
+        self._counts.flush()
 
 
-class SegmentToLoops(beam.PTransform):
-    """(source, line number, raw event) -> LoopsRequest.
+class _ProcessArchive(_ProcessEvent):
+    def __init__(self, processor: EventProcessor, max_held_contacts: int,
+                 max_held_requests: int):
+        super().__init__(processor)
+        self._max_held_contacts = max_held_contacts
+        self._max_held_requests = max_held_requests
 
-    Parses each event, keeps the selected types and track names (the others
-    are counted per type, not failures), and maps identify calls to contact
-    upserts and track calls to event sends.
+    def start_bundle(self):
+        self._contacts = {}
+        self._requests = {}
+        self._held_requests = 0
 
-    Returns (requests, failures): failures are records of stage `parse`
-    (invalid JSON, not an object, missing or unknown type, over 32 KB) and
-    `map` (missing userId, invalid email, ...).
-    """
+    def process(self, chunk):
+        process, counts = self._processor.process, self._counts
+        contacts, requests = self._contacts, self._requests
+        for raw in chunk.events():
+            processed = process(raw, counts)
+            for failure in processed.failures:
+                yield beam.pvalue.TaggedOutput(FAILED, failure)
+            request = processed.request
+            if request is None:
+                continue
+            spec = request.spec
+            if spec.mergeable:
+                state = contacts.get(request.contact)
+                if state is None:
+                    state = contacts[request.contact] = {}
+                apply_body(state, request.body, request.stamp)
+            else:
+                key = (spec.phase, request.contact)
+                held = requests.get(key)
+                if held is None:
+                    held = requests[key] = []
+                held.append(encode_request(request))
+                self._held_requests += 1
+        if len(contacts) >= self._max_held_contacts:
+            yield from self._held(CONTACTS)
+        if self._held_requests >= self._max_held_requests:
+            yield from self._held(REQUESTS)
 
-    def __init__(self, types: Iterable[str], event_names: Optional[Iterable[str]],
-                 mapping: Mapping):
+    def _held(self, tag: str):
+        if tag == CONTACTS:
+            held, self._contacts = self._contacts, {}
+        else:
+            held, self._requests, self._held_requests = self._requests, {}, 0
+        for item in held.items():
+            yield beam.pvalue.TaggedOutput(tag, item)
+
+    def finish_bundle(self):
+        self._counts.flush()
+        for tag in (CONTACTS, REQUESTS):
+            for tagged in self._held(tag):
+                yield beam.pvalue.TaggedOutput(tag, WindowedValue(
+                    tagged.value, MIN_TIMESTAMP, (GlobalWindow(),)))
+
+
+class ProcessEvents(beam.PTransform):
+    """RawEvent -> LoopsRequest (see EventProcessor). Returns (requests,
+    failures): failure records of stages parse, map and conform."""
+
+    def __init__(self, processor: EventProcessor):
         super().__init__()
-        self._types = tuple(types)
-        self._event_names = tuple(event_names) if event_names is not None else None
-        self._mapping = mapping
+        self._processor = processor
 
     def expand(self, raw_events):
-        processed = raw_events | 'ParseFilterMap' >> beam.ParDo(_ToLoopsRequest(
-            self._types, self._event_names, self._mapping)).with_outputs(FAILED, main='requests')
-        return processed.requests, processed.failed
+        processed = raw_events | 'ParseFilterMap' >> beam.ParDo(
+            _ProcessEvent(self._processor)).with_outputs(FAILED, main='requests')
+        return processed.requests, processed[FAILED]
+
+
+class ArchiveRequests:
+    """ProcessArchive's outputs, by name."""
+
+    def __init__(self, contacts, requests, failures):
+        self.contacts = contacts      # (contact, partial ContactState)
+        self.requests = requests      # ((phase, contact), [encoded request, ...])
+        self.failures = failures      # failure records
+
+
+class ProcessArchive(beam.PTransform):
+    """ArchiveChunk -> ArchiveRequests (see the module docstring)."""
+
+    def __init__(self, processor: EventProcessor, max_held_contacts: int = MAX_HELD_CONTACTS,
+                 max_held_requests: int = MAX_HELD_REQUESTS):
+        super().__init__()
+        self._processor = processor
+        self._max_held_contacts = max_held_contacts
+        self._max_held_requests = max_held_requests
+
+    def expand(self, chunks):
+        processed = chunks | 'ParseFilterMap' >> beam.ParDo(_ProcessArchive(
+            self._processor, self._max_held_contacts, self._max_held_requests)).with_outputs(
+                CONTACTS, REQUESTS, FAILED, main='unused')
+        return ArchiveRequests(processed[CONTACTS], processed[REQUESTS], processed[FAILED])

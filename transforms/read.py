@@ -1,16 +1,20 @@
-"""Reading Segment archives: files -> (source, line number, raw event).
+"""Reading Segment archives: files -> chunks of raw events.
 
 Segment's S3/GCS layout is `.../segment-logs/<source-id>/<received-day>/<file>.gz`
 where `<received-day>` is epoch milliseconds at 00:00 UTC. This module reads
 that layout, plain NDJSON files and Avro files written with
 `schemas/segment_event.avsc`, through Beam's file systems (local, gs://, s3://).
+
+Lines travel in chunks of up to CHUNK_LINES: Beam pays a fixed cost for every
+element and step, which on one element per line was most of a backfill's
+processing time.
 """
 import gzip
 import io
 import json
 import re
 import zlib
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import apache_beam as beam
 import fastavro
@@ -22,7 +26,7 @@ from apache_beam.metrics import Metrics
 from transforms.avro_events import from_avro_record
 from transforms.metrics import NAMESPACE
 from transforms.parse import UndecodableEvent
-from transforms.records import failure_record
+from transforms.records import RawEvent, failure_record
 
 DAY_MS = 86_400_000
 GZIP_NDJSON, NDJSON, AVRO = 'gzip_ndjson', 'ndjson', 'avro'
@@ -34,6 +38,22 @@ _KINDS_BY_SUFFIX = (
 )
 SEGMENT_EVENT_SCHEMA = 'segment_loops.SegmentEvent'
 _DAY_FOLDER = re.compile(r'^\d{10,14}$')
+CHUNK_LINES = 1000
+UTF8_BOM = b'\xef\xbb\xbf'
+
+
+class ArchiveChunk(NamedTuple):
+    """Consecutive items of one archive file: lines (bytes) or Avro event
+    dicts, the first of them at line (or record) number `first_line`."""
+    source: str
+    first_line: int
+    items: list
+
+    def events(self) -> Iterator[RawEvent]:
+        """The chunk's items as RawEvents, numbered."""
+        source = self.source
+        for number, item in enumerate(self.items, self.first_line):
+            yield RawEvent(source, number, item)
 
 
 def archive_kind(path: str) -> Optional[str]:
@@ -74,6 +94,8 @@ class _SelectArchiveFiles(beam.DoFn):
     def __init__(self, since_ms: Optional[int], until_ms: Optional[int]):
         self._since_ms = since_ms
         self._until_ms = until_ms
+
+    def setup(self):
         self._files = Metrics.counter(NAMESPACE, 'read/files')
         self._not_archive = Metrics.counter(NAMESPACE, 'read/skipped_not_archive')
         self._outside = Metrics.counter(NAMESPACE, 'read/skipped_outside_dates')
@@ -110,8 +132,19 @@ def archive_items(path: str, raw) -> Iterator:
     if kind == GZIP_NDJSON:
         # Iterated directly (small internal reads), a truncated file still
         # yields every whole line before the break.
-        return gzip.GzipFile(fileobj=raw)
-    return io.BufferedReader(raw, buffer_size=1 << 20)
+        return _without_bom(gzip.GzipFile(fileobj=raw))
+    return _without_bom(io.BufferedReader(raw, buffer_size=1 << 20))
+
+
+def _without_bom(lines) -> Iterator[bytes]:
+    """The lines of a text file, the first without a UTF-8 byte-order mark
+    (editors on Windows write one; it is not part of the JSON)."""
+    lines = iter(lines)
+    first = next(lines, None)
+    if first is None:
+        return
+    yield first[len(UTF8_BOM):] if first.startswith(UTF8_BOM) else first
+    yield from lines
 
 
 def _avro_event(record: dict):
@@ -133,8 +166,36 @@ def read_failure(path: str, error: Exception, items_read: int) -> dict:
         'before it were read)', source=path)
 
 
+class Unreadable(NamedTuple):
+    """The end of a file that could not be read (further): the failure
+    record saying so. The items before it were good."""
+    failure: dict
+
+
+def read_archive_file(path: str, size: int = CHUNK_LINES) -> Iterator:
+    """Every item of one archive file in ArchiveChunks of up to `size`, then,
+    if the file could not be read to its end, an Unreadable."""
+    chunk = []
+    first_line = 1
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            for item in archive_items(path, raw):
+                chunk.append(item)
+                if len(chunk) == size:
+                    yield ArchiveChunk(path, first_line, chunk)
+                    first_line += size
+                    chunk = []
+    except READ_ERRORS as error:
+        if chunk:
+            yield ArchiveChunk(path, first_line, chunk)
+        yield Unreadable(read_failure(path, error, first_line - 1 + len(chunk)))
+        return
+    if chunk:
+        yield ArchiveChunk(path, first_line, chunk)
+
+
 class _ReadArchiveFile(beam.DoFn):
-    """path -> (path, line number, raw) for every line or Avro record.
+    """path -> ArchiveChunks of every line or Avro record.
 
     A file that cannot be read (corrupt or truncated gzip, a foreign Avro
     schema) yields what it could read, then one failure record (stage
@@ -142,29 +203,27 @@ class _ReadArchiveFile(beam.DoFn):
     """
     FAILED = 'failed'
 
-    def __init__(self):
+    def setup(self):
         self._lines = Metrics.counter(NAMESPACE, 'read/lines')
         self._unreadable = Metrics.counter(NAMESPACE, 'read/unreadable_files')
 
     def process(self, path: str):
-        count = 0
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-                for count, item in enumerate(archive_items(path, raw), start=1):
-                    yield path, count, item
-        except READ_ERRORS as error:
-            self._unreadable.inc()
-            yield beam.pvalue.TaggedOutput(self.FAILED, read_failure(path, error, count))
-        finally:
-            self._lines.inc(count)
+        for item in read_archive_file(path):
+            if type(item) is Unreadable:
+                self._unreadable.inc()
+                yield beam.pvalue.TaggedOutput(self.FAILED, item.failure)
+            else:
+                self._lines.inc(len(item.items))
+                yield item
 
 
 class ReadSegmentArchive(beam.PTransform):
     """Reads Segment archives matching file patterns.
 
-    In: the pipeline root. Out: a PCollection of (path, line number, raw)
-    where raw is the line's bytes (NDJSON, gzip or plain) or an event dict
-    (Avro). `failed`: failure records (stage `read`) of unreadable files.
+    In: the pipeline root. Out: a PCollection of ArchiveChunks, whose items
+    are lines' bytes (NDJSON, gzip or plain) or event dicts (Avro); `.events()`
+    gives them as RawEvents. `failed`: failure records (stage `read`) of
+    unreadable files.
     Non-archive files and day folders outside [since, until] are skipped
     without being opened, and counted.
     """
