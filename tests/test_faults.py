@@ -16,11 +16,10 @@ import time
 
 import pytest
 
-from pipeline import backfill, stream
+from pipeline import backfill
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
 from pipeline.summary import unaccounted
-from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from transforms.mapping import default_mapping, map_event
 from transforms.merge import merge_contact_bodies
 from transforms.parse import Rejected, parse_event
@@ -204,80 +203,3 @@ def test_backfill_loses_nothing_and_repeats_nothing(fault, archive, tmp_path):
     assert summary['retries'] > 0
     if 429 in statuses_seen:
         assert summary['rate_limited'] > 0
-
-
-# ------------------------------------------------------------------- streaming
-
-PROJECT = 'segment-loops-faults'
-STREAM_USERS = 12
-
-
-def stream_events():
-    """Per user an identify and two tracks carrying the email, so that an event
-    arriving before its contact's upsert still finds (or creates) the contact:
-    Pub/Sub does not keep order."""
-    for user in range(STREAM_USERS):
-        email = f'user{user}@example.com'
-        ts = '2026-11-02T10:00:00.000Z'
-        yield {'type': 'identify', 'messageId': f'id-{user}', 'userId': f'user-{user}',
-               'timestamp': ts, 'traits': {'email': email, 'plan': 'pro', 'seats': user,
-                                           'address': {'city': 'Berlin'}}}
-        for n in range(2):
-            yield {'type': 'track', 'messageId': f'tr-{user}-{n}', 'userId': f'user-{user}',
-                   'event': 'Order Completed', 'timestamp': ts,
-                   'properties': {'orderId': f'o-{user}-{n}', 'total': n + 0.5, 'email': email}}
-
-
-INVALID = [b'{"type": "identify"', b'[1]', json.dumps({'type': 'identify', 'messageId': 'x',
-                                                       'traits': {}}).encode()]
-
-
-def test_stream_loses_nothing_and_repeats_nothing(pubsub_emulator, tmp_path):
-    from google.cloud import pubsub_v1
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    suffix = str(int(time.time() * 1000))
-    topic = publisher.topic_path(PROJECT, f'events-{suffix}')
-    subscription = subscriber.subscription_path(PROJECT, f'loops-{suffix}')
-    failures_topic = publisher.topic_path(PROJECT, f'failures-{suffix}')
-    failures_sub = subscriber.subscription_path(PROJECT, f'failures-{suffix}')
-    publisher.create_topic(name=topic)
-    publisher.create_topic(name=failures_topic)
-    subscriber.create_subscription(name=subscription, topic=topic)
-    subscriber.create_subscription(name=failures_sub, topic=failures_topic)
-    events = list(stream_events())
-    expected = Expected(events)
-    payloads = [json.dumps(e).encode() for e in events] + INVALID
-    payloads += payloads[:8]  # at-least-once: some messages come twice
-    for future in [publisher.publish(topic, p) for p in payloads]:
-        future.result(timeout=30)
-    key_file = tmp_path / 'key'
-    key_file.write_text(API_KEY)
-
-    with LoopsSandbox(API_KEY, rate_limit=5, latency=(0.002, 0.01), seed=5,
-                      fail_after=0.15, drop_before=0.1) as sandbox:
-        outage_after(sandbox, 20, 1.0)
-        result = stream.start([
-            '--subscription', subscription, '--dead_letter_topic', failures_topic,
-            '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
-            '--rate_limit', '40', '--max_attempts', '15', '--read_timeout', '2',
-            '--max_buffering_seconds', '0.5'], out=open(os.devnull, 'w'))
-        try:
-            with runner_kept_pulling(publisher, topic):
-                assert wait_until(
-                    lambda: len(sandbox.state()['events']) >= len(expected.sends), 90)
-                failure_messages = pull(subscriber, failures_sub, len(INVALID))
-                time.sleep(2)  # anything still in flight (a wrongly repeated event) lands now
-                state = sandbox.state()
-                failure_messages += pull(subscriber, failures_sub, 1, timeout=2)
-        finally:
-            result.cancel()
-            subscriber.close()
-
-    # Every valid message is a contact or an event in Loops (above), every
-    # invalid one a failure record, and nothing failed to be delivered.
-    assert_loops_holds(expected, state, [])
-    assert {429, 500, 409, None} <= {r['status'] for r in state['requests']}
-    records = [json.loads(m.data) for m in failure_messages]
-    assert sorted(r['reason'] for r in records) == ['invalid_json', 'missing_user_id',
-                                                    'not_an_object']
-    assert_failure_records_say_why(records)
