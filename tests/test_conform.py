@@ -1,21 +1,21 @@
 """Conforming requests to a Loops account: coercions, the unknown-property
-policy, rejections, the account schema read over HTTP, and the Beam transform."""
+policy, refused parts (each costs only itself), the account schema read over
+HTTP, and conforming inside the per-event path."""
 import collections
+import json
 import pickle
 
-import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.local.rules import DEFAULT_PROPERTIES
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.conform import (AccountSchema, ConformToAccount, coerce_value,
-                                conform_body)
+from transforms.conform import AccountSchema, coerce_value, conform_body
+from transforms.kinds import EVENT_SEND
 from transforms.loops_client import LoopsClient
-from transforms.metrics import NAMESPACE
+from transforms.mapping import default_mapping
 from transforms.parse import Rejected
-from transforms.records import contact_upsert, event_send
+from transforms.processor import EventProcessor, Selection
+from transforms.records import RawEvent
 
 KEY = 'conform-test-key'
 SCHEMA = AccountSchema(
@@ -117,10 +117,11 @@ def test_coerce_value_rejects_what_cannot_be_converted_safely(loops_type, value)
 def test_conform_contact_body(body, policy, expected_body, expected_adjustments):
     original = dict(body)
 
-    conformed, adjustments = conform_body(body, SCHEMA, policy)
+    conformed, adjustments, refused = conform_body(body, SCHEMA, policy)
 
     assert conformed == expected_body
     assert adjustments == collections.Counter(expected_adjustments)
+    assert refused == []
     assert body == original
 
 
@@ -128,36 +129,44 @@ def test_conform_event_body_leaves_event_fields_and_event_properties_alone():
     body = {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'a@example.com',
             'eventProperties': {'seats': 'many', 'nickname': 'x'}, 'seats': '3'}
 
-    conformed, adjustments = conform_body(body, SCHEMA, 'fail', is_event=True)
+    conformed, adjustments, refused = conform_body(body, SCHEMA, 'fail', kind=EVENT_SEND)
 
     assert conformed == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'a@example.com',
                          'eventProperties': {'seats': 'many', 'nickname': 'x'}, 'seats': 3}
-    assert adjustments == {'coerced': 1}
+    assert adjustments == {'coerced': 1} and refused == []
 
 
 def test_event_fields_in_a_contact_body_are_custom_properties():
-    with pytest.raises(Rejected) as rejected:
-        conform_body({'userId': 'u1', 'eventName': 'x'}, SCHEMA, 'fail')
+    conformed, _, refused = conform_body({'userId': 'u1', 'eventName': 'x'}, SCHEMA, 'fail')
 
-    assert rejected.value.reason == 'unknown_property'
+    assert conformed == {'userId': 'u1'}
+    assert [part.reason for part in refused] == ['unknown_property']
 
 
-@pytest.mark.parametrize('body, policy, reason, named', [
-    ({'userId': 'u1', 'nickname': 'ace'}, 'fail', 'unknown_property', "'nickname'"),
-    ({'userId': 'u1', 'seats': 'twelve'}, 'send', 'type_mismatch', "'seats'"),
-    ({'userId': 'u1', 'isAdmin': 'yes'}, 'drop', 'type_mismatch', "'isAdmin'"),
-    ({'userId': 'u1', 'signedUpAt': 'soon'}, 'send', 'type_mismatch', "'signedUpAt'"),
-    ({'userId': 'u1', 'mailingLists': {'list_news': True, 'list_vip': True}}, 'send',
-     'unknown_mailing_list', "'list_vip'"),
-    ({'eventName': 'E', 'userId': 'u1', 'mailingLists': {'list_gone': False}}, 'send',
-     'unknown_mailing_list', "'list_gone'"),
+@pytest.mark.parametrize('body, policy, kept, reasons, named', [
+    ({'userId': 'u1', 'nickname': 'ace', 'plan': 'pro'}, 'fail', {'userId': 'u1', 'plan': 'pro'},
+     ['unknown_property'], ["'nickname'"]),
+    ({'userId': 'u1', 'seats': 'twelve', 'plan': 'pro'}, 'send', {'userId': 'u1', 'plan': 'pro'},
+     ['type_mismatch'], ["'seats'"]),
+    ({'userId': 'u1', 'isAdmin': 'yes'}, 'drop', {'userId': 'u1'}, ['type_mismatch'],
+     ["'isAdmin'"]),
+    ({'userId': 'u1', 'signedUpAt': 'soon'}, 'send', {'userId': 'u1'}, ['type_mismatch'],
+     ["'signedUpAt'"]),
+    # An unknown list costs only itself: the known list and the rest are sent.
+    ({'userId': 'u1', 'mailingLists': {'list_news': True, 'list_vip': True}, 'plan': 'x'},
+     'send', {'userId': 'u1', 'mailingLists': {'list_news': True}, 'plan': 'x'},
+     ['unknown_mailing_list'], ["'list_vip'"]),
+    ({'userId': 'u1', 'mailingLists': {'list_gone': False, 'list_old': True}}, 'send',
+     {'userId': 'u1'}, ['unknown_mailing_list', 'unknown_mailing_list'],
+     ["'list_gone'", "'list_old'"]),
 ])
-def test_conform_body_rejects(body, policy, reason, named):
-    with pytest.raises(Rejected) as rejected:
-        conform_body(body, SCHEMA, policy, is_event='eventName' in body)
+def test_a_refused_part_costs_only_itself(body, policy, kept, reasons, named):
+    conformed, _, refused = conform_body(body, SCHEMA, policy)
 
-    assert rejected.value.reason == reason
-    assert named in rejected.value.message
+    assert conformed == kept
+    assert [part.reason for part in refused] == reasons
+    for part, name in zip(refused, named):
+        assert name in part.message and 'the rest of the event was sent' in part.message
 
 
 def test_conform_body_refuses_an_unknown_policy():
@@ -203,33 +212,21 @@ def test_schema_fetch_reads_the_account_over_http():
     assert schema == AccountSchema(expected, frozenset({'list_vip'}))
 
 
-def test_conform_to_account_transform_outputs_requests_failures_and_counters():
-    requests = [
-        contact_upsert({'userId': 'u1', 'seats': '12', 'nickname': 'ace'}, 'u1',
-                       (1, 1, 'm1'), 'm1'),
-        contact_upsert({'userId': 'u2', 'seats': 'twelve'}, 'u2', (2, 2, 'm2'), 'm2'),
-        contact_upsert({'userId': 'u3', 'mailingLists': {'list_vip': True}}, 'u3',
-                       (3, 3, 'm3'), 'm3'),
-        event_send({'eventName': 'E', 'userId': 'u1', 'eventProperties': {'seats': 'x'}},
-                   'u1', (4, 4, 'm4'), 'm4', 'key-4'),
-    ]
-    p = TestPipeline()
-    conformed, failures = (p | beam.Create(requests)
-                           | ConformToAccount(SCHEMA, unknown_properties='drop'))
-    assert_that(conformed | 'Bodies' >> beam.Map(lambda r: (r.source, r.body)), equal_to([
-        ('m1', {'userId': 'u1', 'seats': 12}),
-        ('m4', {'eventName': 'E', 'userId': 'u1', 'eventProperties': {'seats': 'x'}}),
-    ]), label='requests')
-    assert_that(failures | 'Reasons' >> beam.Map(
-        lambda f: (f['stage'], f['reason'], f['source'], '"userId": "u' in f['request'])),
-        equal_to([('map', 'type_mismatch', 'm2', True),
-                  ('map', 'unknown_mailing_list', 'm3', True)]), label='failures')
-    result = p.run()
-    result.wait_until_finish()
+def test_the_processor_sends_the_rest_and_records_each_refused_part():
+    processor = EventProcessor(Selection(('identify',), None, default_mapping()),
+                               account=SCHEMA, unknown_properties='fail')
+    event = {'type': 'identify', 'messageId': 'm1', 'userId': 'u1',
+             'timestamp': '2026-11-01T10:00:00Z',
+             'traits': {'seats': '12', 'nickname': 'ace', 'plan': 'pro',
+                        'mailingLists': {'list_news': True, 'list_vip': True}}}
+    counts = collections.Counter()
 
-    counters = {c.key.metric.name: c.committed
-                for c in result.metrics().query()['counters']
-                if c.key.metric.namespace == NAMESPACE}
-    assert counters == {'map/failed': 2, 'map/type_mismatch': 1,
-                        'map/unknown_mailing_list': 1, 'conform/coerced': 1,
-                        'conform/unknown_property_dropped': 1}
+    processed = processor.process(RawEvent('f.gz', 7, json.dumps(event)), counts)
+
+    assert processed.request.body == {'userId': 'u1', 'seats': 12, 'plan': 'pro',
+                                      'source': 'Segment', 'mailingLists': {'list_news': True}}
+    assert sorted((f['stage'], f['reason'], f['source']) for f in processed.failures) == [
+        ('conform', 'unknown_mailing_list', 'f.gz:7'), ('conform', 'unknown_property', 'f.gz:7')]
+    assert all(json.loads(f['event']) == event for f in processed.failures)
+    assert counts['refused/unknown_property'] == counts['refused/unknown_mailing_list'] == 1
+    assert counts['conform/coerced'] == 1 and counts['map/failed'] == 0

@@ -2,13 +2,14 @@ import gzip
 import json
 import os
 
+import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from pipeline.local.samples import write_avro, write_ndjson
-from transforms.read import (AVRO, GZIP_NDJSON, NDJSON, ReadSegmentArchive, archive_kind,
-                             in_date_range, received_day_ms)
+from transforms.read import (AVRO, GZIP_NDJSON, NDJSON, UTF8_BOM, ReadSegmentArchive,
+                             archive_kind, in_date_range, read_archive_file, received_day_ms)
 
 DAY = 86_400_000
 NOV_1 = 1_761_955_200_000  # 2025-11-01T00:00:00Z
@@ -66,9 +67,11 @@ def _write_gzip(path, lines):
 
 
 def _run_read(patterns, check_items, check_failed, since=None, until=None):
-    """Runs ReadSegmentArchive; the checks receive the outputs as lists."""
+    """Runs ReadSegmentArchive; the checks receive the outputs as lists, the
+    chunks as (path, line number, item) triples."""
     with TestPipeline(runner='FnApiRunner') as p:
-        items, failed = p | ReadSegmentArchive(patterns, since, until)
+        chunks, failed = p | ReadSegmentArchive(patterns, since, until)
+        items = chunks | beam.FlatMap(lambda chunk: list(chunk.events()))
         assert_that(items, check_items, label='CheckItems')
         assert_that(failed, check_failed, label='CheckFailed')
 
@@ -135,3 +138,28 @@ def test_since_until_select_day_folders_without_opening_others(tmp_path):
 
     _run_read([os.path.join(root, 'segment-logs', '*', '*', '*.gz')], check_items, _no_failures,
               since=NOV_1 + DAY, until=NOV_1 + 2 * DAY)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path):
+    folder = _day_folder(str(tmp_path), NOV_1)
+    _write_gzip(os.path.join(folder, 'bom.gz'),
+                [UTF8_BOM + b'{"type":"identify","messageId":"m1"}', b'{"type":"page"}'])
+    plain = os.path.join(str(tmp_path), 'bom.jsonl')
+    with open(plain, 'wb') as f:
+        f.write(UTF8_BOM + b'{"type":"track","messageId":"m2"}\n')
+
+    def check_items(items):
+        assert sorted(json.loads(raw).get('messageId', '-') for _, _, raw in items) == [
+            '-', 'm1', 'm2']
+
+    _run_read([os.path.join(folder, '*.gz'), plain], check_items, _no_failures)
+
+
+def test_chunks_hold_consecutive_lines_numbered_from_one(tmp_path):
+    folder = _day_folder(str(tmp_path), NOV_1)
+    _write_gzip(os.path.join(folder, 'big.gz'),
+                [b'{"type":"identify","messageId":"m%d"}' % i for i in range(2500)])
+    chunks = list(read_archive_file(os.path.join(folder, 'big.gz'), size=1000))
+    assert [(c.first_line, len(c.items)) for c in chunks] == [(1, 1000), (1001, 1000), (2001, 500)]
+    last = list(chunks[-1].events())[-1]
+    assert (last.line, json.loads(last.data)['messageId']) == (2500, 'm2499')
