@@ -1,8 +1,10 @@
 """The backfill job end to end, dry run (no Loops): what it would send, what
 it counts, and what it rejects."""
 import collections
+import datetime
 import glob
 import gzip
+import io
 import json
 import os
 import subprocess
@@ -14,6 +16,7 @@ from pipeline import backfill
 from pipeline.options import UsageError
 from pipeline.local.samples import write_archive, write_avro, write_ndjson
 from pipeline.summary import unaccounted
+from transforms.records import idempotency_key_for
 from transforms.sinks import read_failure_records
 
 DAY_FOLDER = '1761955200000'  # 2025-11-01
@@ -69,9 +72,11 @@ def write_small_archive(root):
 def test_dry_run_sends_one_merged_upsert_per_contact_and_one_send_per_event(tmp_path):
     pattern = write_small_archive(str(tmp_path / 'archive'))
 
-    summary, requests, failures = run_backfill(tmp_path, [pattern], '--types', 'identify,track')
+    summary, requests, failures = run_backfill(tmp_path, [pattern], '--types', 'identify,track',
+                                               '--max_event_age', 'none')
 
-    upserts = {r['body']['userId']: r for r in requests if r['path'] == '/v1/contacts/update'}
+    upserts = {r['body'].get('userId', r['body'].get('email')): r for r in requests
+               if r['path'] == '/v1/contacts/update'}
     assert upserts['u1'] == {
         'method': 'PUT', 'path': '/v1/contacts/update',
         'headers': {'Content-Type': 'application/json'},
@@ -80,7 +85,10 @@ def test_dry_run_sends_one_merged_upsert_per_contact_and_one_send_per_event(tmp_
                  'mailingLists': {'list_news': True}}}
     assert upserts['42']['body'] == {'userId': '42', 'email': 'bob@example.com', 'tags': 'a, b',
                                      'source': 'Segment'}
-    assert set(upserts) == {'u1', '42'}
+    # An identify with an email and no userId is a contact of its own (a lead).
+    assert upserts['anon@example.com']['body'] == {'email': 'anon@example.com',
+                                                   'source': 'Segment'}
+    assert set(upserts) == {'u1', '42', 'anon@example.com'}
     (send,) = [r for r in requests if r['path'] == '/v1/events/send']
     assert send['method'] == 'POST'
     assert send['body'] == {'eventName': 'Signed Up', 'userId': 'u1',
@@ -91,28 +99,74 @@ def test_dry_run_sends_one_merged_upsert_per_contact_and_one_send_per_event(tmp_
 
     reasons = collections.Counter((f['stage'], f['reason']) for f in failures)
     assert reasons == {('parse', 'invalid_json'): 1, ('parse', 'not_an_object'): 1,
-                       ('parse', 'unknown_type'): 1, ('map', 'missing_user_id'): 1,
-                       ('map', 'invalid_email'): 1}
-    missing = next(f for f in failures if f['reason'] == 'missing_user_id')
-    assert json.loads(missing['event'])['messageId'] == 'm4'
-    assert missing['source'].endswith('.gz:4')
+                       ('parse', 'unknown_type'): 1, ('map', 'invalid_email'): 1}
+    invalid = next(f for f in failures if f['reason'] == 'invalid_email')
+    assert json.loads(invalid['event'])['messageId'] == 'm5'
+    assert invalid['source'].endswith('.gz:5')
     assert {k: summary[k] for k in ('read', 'parse_failed', 'duplicates', 'filtered_out',
-                                    'map_failed', 'coalesced', 'contacts', 'events')} == {
-        'read': 11, 'parse_failed': 3, 'duplicates': 1, 'filtered_out': 1, 'map_failed': 2,
-        'coalesced': 1, 'contacts': 2, 'events': 1}
+                                    'map_failed', 'held_back_events', 'merged', 'contacts',
+                                    'events')} == {
+        'read': 11, 'parse_failed': 3, 'duplicates': 0, 'filtered_out': 1, 'map_failed': 1,
+        'held_back_events': 0, 'merged': 2, 'contacts': 3, 'events': 1}
     assert summary['files_skipped_not_archive'] == 1
     assert unaccounted(summary) == 0
 
 
-def test_no_coalesce_keeps_every_upsert_in_event_time_order(tmp_path):
+def test_old_track_events_are_held_back_by_default_and_the_run_says_how_to_send_them(tmp_path):
     pattern = write_small_archive(str(tmp_path / 'archive'))
+    out = io.StringIO()
+    argv = ['--input', pattern, '--types', 'identify,track', '--dry_run',
+            str(tmp_path / 'out' / 'requests'), '--dead_letter', str(tmp_path / 'dl') + '/']
 
-    summary, requests, _ = run_backfill(tmp_path, [pattern], '--no_coalesce')
+    summary = backfill.run(argv, out=out)
 
-    u1 = [r['body'] for r in requests if r['body'].get('userId') == 'u1']
-    assert [b.get('plan') for b in u1] == ['free', 'pro']
-    assert summary['coalesced'] == 0 and summary['contacts'] == 3
+    # 2025-11-01 is more than 24 hours before any run of this test.
+    assert summary['events'] == 0 and summary['held_back_events'] == 1
     assert unaccounted(summary) == 0
+    assert 'Held back 1 track events older than --max_event_age 24h' in out.getvalue()
+    assert '--max_event_age none' in out.getvalue()
+
+
+def test_recent_events_pass_the_default_age_limit(tmp_path):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    recent = (now - datetime.timedelta(hours=2)).isoformat()
+    old = (now - datetime.timedelta(hours=30)).isoformat()
+    events = [track('new', 'u1', recent, 'Order Completed'), track('old', 'u1', old, 'Order Completed'),
+              identify('i-old', 'u1', old, email='a@example.com')]
+    write_ndjson(str(tmp_path / 'events.jsonl'), events)
+
+    summary, requests, _ = run_backfill(tmp_path, [str(tmp_path / 'events.jsonl')],
+                                        '--types', 'identify,track')
+
+    sends = [r for r in requests if r['path'] == '/v1/events/send']
+    assert [s['headers']['Idempotency-Key'] for s in sends] == [idempotency_key_for('new')]
+    assert summary['held_back_events'] == 1
+    # Identifies have no age limit: history of a contact is its current state.
+    assert summary['contacts'] == 1
+
+
+def test_subscribed_true_is_held_back_and_opt_outs_are_sent(tmp_path):
+    events = [identify('a1', 'ann', '2025-11-01T09:00:00Z', email='ann@example.com',
+                       subscribed=False),
+              identify('a2', 'ann', '2025-11-01T10:00:00Z', subscribed=True),
+              identify('b1', 'bob', '2025-11-01T09:00:00Z', email='bob@example.com',
+                       subscribed='false'),
+              identify('c1', 'cy', '2025-11-01T09:00:00Z', email='cy@example.com',
+                       subscribed='no')]
+    write_ndjson(str(tmp_path / 'events.jsonl'), events)
+
+    summary, requests, _ = run_backfill(tmp_path, [str(tmp_path / 'events.jsonl')])
+    (tmp_path / 'again').mkdir()
+    again, resubscribed, _ = run_backfill(tmp_path / 'again', [str(tmp_path / 'events.jsonl')],
+                                          '--resubscribe')
+
+    bodies = {r['body']['userId']: r['body'] for r in requests}
+    assert 'subscribed' not in bodies['ann']          # latest is true: held back
+    assert bodies['bob']['subscribed'] is False and bodies['cy']['subscribed'] is False
+    assert summary['held_back_resubscribes'] == 1 and summary['unsubscribes'] == 2
+    assert {r['body']['userId']: r['body'].get('subscribed') for r in resubscribed} == {
+        'ann': True, 'bob': False, 'cy': False}
+    assert again['held_back_resubscribes'] == 0
 
 
 def test_gzip_plain_and_avro_inputs_give_the_same_requests(tmp_path):
@@ -130,7 +184,7 @@ def test_gzip_plain_and_avro_inputs_give_the_same_requests(tmp_path):
         results.append((sorted(json.dumps(r, sort_keys=True) for r in requests),
                         sorted(f['reason'] for f in failures)))
     assert results[0] == results[1] == results[2]
-    assert len(results[0][0]) == 2
+    assert len(results[0][0]) == 3  # u1, 42 and the lead anon@example.com
 
 
 def test_generated_archive_every_line_is_accounted_for(tmp_path):
@@ -138,20 +192,22 @@ def test_generated_archive_every_line_is_accounted_for(tmp_path):
 
     summary, requests, failures = run_backfill(
         tmp_path, [os.path.join(manifest.root, 'segment-logs', '*', '*', '*.gz')],
-        '--types', 'identify,track')
+        '--types', 'identify,track', '--max_event_age', 'none')
 
     assert summary['read'] == manifest.lines
     assert unaccounted(summary) == 0
     assert summary['parse_failed'] == manifest.invalid_lines
     assert len(failures) == summary['parse_failed'] + summary['map_failed']
     upserts = [r for r in requests if r['path'] == '/v1/contacts/update']
-    user_ids = [r['body']['userId'] for r in upserts]
-    assert len(user_ids) == len(set(user_ids)) == summary['contacts']
-    expected_sends = {e['messageId'] for e in manifest.events
-                      if e['type'] == 'track' and e.get('userId') is not None}
+    contacts = [r['body'].get('userId') or r['body']['email'].lower() for r in upserts]
+    assert len(contacts) == len(set(contacts)) == summary['contacts']
+    expected_sends = {e['messageId'] for e in manifest.events if e['type'] == 'track'}
     sends = [r for r in requests if r['path'] == '/v1/events/send']
     assert len(sends) == summary['events'] <= len(expected_sends)
-    assert len({r['headers']['Idempotency-Key'] for r in sends}) == len(sends)
+    assert {r['headers']['Idempotency-Key'] for r in sends} == {
+        idempotency_key_for(m) for m in expected_sends} - {
+        idempotency_key_for(json.loads(f['event'])['messageId']) for f in failures
+        if f['stage'] == 'map'}
 
 
 def test_since_and_until_read_only_those_received_days(tmp_path):
@@ -184,7 +240,9 @@ def test_mapping_file_changes_where_fields_come_from(tmp_path):
 @pytest.mark.parametrize('argv, message', [
     ([], '--input is required'),
     (['--input', '/nonexistent/dir/*.gz'], 'no files match'),
-    (['--input', __file__, '--types', 'page'], 'supported types are identify, track'),
+    (['--input', __file__, '--types', 'alias'], 'supported types are identify, track'),
+    (['--input', __file__, '--types', 'page'], 'page calls are sent only when the mapping'),
+    (['--input', __file__, '--max_event_age', 'soon'], 'expected a duration such as 24h'),
     (['--input', __file__, '--since', '2025-13-01'], 'expected a date'),
     (['--input', __file__, '--mapping', '/nonexistent.yaml'], '--mapping: /nonexistent.yaml'),
     # On a remote runner, local output paths would land on a worker's disk.
@@ -218,7 +276,7 @@ def test_cli_dry_run_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.load(open(tmp_path / 'S.json'))
     assert summary['read'] == manifest.lines and unaccounted(summary) == 0
-    assert 'backfill summary' in result.stdout and 'coalesced' in result.stdout
+    assert 'backfill summary' in result.stdout and 'merged' in result.stdout
     assert glob.glob(str(tmp_path / 'DL' / 'failures*.avro'))
     assert sum(1 for p in glob.glob(str(out / 'requests*')) for _ in open(p)) == (
         summary['contacts'] + summary['events'])
