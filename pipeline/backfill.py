@@ -1,15 +1,20 @@
 """`segment-loops backfill`: Segment archives -> Loops contacts (and events).
 
 The pipeline, step by step:
-  1. ReadSegmentArchive   files -> raw events            (failures: read)
-  2. SegmentToLoops       parse, filter, map -> requests (failures: parse, map)
-  3. GroupByContact       per contact: drop duplicates, order, coalesce upserts
-  4. WriteContacts        contact upserts to Loops       (failures: deliver)
-  5. WriteEvents          event sends, once every upsert is done, so an event
-                          never fails for lack of a contact made in this run
-     or, with --dry_run, 4-5 write the requests as JSON lines instead.
-  6. WriteFailures        every failure record, flattened into one Avro sink
+  1. ReadSegmentArchive   files -> chunks of raw events           (failures: read)
+  2. ProcessArchive       parse, filter, map, hold back, fit to the account
+                          (failures: parse, map, conform)
+  3. MergeContacts        per contact, every property's latest value (a combine,
+                          so a contact's identifies never travel one by one);
+                          email-only leads merged into their userId contact
+  4. UpsertsFromStates    one upsert per contact; subscribed: true held back
+  5. OrderRequests        per contact, event sends in event-time order, once each
+  6. WriteToLoops         phase by phase: every upsert, then every event send, so
+                          an event never fails for lack of a contact made in this
+                          run (failures: deliver); with --dry_run, JSON lines instead
+  7. WriteFailures        every failure record, flattened into one Avro sink
 """
+import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -23,27 +28,33 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
-from pipeline.options import (UsageError, add_coalesce_options, add_input_options,
-                              add_output_options, add_selection_options, job_parser,
+from pipeline.options import (UsageError, add_input_options, add_output_options,
+                              add_safety_options, add_selection_options, job_parser,
                               DEFAULT_BATCH_RUNNER, require_cloud_paths, set_default_runner)
-from pipeline.selection import (ArchiveInput, EventSelection, archive_input_from_args,
-                                event_selection_from_args)
-from transforms.coalesce import GroupByContact
-from transforms.conform import AccountSchema, ConformToAccount
-from transforms.process import SegmentToLoops
+from pipeline.selection import (ArchiveInput, archive_input_from_args,
+                                event_selection_from_args, policy_from_args)
+from transforms.conform import AccountSchema
+from transforms.connection import LoopsConnection
+from transforms.contacts import MergeContacts, UpsertsFromStates
+from transforms.kinds import CONTACT_UPSERT
+from transforms.ordering import OrderRequests
+from transforms.process import ProcessArchive
+from transforms.processor import EventProcessor, Policy, Selection
 from transforms.read import ReadSegmentArchive
 from transforms.sinks import WriteDryRun, WriteFailures
-from transforms.write import LoopsConnection, WriteContactsThenEvents
+from transforms.write import WriteInPhases, raise_if_key_rejected
 
-
+DEFAULT_MAX_EVENT_AGE = '24h'
 
 
 @dataclass(frozen=True)
 class BackfillJob:
     """What one backfill run does, validated before anything runs."""
     input: ArchiveInput
-    selection: EventSelection
-    coalesce: bool
+    selection: Selection
+    policy: Policy
+    max_event_age: str
+    resubscribe: bool
     dry_run: Optional[str]
     dead_letter: str
     summary_path: Optional[str]
@@ -54,8 +65,9 @@ class BackfillJob:
 def backfill_parser():
     parser = job_parser('segment-loops backfill', __doc__.split('\n\n')[0])
     for add_options in (add_input_options, add_selection_options, add_output_options,
-                        add_coalesce_options, add_loops_options, add_conform_options):
+                        add_loops_options, add_conform_options):
         add_options(parser)
+    add_safety_options(parser, max_event_age=DEFAULT_MAX_EVENT_AGE, resubscribe=False)
     return parser
 
 
@@ -112,7 +124,9 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
     return BackfillJob(
         input=archive_input,
         selection=event_selection_from_args(args, ('identify',)),
-        coalesce=not args.no_coalesce,
+        policy=policy_from_args(args),
+        max_event_age=args.max_event_age,
+        resubscribe=args.resubscribe,
         dry_run=args.dry_run,
         dead_letter=args.dead_letter,
         summary_path=args.summary,
@@ -125,21 +139,21 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
                    account: Optional[AccountSchema] = None) -> None:
     """The backfill's steps. `account` (the Loops account's properties and
     lists, when sending) fits each request to it right after mapping."""
-    raw, read_failed = p | 'ReadSegmentArchive' >> ReadSegmentArchive(
+    chunks, read_failed = p | 'ReadSegmentArchive' >> ReadSegmentArchive(
         job.input.patterns, job.input.since_ms, job.input.until_ms)
-    requests, processing_failed = raw | 'SegmentToLoops' >> SegmentToLoops(
-        job.selection.types, job.selection.event_names, job.selection.mapping)
-    failures = [read_failed, processing_failed]
-    if account is not None:
-        requests, conform_failed = requests | 'ConformToAccount' >> ConformToAccount(
-            account, job.unknown_properties)
-        failures.append(conform_failed)
-    contacts, events = requests | 'GroupByContact' >> GroupByContact(job.coalesce)
+    processor = EventProcessor(job.selection, job.policy, account, job.unknown_properties)
+    processed = chunks | 'ProcessArchive' >> ProcessArchive(processor)
+    upserts = (processed.contacts
+               | 'MergeContacts' >> MergeContacts()
+               | 'UpsertsFromStates' >> UpsertsFromStates(job.resubscribe))
+    ordered = processed.requests | 'OrderRequests' >> OrderRequests()
+    phases = {phase: (sequences,) for phase, sequences in ordered.items()}
+    phases[CONTACT_UPSERT.phase] += (upserts,)
+    failures = [read_failed, processed.failures]
     if job.dry_run:
-        (contacts, events) | 'WriteDryRun' >> WriteDryRun(job.dry_run)
+        tuple(itertools.chain(*phases.values())) | 'WriteDryRun' >> WriteDryRun(job.dry_run)
     else:
-        failures.append(
-            (contacts, events) | 'WriteToLoops' >> WriteContactsThenEvents(job.loops))
+        failures.append((phases | 'WriteToLoops' >> WriteInPhases(job.loops)).failures)
     (failures | 'AllFailures' >> beam.Flatten()
      | 'WriteFailures' >> WriteFailures(job.dead_letter))
 
@@ -165,13 +179,16 @@ def run(argv=None, out=sys.stdout) -> dict:
     """Runs a backfill to completion; returns its summary. Raises UsageError."""
     result, job = start(argv, out)
     result.wait_until_finish()
+    counters = run_summary.pipeline_counters(result)
+    raise_if_key_rejected(counters)
     keys = dict(run_summary.BACKFILL_KEYS)
     if job.loops is not None:
         keys.update(run_summary.DELIVERY_KEYS)
-    summary = run_summary.build_summary(
-        run_summary.pipeline_counters(result), keys,
-        detail_prefixes=('filter/filtered_out_', 'parse/', 'map/', 'conform/', 'deliver/failed_'))
+    summary = run_summary.backfill_summary(counters, keys)
     print(run_summary.format_table(summary, 'backfill summary'), file=out)
+    note = run_summary.held_back_note(summary, job.max_event_age)
+    if note:
+        print(note, file=out)
     if job.summary_path:
         run_summary.write_summary(summary, job.summary_path)
     return summary

@@ -58,6 +58,26 @@ def add_selection_options(parser):
         '--mapping', default=None, metavar='FILE',
         help='YAML or JSON file overriding where each Loops field comes from '
              '(see README, "Mapping"). Default: the Segment Loops destination\'s mapping.')
+    group.add_argument(
+        '--identity', choices=('email_or_user_id', 'user_id'), default='email_or_user_id',
+        help='How contacts are found: by userId, or by email when an event has no userId '
+             '(default: email_or_user_id); user_id sends only events with a userId.')
+
+
+def add_safety_options(parser, *, max_event_age: str, resubscribe: bool):
+    """What a run holds back that the account's owner would not send by hand."""
+    group = parser.add_argument_group('what is held back')
+    group.add_argument(
+        '--max_event_age', default=max_event_age, metavar='DURATION',
+        help='Track events older than this (by event time, against the start of the run) are '
+             'not sent, only counted: an event triggers today\'s emails whenever it happened. '
+             f'A duration such as 24h, 7d, 90m, or none. Default: {max_event_age}.')
+    group.add_argument(
+        '--resubscribe', nargs='?', const='true', default='true' if resubscribe else 'false',
+        type=_yes_no, metavar='true|false',
+        help='Send subscribed: true as the data says. In Loops it re-subscribes a contact who '
+             'unsubscribed; opt-outs (false) are always sent. Default: '
+             f'{"true" if resubscribe else "false"}.')
 
 
 def add_output_options(parser):
@@ -80,6 +100,13 @@ def add_coalesce_options(parser):
         '--no_coalesce', action='store_true', default=False,
         help='One contact upsert per identify call instead of one merged upsert per '
              'contact (still in event-time order per contact).')
+
+
+def _yes_no(value: str) -> bool:
+    text = value.strip().lower()
+    if text not in ('true', 'false'):
+        raise argparse.ArgumentTypeError(f'expected true or false, got {value!r}')
+    return text == 'true'
 
 
 def utc_day_ms(value: Optional[str], option: str) -> Optional[int]:

@@ -1,5 +1,7 @@
-"""What a job reads and which events it sends, from the command line,
-validated before anything runs. Shared by backfill, check and stream."""
+"""What a job reads, which events it sends and what it holds back, from the
+command line, validated before anything runs. Shared by backfill, check and stream."""
+import re
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -7,8 +9,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.options import UsageError, split_list, utc_day_ms
 from transforms.mapping import Mapping, MappingError, default_mapping, load_mapping
+from transforms.processor import Policy, Selection
 
-SUPPORTED_TYPES = ('identify', 'track')
+SUPPORTED_TYPES = ('identify', 'track', 'page', 'screen', 'group')
+IDENTITY_MODES = ('email_or_user_id', 'user_id')
+_DURATION = re.compile(r'([0-9]+(?:\.[0-9]+)?)\s*([smhdw])', re.ASCII)
+_SECONDS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
 
 
 @dataclass(frozen=True)
@@ -19,20 +25,29 @@ class ArchiveInput:
     until_ms: Optional[int]
 
 
-@dataclass(frozen=True)
-class EventSelection:
-    """Which events become requests, and how they map."""
-    types: tuple
-    event_names: Optional[tuple]
-    mapping: Mapping
+def parse_duration(value: str, option: str) -> Optional[float]:
+    """'24h', '7d', '90m', '3600s', '2w' -> seconds; 'none' -> None."""
+    text = value.strip().lower()
+    if text == 'none':
+        return None
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise UsageError(f'{option} {value!r}: expected a duration such as 24h, 7d, 90m, '
+                         '3600s, or none')
+    return float(match[1]) * _SECONDS[match[2]]
 
 
-def selected_types(value: Optional[str], default: tuple) -> tuple:
+def selected_types(value: Optional[str], default: tuple, mapping: Mapping) -> tuple:
     types = tuple(t.lower() for t in (split_list(value) or default))
     unsupported = [t for t in types if t not in SUPPORTED_TYPES]
     if unsupported or not types:
         raise UsageError(f'--types {value!r}: supported types are {", ".join(SUPPORTED_TYPES)} '
-                         '(identify -> contacts, track -> events)')
+                         '(identify -> contacts, track -> events; page, screen and group when '
+                         'the mapping sends them as events)')
+    unmapped = [t for t in types if t not in ('identify',) and t not in mapping.event_types]
+    if unmapped:
+        raise UsageError(f'--types: {", ".join(unmapped)} calls are sent only when the mapping '
+                         'says how (a page, screen or group section; see README, "Mapping")')
     return types
 
 
@@ -68,9 +83,19 @@ def archive_input_from_args(args, options) -> ArchiveInput:
     return ArchiveInput(tuple(args.input), since_ms, until_ms)
 
 
-def event_selection_from_args(args, default_types: tuple) -> EventSelection:
+def event_selection_from_args(args, default_types: tuple) -> Selection:
     """--types/--events/--mapping."""
-    return EventSelection(
-        types=selected_types(args.types, default_types),
+    mapping = mapping_from_option(args.mapping)
+    return Selection(
+        types=selected_types(args.types, default_types, mapping),
         event_names=tuple(split_list(args.events)) if args.events else None,
-        mapping=mapping_from_option(args.mapping))
+        mapping=mapping)
+
+
+def policy_from_args(args, now_ms: Optional[int] = None) -> Policy:
+    """--identity/--max_event_age, against the run's start (`now_ms`)."""
+    max_age = parse_duration(args.max_event_age, '--max_event_age')
+    return Policy(
+        require_user_id=args.identity == 'user_id',
+        max_event_age_ms=None if max_age is None else int(max_age * 1000),
+        now_ms=int(time.time() * 1000) if now_ms is None else now_ms)

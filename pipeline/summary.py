@@ -12,17 +12,21 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from transforms.metrics import NAMESPACE
 
-# Summary key -> counter name. The first block adds up:
-# read == parse_failed + duplicates + filtered_out + map_failed + coalesced + contacts + events
+# Summary key -> counter name. The first block accounts for every line read:
+# read == parse_failed + filtered_out + map_failed + held_back_events + duplicates
+#         + merged + contacts + events
 BACKFILL_KEYS = {
     'read': 'read/lines',
     'parse_failed': 'parse/failed',
-    'duplicates': 'coalesce/duplicates',
     'filtered_out': 'filter/filtered_out',
     'map_failed': 'map/failed',
-    'coalesced': 'coalesce/merged',
-    'contacts': 'coalesce/contact_requests',
-    'events': 'coalesce/event_requests',
+    'held_back_events': 'held_back/old_events',
+    'duplicates': 'order/duplicates',
+    'contacts': 'contacts/upserts',
+    'events': 'order/requests',
+    'held_back_resubscribes': 'held_back/resubscribes',
+    'unsubscribes': 'contacts/unsubscribes',
+    'leads_merged': 'contacts/leads_merged',
     'files': 'read/files',
     'files_unreadable': 'read/unreadable_files',
     'files_skipped_not_archive': 'read/skipped_not_archive',
@@ -35,8 +39,21 @@ DELIVERY_KEYS = {
     'retries': 'deliver/retries',
     'rate_limited': 'deliver/rate_limited',
 }
-ACCOUNTED = ('parse_failed', 'duplicates', 'filtered_out', 'map_failed',
-             'coalesced', 'contacts', 'events')
+ACCOUNTED = ('parse_failed', 'filtered_out', 'map_failed', 'held_back_events', 'duplicates',
+             'merged', 'contacts', 'events')
+DETAIL_PREFIXES = ('filter/filtered_out_', 'parse/', 'map/', 'conform/', 'refused/',
+                   'held_back/', 'deliver/failed_')
+
+
+def backfill_summary(counters: Mapping[str, int], keys: Mapping[str, str]) -> dict:
+    """A backfill's summary: the named figures, `merged` (contact updates
+    folded into another update of the same contact: every mapped update
+    that did not become an upsert of its own), then the details."""
+    summary = build_summary(counters, keys, DETAIL_PREFIXES)
+    merged = int(counters.get('map/contact_updates', 0)) - summary['contacts']
+    figures = list(summary.items())
+    at = [key for key, _ in figures].index('contacts')
+    return dict(figures[:at] + [('merged', merged)] + figures[at:])
 
 
 def pipeline_counters(result) -> dict:
@@ -70,6 +87,23 @@ def format_table(summary: Mapping[str, int], title: str = 'summary') -> str:
     width = max(len(key) for key in summary)
     lines = [title, '-' * (width + 14)]
     lines += [f'{key:<{width}}  {value:>12,}' for key, value in summary.items()]
+    return '\n'.join(lines)
+
+
+def held_back_note(summary: Mapping[str, int], max_event_age: str) -> str:
+    """What the run held back and the option that sends it, for a person
+    ('' when nothing was)."""
+    lines = []
+    events = summary.get('held_back_events', 0)
+    if events:
+        lines.append(f'Held back {events:,} track events older than --max_event_age '
+                     f'{max_event_age}: Loops would trigger their emails today. To send them: '
+                     '--max_event_age none')
+    resubscribes = summary.get('held_back_resubscribes', 0)
+    if resubscribes:
+        lines.append(f'Held back subscribed: true for {resubscribes:,} contacts: it would '
+                     're-subscribe anyone who unsubscribed since (new contacts are subscribed '
+                     'anyway). To send it: --resubscribe')
     return '\n'.join(lines)
 
 
