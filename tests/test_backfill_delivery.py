@@ -1,5 +1,4 @@
 """The backfill sending to Loops for real: over HTTP to the local sandbox."""
-import collections
 import gzip
 import json
 import os
@@ -14,9 +13,7 @@ from pipeline.options import UsageError
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
 from pipeline.summary import unaccounted
-from transforms.mapping import default_mapping, map_event
-from transforms.merge import merge_contact_bodies
-from transforms.parse import Rejected, parse_event
+from tests.test_faults import Expected, assert_loops_holds
 from transforms.sinks import read_failure_records
 
 KEY = 'backfill-delivery-test-key'
@@ -28,24 +25,6 @@ def archive(tmp_path_factory):
     return write_archive(str(tmp_path_factory.mktemp('archive')), users=20, days=2, seed=21)
 
 
-def expected_loops_state(events):
-    """What Loops must hold after the backfill: per user, every identify's body
-    applied in event-time order; the set of track events that map."""
-    updates, sends = collections.defaultdict(list), set()
-    for raw in events:
-        try:
-            request = map_event(parse_event(raw), default_mapping()).request
-        except Rejected:
-            continue
-        if request.is_event:
-            sends.add(request.idempotency_key)
-        else:
-            updates[request.contact].append(request)
-    contacts = {user: merge_contact_bodies(r.body for r in sorted(requests, key=lambda r: r.order))
-                for user, requests in updates.items()}
-    return contacts, sends
-
-
 def run_against(sandbox, archive, tmp_path, *extra, key_file=None):
     if key_file is None:
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -53,7 +32,8 @@ def run_against(sandbox, archive, tmp_path, *extra, key_file=None):
         key_file.write_text(KEY)
     return backfill.run([
         '--input', os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz'),
-        '--types', 'identify,track', '--loops_base_url', sandbox.base_url,
+        '--types', 'identify,track', '--max_event_age', 'none',
+        '--loops_base_url', sandbox.base_url,
         '--loops_api_key_file', str(key_file), '--rate_limit', str(RATE),
         '--dead_letter', str(tmp_path / 'dl') + '/', *extra], out=open(os.devnull, 'w'))
 
@@ -69,7 +49,7 @@ def max_accepted_in_any_second(requests):
 
 
 def test_backfill_leaves_loops_with_the_merged_traits_and_every_event_once(archive, tmp_path):
-    contacts, sends = expected_loops_state(archive.events)
+    expected = Expected(archive.events)
     with LoopsSandbox(api_key=KEY, rate_limit=RATE, latency=(0.02, 0.08), seed=4) as sandbox:
         summary = run_against(sandbox, archive, tmp_path)
         state = sandbox.state()
@@ -80,25 +60,7 @@ def test_backfill_leaves_loops_with_the_merged_traits_and_every_event_once(archi
     failures = read_failure_records(str(tmp_path / 'dl') + '/')
     deliver_failures = [f for f in failures if f['stage'] == 'deliver']
     assert len(deliver_failures) == summary['delivery_failed']
-    # Only contacts Loops cannot create (no valid email in any identify) may fail.
-    assert {f['response_body'] for f in deliver_failures} <= {
-        '{"success": false, "message": "userId not found and cannot create a new contact '
-        'without an email."}'}
-    failed_users = {json.loads(f['request'])['body']['userId'] for f in deliver_failures}
-    stored = {c['userId']: c for c in state['contacts']}
-    assert set(stored) == set(contacts) - failed_users
-    for user, body in contacts.items():
-        if user in failed_users:
-            continue
-        for key, value in body.items():
-            if key == 'mailingLists':
-                for list_id, subscribed in value.items():
-                    assert stored[user]['mailingLists'][list_id] == subscribed, (user, list_id)
-            else:
-                assert stored[user][key] == value, (user, key)
-    delivered_keys = collections.Counter(e['idempotency_key'] for e in state['events'])
-    assert set(delivered_keys.values()) == {1}
-    assert set(delivered_keys) == sends
+    assert_loops_holds(expected, state, deliver_failures)
     assert max_accepted_in_any_second(state['requests']) <= RATE
 
 
@@ -132,7 +94,7 @@ def test_events_wait_for_the_contacts_of_the_same_run(tmp_path):
     key_file.write_text(KEY)
     with LoopsSandbox(api_key=KEY, rate_limit=0, latency=(0.0, 0.01)) as sandbox:
         summary = backfill.run([
-            '--input', str(folder / '*.gz'), '--types', 'identify,track',
+            '--input', str(folder / '*.gz'), '--types', 'identify,track', '--max_event_age', 'none',
             '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
             '--dead_letter', str(tmp_path / 'dl') + '/'], out=open(os.devnull, 'w'))
         state = sandbox.state()

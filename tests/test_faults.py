@@ -20,9 +20,11 @@ from pipeline import backfill
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
 from pipeline.summary import unaccounted
-from transforms.mapping import default_mapping, map_event
-from transforms.merge import merge_contact_bodies
-from transforms.parse import Rejected, parse_event
+from transforms.contact_state import state_of
+from transforms.contacts import merged_states, upsert_from_state
+from transforms.mapping import default_mapping
+from transforms.processor import EventProcessor, Selection
+from transforms.records import RawEvent, contact_key
 from transforms.sinks import read_failure_records
 
 API_KEY = 'fault-test-key'
@@ -35,41 +37,39 @@ NEW_CONTACT = {'email': None, 'userId': None, 'firstName': None, 'lastName': Non
 # ------------------------------------------------------------------ the oracle
 
 class Expected:
-    """What Loops must hold after delivering `events`, from the pure functions:
-    per userId the merged body of its identify calls (in event-time order),
-    and per Idempotency-Key the body of each track call."""
+    """What Loops must hold after delivering `events`, from the one per-event
+    path and the contact model: per contact the body of its merged upsert
+    (leads resolved, consent applied), and per Idempotency-Key the body of
+    each event send. Events of any age (runs use --max_event_age none)."""
 
-    def __init__(self, events, mapping=None):
-        mapping = mapping or default_mapping()
-        upserts = collections.defaultdict(list)
-        self.sends = {}
-        for event in events:
-            try:
-                parsed = parse_event(json.dumps(event))
-                if parsed.type not in ('identify', 'track'):
-                    continue
-                request = map_event(parsed, mapping).request
-            except Rejected:
+    def __init__(self, events, mapping=None, resubscribe=False):
+        processor = EventProcessor(Selection(('identify', 'track'), None,
+                                             mapping or default_mapping()))
+        counts = collections.Counter()
+        updates, self.sends = [], {}
+        for number, event in enumerate(events, start=1):
+            raw = RawEvent('expected', number, json.dumps(event))
+            request = processor.process(raw, counts).request
+            if request is None:
                 continue
-            if request.is_event:
-                self.sends[request.idempotency_key] = request.body
+            if request.spec.mergeable:
+                updates.append((request.contact, state_of(request.body, request.stamp)))
             else:
-                upserts[request.contact].append(request)
-        self.contacts = {
-            user: merge_contact_bodies(r.body for r in sorted(requests, key=lambda r: r.order))
-            for user, requests in upserts.items()}
-        self.users = set(self.contacts) | {body['userId'] for body in self.sends.values()}
+                self.sends[request.idempotency_key] = request.body
+        self.contacts = {contact: upsert_from_state(contact, state, resubscribe, counts).body
+                         for contact, state in merged_states(updates, counts)}
 
     @property
     def unsendable_upserts(self) -> set:
-        """Users whose merged upsert has no email: Loops can't create them (400)."""
-        return {user for user, body in self.contacts.items() if 'email' not in body}
+        """Contacts whose merged upsert has no email: Loops can't create them (400)."""
+        return {contact for contact, body in self.contacts.items() if 'email' not in body}
 
     @property
     def unsendable_events(self) -> set:
         """Keys of events with no email whose contact can't exist: Loops finds
         no contact by the userId alone (400)."""
-        known = {user for user, body in self.contacts.items() if 'email' in body}
+        known = {body['userId'] for body in self.contacts.values()
+                 if 'email' in body and 'userId' in body}
         return {key for key, body in self.sends.items()
                 if 'email' not in body and body['userId'] not in known}
 
@@ -81,21 +81,30 @@ def contact_state(body: dict) -> dict:
     return state
 
 
+def loops_key(contact: dict) -> str:
+    """The contact key of a contact Loops holds (as the pipeline keys it)."""
+    return contact_key(contact['userId'], contact['email'])
+
+
 def assert_loops_holds(expected: Expected, state: dict, deliver_failures: list) -> None:
     """Every expected contact and event is in Loops exactly as it should be;
     the only delivery failures are the requests Loops must refuse, with the reason."""
     contacts = {}
     for contact in state['contacts']:
-        assert contact['userId'] not in contacts, f'two contacts for {contact["userId"]}'
-        contacts[contact['userId']] = {k: v for k, v in contact.items() if k != 'id'}
-    assert set(contacts) <= expected.users
+        key = loops_key(contact)
+        assert key not in contacts, f'two contacts for {key}'
+        contacts[key] = {k: v for k, v in contact.items() if k != 'id'}
+    event_users = {f'user:{body["userId"]}' for body in expected.sends.values()
+                   if 'userId' in body}
+    assert set(contacts) <= set(expected.contacts) | event_users
 
     failed_upserts, failed_events = {}, {}
     for record in deliver_failures:
         request = json.loads(record['request'])
         assert (record['reason'], record['http_status']) == ('http_400', 400), record
         if request['path'] == '/v1/contacts/update':
-            failed_upserts[request['body']['userId']] = record
+            body = request['body']
+            failed_upserts[contact_key(body.get('userId'), body.get('email'))] = record
             assert 'cannot create a new contact without an email' in record['message']
         else:
             failed_events[request['headers']['Idempotency-Key']] = record
@@ -103,15 +112,15 @@ def assert_loops_holds(expected: Expected, state: dict, deliver_failures: list) 
     assert set(failed_upserts) == expected.unsendable_upserts
     assert set(failed_events) == expected.unsendable_events
 
-    for user, body in expected.contacts.items():
-        if user not in failed_upserts:
-            assert contacts[user] == contact_state(body), user
+    for contact, body in expected.contacts.items():
+        if contact not in failed_upserts:
+            assert contacts[contact] == contact_state(body), contact
 
     sends = collections.Counter(event['idempotency_key'] for event in state['events'])
     assert sends == {key: 1 for key in expected.sends if key not in failed_events}
     for event in state['events']:
         body = expected.sends[event['idempotency_key']]
-        assert (event['eventName'], event['userId']) == (body['eventName'], body['userId'])
+        assert (event['eventName'], event['userId']) == (body['eventName'], body.get('userId'))
         assert event['eventProperties'] == body.get('eventProperties', {})
 
 
@@ -140,7 +149,8 @@ def run_backfill(sandbox, manifest, tmp_path, *loops_args):
     key_file.write_text(API_KEY)
     summary = backfill.run([
         '--input', os.path.join(manifest.root, 'segment-logs', '*', '*', '*'),
-        '--types', 'identify,track', '--dead_letter', str(tmp_path / 'dead-letter') + '/',
+        '--types', 'identify,track', '--max_event_age', 'none',
+        '--dead_letter', str(tmp_path / 'dead-letter') + '/',
         '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
         *loops_args], out=open(os.devnull, 'w'))
     return summary, read_failure_records(str(tmp_path / 'dead-letter') + '/')

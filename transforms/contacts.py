@@ -8,13 +8,14 @@
 
 The pure functions (`resolve_leads`, `upsert_from_state`) also serve `check`.
 """
+import dataclasses
 import pickle
 from typing import Iterable, Optional
 
 import apache_beam as beam
 
 from transforms.contact_state import (ContactState, MergeContactStates, body_of, email_of,
-                                      latest_stamp, merge)
+                                      latest_stamp, merge, stamps_of)
 from transforms.metrics import BundleCounts
 from transforms.records import ContactSequence, LoopsRequest, contact_upsert
 
@@ -51,13 +52,26 @@ def resolve_leads(users: list, leads: list, counts) -> list:
     return list(users) + [(lead_key, lead)]
 
 
+def resolve_group(group: Iterable[tuple], counts) -> list:
+    """The contacts (contact, state) that met at one meeting key -> the
+    contacts to send (resolve_leads of its userId contacts and its leads)."""
+    users, leads = [], []
+    for contact, state in group:
+        if contact.startswith(EMAIL_PREFIX):
+            leads.append(state)
+        else:
+            users.append((contact, state))
+    return resolve_leads(users, leads, counts)
+
+
 def upsert_from_state(contact: str, state: ContactState, resubscribe: bool,
-                      counts) -> LoopsRequest:
+                      counts, keep_stamps: bool = False) -> LoopsRequest:
     """A contact's merged state -> its upsert. Unless `resubscribe`, a latest
     `subscribed: true` is left out (Loops subscribes new contacts anyway, and
     `true` would re-subscribe someone who unsubscribed since): counted
     `held_back/resubscribes`. An opt-out (`false`) is always sent: counted
-    `contacts/unsubscribes`."""
+    `contacts/unsubscribes`. With `keep_stamps`, the upsert carries each
+    property's stamp (`LoopsRequest.stamps`, for the sync state)."""
     body = body_of(state)
     subscribed = body.get('subscribed')
     if subscribed is True and not resubscribe:
@@ -66,7 +80,10 @@ def upsert_from_state(contact: str, state: ContactState, resubscribe: bool,
     elif subscribed is False:
         counts['contacts/unsubscribes'] += 1
     sources = sorted({stamp[2] for stamp, _ in state.values() if stamp[2]})
-    return contact_upsert(body, contact, latest_stamp(state), ','.join(sources))
+    upsert = contact_upsert(body, contact, latest_stamp(state), ','.join(sources))
+    if keep_stamps:
+        return dataclasses.replace(upsert, stamps=stamps_of(state))
+    return upsert
 
 
 def meeting_key(contact: str, state: ContactState) -> str:
@@ -82,13 +99,7 @@ class _ResolveLeads(beam.DoFn):
 
     def process(self, grouped):
         _, encoded = grouped
-        users, leads = [], []
-        for contact, state in map(pickle.loads, encoded):
-            if contact.startswith(EMAIL_PREFIX):
-                leads.append(state)
-            else:
-                users.append((contact, state))
-        yield from resolve_leads(users, leads, self._counts)
+        yield from resolve_group(map(pickle.loads, encoded), self._counts)
 
     def finish_bundle(self):
         self._counts.flush()
@@ -119,8 +130,9 @@ class MergeContacts(beam.PTransform):
 
 
 class _ToUpsert(beam.DoFn):
-    def __init__(self, resubscribe: bool):
+    def __init__(self, resubscribe: bool, keep_stamps: bool):
         self._resubscribe = resubscribe
+        self._keep_stamps = keep_stamps
 
     def setup(self):
         self._counts = BundleCounts()
@@ -128,8 +140,8 @@ class _ToUpsert(beam.DoFn):
     def process(self, keyed):
         contact, state = keyed
         self._counts['contacts/upserts'] += 1
-        yield ContactSequence(contact, (upsert_from_state(contact, state, self._resubscribe,
-                                                          self._counts),))
+        yield ContactSequence(contact, (upsert_from_state(
+            contact, state, self._resubscribe, self._counts, self._keep_stamps),))
 
     def finish_bundle(self):
         self._counts.flush()
@@ -137,20 +149,26 @@ class _ToUpsert(beam.DoFn):
 
 class UpsertsFromStates(beam.PTransform):
     """(contact, ContactState) -> ContactSequence of one upsert (see
-    upsert_from_state). Counts `contacts/upserts`."""
+    upsert_from_state; `keep_stamps` when a sync state records them).
+    Counts `contacts/upserts`."""
 
-    def __init__(self, resubscribe: bool):
+    def __init__(self, resubscribe: bool, keep_stamps: bool = False):
         super().__init__()
         self._resubscribe = resubscribe
+        self._keep_stamps = keep_stamps
 
     def expand(self, states):
-        return states | 'ToUpsert' >> beam.ParDo(_ToUpsert(self._resubscribe))
+        return states | 'ToUpsert' >> beam.ParDo(_ToUpsert(self._resubscribe, self._keep_stamps))
 
 
-def merged_states(updates: Iterable[tuple]) -> dict:
-    """(contact, state) pairs -> {contact: merged state}: MergeContacts for a
-    plain loop (check, benchmarks)."""
+def merged_states(updates: Iterable[tuple], counts) -> list:
+    """(contact, state) pairs -> [(contact, state)], one per contact, leads
+    resolved: MergeContacts as a plain loop (check, tests, benchmarks)."""
     states = {}
     for contact, state in updates:
         states[contact] = merge(states.get(contact, {}), state)
-    return states
+    meetings = {}
+    for contact, state in states.items():
+        meetings.setdefault(meeting_key(contact, state), []).append((contact, state))
+    return [resolved for group in meetings.values()
+            for resolved in resolve_group(group, counts)]
