@@ -74,7 +74,7 @@ def add_safety_options(parser, *, max_event_age: str, resubscribe: bool):
              f'A duration such as 24h, 7d, 90m, or none. Default: {max_event_age}.')
     group.add_argument(
         '--resubscribe', nargs='?', const='true', default='true' if resubscribe else 'false',
-        type=_yes_no, metavar='true|false',
+        type=yes_no, metavar='true|false',
         help='Send subscribed: true as the data says. In Loops it re-subscribes a contact who '
              'unsubscribed; opt-outs (false) are always sent. Default: '
              f'{"true" if resubscribe else "false"}.')
@@ -102,7 +102,8 @@ def add_coalesce_options(parser):
              'contact (still in event-time order per contact).')
 
 
-def _yes_no(value: str) -> bool:
+def yes_no(value: str) -> bool:
+    """'true'/'false' (any case) -> bool, for options that take either."""
     text = value.strip().lower()
     if text not in ('true', 'false'):
         raise argparse.ArgumentTypeError(f'expected true or false, got {value!r}')

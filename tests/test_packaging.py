@@ -145,7 +145,7 @@ def test_metadata_marks_required_inputs_and_validates_values(templates):
     stream = metadata.template_metadata(metadata.TEMPLATES['stream'])
 
     assert [n for n, p in backfill.items() if not p['isOptional']] == ['input']
-    assert backfill['no_coalesce']['regexes'] == ['^(true|false)$']
+    assert backfill['resubscribe']['regexes'] == ['^(true|false)$']
     assert backfill['unknown_properties']['regexes'] == ['^(send|drop|fail)$']
     assert re.match(backfill['write_shards']['regexes'][0], '4')
     assert not re.match(backfill['rate_limit']['regexes'][0], 'ten')
@@ -155,22 +155,22 @@ def test_metadata_marks_required_inputs_and_validates_values(templates):
 
 @pytest.mark.parametrize('argv, expected', [
     (['--input=gs://b/*.gz'], ['--input=gs://b/*.gz', '--runner=DataflowRunner']),
-    (['--no_coalesce=true', '--project=p'], ['--no_coalesce', '--project=p',
-                                             '--runner=DataflowRunner']),
-    (['--no_coalesce=FALSE'], ['--runner=DataflowRunner']),
-    (['--no_coalesce'], ['--no_coalesce', '--runner=DataflowRunner']),
+    (['--a_flag=true', '--project=p'], ['--a_flag', '--project=p', '--runner=DataflowRunner']),
+    (['--a_flag=FALSE'], ['--runner=DataflowRunner']),
+    (['--a_flag'], ['--a_flag', '--runner=DataflowRunner']),
+    (['--resubscribe=true'], ['--resubscribe=true', '--runner=DataflowRunner']),
     (['--runner=DirectRunner'], ['--runner=DirectRunner']),
     (['--runner', 'DirectRunner'], ['--runner', 'DirectRunner']),
 ])
 def test_template_arguments_become_job_arguments(templates, argv, expected):
     _, launch = templates
-    assert launch.template_argv(argv, frozenset({'--no_coalesce'})) == expected
+    assert launch.template_argv(argv, frozenset({'--a_flag'})) == expected
 
 
 def test_a_flag_with_another_value_is_a_usage_error(templates):
     _, launch = templates
-    with pytest.raises(UsageError, match='--no_coalesce: expected true or false'):
-        launch.template_argv(['--no_coalesce=yes'], frozenset({'--no_coalesce'}))
+    with pytest.raises(UsageError, match='--a_flag: expected true or false'):
+        launch.template_argv(['--a_flag=yes'], frozenset({'--a_flag'}))
 
 
 @pytest.mark.parametrize('command, argv, message', [
@@ -192,16 +192,16 @@ def test_launcher_submits_a_backfill_with_template_style_arguments(templates, tm
 
     # The local runner stands in for Dataflow: it runs the job inside run().
     status = launch.main([f'--input={archive.root}/segment-logs/*/*/*.gz',
-                          '--types=identify', '--no_coalesce=true', f'--dry_run={out}/requests',
+                          '--types=identify', '--resubscribe=true', f'--dry_run={out}/requests',
                           f'--dead_letter={out}/dl/', '--runner=FnApiRunner'],
                          command='backfill')
 
     assert status == 0 and 'job submitted' in capsys.readouterr().out
     requests = [json.loads(line) for path in out.glob('requests*') for line in open(path)]
-    identifies = [e for e in archive.events if e['type'] == 'identify' and e.get('userId')]
-    # --no_coalesce reached the job: one upsert per identify, none merged.
-    assert 0 < len(requests) <= len(identifies)
-    assert len(requests) > len({r['body']['userId'] for r in requests})
+    # --resubscribe=true reached the job: the subscribed: true of the first
+    # generated user (a backfill holds it back by default) is sent.
+    assert 0 < len(requests)
+    assert any(r['body'].get('subscribed') is True for r in requests)
 
 
 def dockerfile() -> str:

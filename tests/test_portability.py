@@ -19,7 +19,7 @@ from pipeline import backfill
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
 from pipeline.summary import unaccounted
-from transforms.records import CONTACT_UPDATE_PATH, EVENT_SEND_PATH
+from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
 from transforms.sinks import read_failure_records
 
 WORKERS = 2
@@ -85,7 +85,7 @@ def run_backfill(argv, runner_args):
 def dry_run(tmp_path, manifest, runner_args):
     """(summary, sorted request lines, sorted failure records, worker pids)."""
     summary, pids = run_backfill(
-        ['--input', archive_pattern(manifest), '--types', 'identify,track',
+        ['--input', archive_pattern(manifest), '--types', 'identify,track', '--max_event_age', 'none',
          '--dry_run', str(tmp_path / 'requests'), '--dead_letter', str(tmp_path / 'dl') + '/'],
         runner_args)
     requests = sorted(line for path in glob.glob(str(tmp_path / 'requests*'))
@@ -128,8 +128,8 @@ def loops_view(state: dict) -> dict:
 
 def events_follow_upserts(requests: list) -> bool:
     """Whether every event send reached Loops after the last contact upsert."""
-    upserts = [r['t'] for r in requests if r['path'] == CONTACT_UPDATE_PATH]
-    sends = [r['t'] for r in requests if r['path'] == EVENT_SEND_PATH]
+    upserts = [r['t'] for r in requests if r['path'] == CONTACT_UPSERT.path]
+    sends = [r['t'] for r in requests if r['path'] == EVENT_SEND.path]
     return bool(upserts) and bool(sends) and max(upserts) < min(sends)
 
 
@@ -139,7 +139,7 @@ def deliver(tmp_path, manifest, runner_args, monkeypatch):
     monkeypatch.setenv('LOOPS_API_KEY', API_KEY)
     with LoopsSandbox(API_KEY, rate_limit=None) as sandbox:
         summary, pids = run_backfill(
-            ['--input', archive_pattern(manifest), '--types', 'identify,track',
+            ['--input', archive_pattern(manifest), '--types', 'identify,track', '--max_event_age', 'none',
              '--loops_base_url', sandbox.base_url, '--rate_limit', '100', '--write_shards', '2',
              '--dead_letter', str(tmp_path / 'dl') + '/'],
             runner_args)
@@ -161,7 +161,7 @@ def test_delivery_from_worker_processes_matches_in_process(tmp_path, archive, mo
     assert summary['delivered'] + summary['delivery_failed'] == (
         summary['contacts'] + summary['events'])
     accepted = sum(n for (_, path, status, _), n in view['requests'].items()
-                   if status == 200 and path in (CONTACT_UPDATE_PATH, EVENT_SEND_PATH))
+                   if status == 200 and path in (CONTACT_UPSERT.path, EVENT_SEND.path))
     assert summary['delivered'] == accepted > 0
     assert summary['retries'] == summary['rate_limited'] == 0
 
@@ -171,7 +171,7 @@ def test_writers_in_worker_processes_share_the_rate_limit(tmp_path, archive, mon
     monkeypatch.setenv('LOOPS_API_KEY', API_KEY)
     with LoopsSandbox(API_KEY, rate_limit=rate) as sandbox:
         summary, pids = run_backfill(
-            ['--input', archive_pattern(archive), '--types', 'identify,track',
+            ['--input', archive_pattern(archive), '--types', 'identify,track', '--max_event_age', 'none',
              '--loops_base_url', sandbox.base_url, '--rate_limit', str(rate),
              '--write_shards', str(shards), '--dead_letter', str(tmp_path / 'dl') + '/'],
             MULTI_PROCESSING)
@@ -181,7 +181,7 @@ def test_writers_in_worker_processes_share_the_rate_limit(tmp_path, archive, mon
     # A 429 (a writer's request arriving a few ms early) is retried, never lost.
     assert summary['delivered'] + summary['delivery_failed'] == (
         summary['contacts'] + summary['events'])
-    sent = sorted(r['t'] for r in requests if r['path'] in (CONTACT_UPDATE_PATH, EVENT_SEND_PATH))
+    sent = sorted(r['t'] for r in requests if r['path'] in (CONTACT_UPSERT.path, EVENT_SEND.path))
     # Each writer paces its own share (rate / shards); the first request of
     # each goes out at once. Writers that each took the whole rate would
     # finish in half this time.

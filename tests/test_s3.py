@@ -112,7 +112,7 @@ def s3_flags(endpoint: str) -> list:
 def dry_run(out_dir, pattern: str, root: str, *extra) -> tuple:
     """(summary, sorted requests, sorted failures) of a dry run; failure
     sources are made relative to `root` so local and S3 runs compare."""
-    summary = backfill.run(['--input', pattern, '--types', 'identify,track',
+    summary = backfill.run(['--input', pattern, '--types', 'identify,track', '--max_event_age', 'none',
                             '--dry_run', str(out_dir / 'requests'),
                             '--dead_letter', str(out_dir / 'dl') + '/', *extra],
                            out=io.StringIO())

@@ -15,6 +15,7 @@ from typing import Callable
 
 from launch import is_flag, job_options
 from pipeline.backfill import backfill_parser
+from pipeline.options import yes_no
 from pipeline.stream import stream_parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +72,7 @@ def parameter(action: argparse.Action, required: frozenset) -> dict:
     """One template parameter (name, label, helpText, isOptional, regexes)."""
     entry = {'name': action.dest, 'label': label_of(action.dest),
              'helpText': help_text(action), 'isOptional': action.dest not in required}
-    if is_flag(action):
+    if is_flag(action) or action.type is yes_no:
         entry['regexes'] = [FLAG_PATTERN]
     elif action.choices:
         entry['regexes'] = ['^(' + '|'.join(action.choices) + ')$']
