@@ -166,18 +166,12 @@ def test_plain_http_to_another_host_is_refused(archive):
                    2, 'https')
 
 
-replay_command = pytest.mark.skipif('replay' not in cli.COMMANDS,
-                                    reason='`segment-loops replay` is not wired into the CLI yet')
-
-
-@replay_command
 def test_replay_with_no_failure_files(tmp_path):
     one_line_error(segment_cli('replay', '--dead_letter', str(tmp_path / 'nothing') + '/',
                                env={'LOOPS_API_KEY': 'k'}),
                    2, 'nothing', 'no failure files match')
 
 
-@replay_command
 def test_replay_into_its_own_input_is_refused(tmp_path):
     one_line_error(segment_cli('replay', '--dead_letter', 'dl/', '--replay_dead_letter', 'dl/',
                                env={'LOOPS_API_KEY': 'k'}, cwd=tmp_path),
