@@ -6,11 +6,11 @@ the common top-level fields typed, the free-form objects as JSON text, and
 every key (or value) that fits no field in `extra`, a JSON object text. A null
 field means the key was absent or JSON null: both read back as absent.
 """
-import json
 from typing import Any, Callable
 
 from schemas import load_schema
 from transforms.parse import LOADS
+from transforms.text import compact_json
 
 SCHEMA = load_schema('segment_event')
 
@@ -41,10 +41,6 @@ def _fits(value: Any, branches: tuple[str, ...]) -> bool:
     return any(_FITS[branch](value) for branch in branches)
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(',', ':'))
-
-
 def to_avro_record(event: dict) -> dict:
     """A Segment event object -> a record of `segment_event.avsc`.
 
@@ -65,11 +61,11 @@ def to_avro_record(event: dict) -> dict:
                 extra[key] = value
         elif key in JSON_TEXT_FIELDS:
             if value is not None:
-                record[key] = _json_text(value)
+                record[key] = compact_json(value)
         else:
             extra[key] = value
     if extra:
-        record[EXTRA_FIELD] = _json_text(extra)
+        record[EXTRA_FIELD] = compact_json(extra)
     return record
 
 

@@ -24,18 +24,6 @@ class CounterFamily:
         counter.inc(n)
 
 
-class ReasonCounters:
-    """`<step>/failed` and `<step>/<reason>` together, for a step's failures."""
-
-    def __init__(self, step: str):
-        self._failed = Metrics.counter(NAMESPACE, f'{step}/failed')
-        self._by_reason = CounterFamily(f'{step}/')
-
-    def inc(self, reason: str, n: int = 1) -> None:
-        self._failed.inc(n)
-        self._by_reason.inc(reason, n)
-
-
 class BundleCounts(collections.Counter):
     """Counts in a plain Counter, for pure functions to add to, that
     `flush()` adds to Beam metrics (and resets). A Beam counter update per

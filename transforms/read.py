@@ -27,8 +27,8 @@ from transforms.avro_events import from_avro_record
 from transforms.metrics import NAMESPACE
 from transforms.parse import UndecodableEvent
 from transforms.records import RawEvent, failure_record
+from transforms.timestamps import DAY_MS
 
-DAY_MS = 86_400_000
 GZIP_NDJSON, NDJSON, AVRO = 'gzip_ndjson', 'ndjson', 'avro'
 _KINDS_BY_SUFFIX = (
     ('.json.gz', GZIP_NDJSON), ('.jsonl.gz', GZIP_NDJSON), ('.ndjson.gz', GZIP_NDJSON),

@@ -14,10 +14,10 @@ import dataclasses
 import re
 from typing import NamedTuple, Optional, Tuple
 
+from transforms.mapping_file import MAILING_LISTS
 from transforms.records import LoopsRequest
 
 # The Loops API's field names.
-MAILING_LISTS = 'mailingLists'
 IDENTITY_KEYS = ('userId', 'email')
 
 _QUOTED = re.compile(r'"([^"]*)"')
