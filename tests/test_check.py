@@ -1,16 +1,21 @@
 """`segment-loops check` against a local Loops sandbox over real HTTP: what it
-reports, when it exits non-zero, and that its figures are the backfill's."""
+reports, when it exits non-zero, and that its figures are a backfill dry
+run's summary (leads, consent, held-back events and refused parts included)."""
+import datetime
 import gzip
 import io
 import json
 import os
+import time
 
 import pytest
 
 from pipeline import backfill, check
+from pipeline.check_report import value_type
 from pipeline.options import UsageError
 from pipeline.local.samples import write_archive, write_avro, write_ndjson
 from pipeline.local.sandbox import LoopsSandbox
+from pipeline.summary import DELIVERY_KEYS, unaccounted
 
 KEY = 'check-test-key'
 TS = '2026-11-01T10:00:00.000Z'
@@ -22,9 +27,9 @@ def identify(message_id, user_id, ts=TS, **traits):
             'receivedAt': ts, 'traits': traits}
 
 
-def track(message_id, user_id, name, **properties):
-    return {'type': 'track', 'messageId': message_id, 'userId': user_id, 'timestamp': TS,
-            'receivedAt': TS, 'event': name, 'properties': properties}
+def track(message_id, user_id, name, ts=TS, **properties):
+    return {'type': 'track', 'messageId': message_id, 'userId': user_id, 'timestamp': ts,
+            'receivedAt': ts, 'event': name, 'properties': properties}
 
 
 def prop(key, kind):
@@ -93,7 +98,9 @@ def test_warn_only_exits_zero_but_still_reports(tmp_path, key_file):
     assert "property 'nickname' does not exist in the Loops account" in text
 
 
-def test_json_report_content(tmp_path, key_file):
+def check_mixed_events(tmp_path, key_file):
+    """A check of identifies, tracks, a page and a broken line, against an
+    account with plan (string) and seats (number)."""
     events = [
         identify('m1', 'u1', email='ada@example.com', plan='pro', seats='12', nickname='ace',
                  mailingLists={'list_news': True}),
@@ -111,28 +118,50 @@ def test_json_report_content(tmp_path, key_file):
     with open(path, 'a', encoding='utf-8') as f:
         f.write('{"not": "closed"\n')
 
-    status, text, report = run_check(
+    return run_check(
         tmp_path, key_file, [path], [prop('plan', 'string'), prop('seats', 'number')],
-        '--types', 'identify,track', '--events', 'Order Completed')
+        '--types', 'identify,track', '--events', 'Order Completed', '--max_event_age', 'none')
+
+
+def test_json_report_what_was_read_and_what_would_be_sent(tmp_path, key_file):
+    status, _, report = check_mixed_events(tmp_path, key_file)
 
     assert status == check.EXIT_DATA_LOSS
     assert report['input'] == {
-        'patterns': [path], 'files': 1, 'files_read': 1, 'files_skipped_not_archive': 0,
-        'files_skipped_outside_dates': 0, 'unreadable_files': [], 'lines': 10,
-        'sample': None, 'complete': True}
+        'patterns': [str(tmp_path / 'events.jsonl')], 'files': 1, 'files_read': 1,
+        'files_skipped_not_archive': 0, 'files_skipped_outside_dates': 0,
+        'unreadable_files': [], 'lines': 10, 'sample': None, 'complete': True}
     assert report['events'] == {
         'by_type': {'identify': 5, 'track': 3, 'page': 1},
         'track_by_name': {'Order Completed': 2, 'Signed Up': 1},
         'selected_types': ['identify', 'track'],
         'selected_track_names': ['Order Completed'],
         'filtered_out': 2}
-    # u1's upserts m1, m2 merge into one (m1's repeat dropped); m3 fails on 'twelve'.
-    assert report['backfill'] == {
-        'contacts': 2, 'contact_upserts': 2, 'contact_requests': 1, 'event_requests': 2,
-        'requests': 3, 'duplicates': 1, 'rate_limit': 10.0, 'estimated_seconds': 0.3}
+    # u1's updates m1, m2 and m1's repeat merge into one upsert; u2's 'twelve'
+    # is refused on its own and the rest of its upsert sent; anon is a lead.
+    assert report['requests'] == {
+        'contact_upserts': 3, 'event_sends': 2, 'total': 5, 'rate_limit': 10.0,
+        'estimated_seconds': 0.5}
+    assert report['contacts'] == {
+        'upserts': 3, 'leads_created': 1, 'leads_merged': 0, 'ambiguous_leads': 0,
+        'unsubscribes': 0, 'resubscribes_sent': 0}
+    assert {key: report['summary'][key] for key in (
+        'read', 'parse_failed', 'filtered_out', 'map_failed', 'held_back_events', 'duplicates',
+        'merged', 'contacts', 'events')} == {
+        'read': 10, 'parse_failed': 1, 'filtered_out': 2, 'map_failed': 0,
+        'held_back_events': 0, 'duplicates': 0, 'merged': 2, 'contacts': 3, 'events': 2}
     assert report['account'] == {
         'team': 'Sandbox team', 'custom_properties': 2,
         'mailing_lists': ['list_news', 'list_product'], 'unknown_properties': 'send'}
+    assert report['held_back'] == {
+        'old_events': {'count': 0, 'max_event_age': 'none', 'option': '--max_event_age none'},
+        'resubscribes': {'count': 0, 'option': '--resubscribe'}}
+    assert report['failures'] == {'parse/invalid_json': 1}
+
+
+def test_json_report_properties_lists_and_what_would_be_lost(tmp_path, key_file):
+    _, text, report = check_mixed_events(tmp_path, key_file)
+
     assert report['properties']['seats'] == {
         'count': 4, 'example': '12', 'inferred_type': 'string',
         'value_types': {'number': 1, 'string': 3}, 'account_type': 'number',
@@ -148,23 +177,26 @@ def test_json_report_content(tmp_path, key_file):
     assert report['mailing_lists'] == {'list_news': {'count': 2, 'exists': True}}
     assert report['adjustments'] == {'conform/coerced': 2, 'conform/unknown_property_sent': 3,
                                      'map/flattened': 1}
-    assert report['failures'] == {'map/missing_user_id': 1, 'map/type_mismatch': 1,
-                                  'parse/invalid_json': 1}
+    assert report['refused'] == {
+        'unknown_mailing_list': {}, 'type_mismatch': {'seats': 1}, 'unknown_property': {},
+        'invalid_property_name': 0, 'colon_in_event_name': {}}
     assert [(f['kind'], f['subject']) for f in report['findings']] == [
         ('unknown_property', 'address_city'), ('unknown_property', 'nickname'),
         ('type_mismatch', 'seats')]
     assert 'TYPE CONFLICT (1)' in text and 'NOT IN THE ACCOUNT' in text
 
 
-def test_unknown_properties_fail_predicts_the_failures(tmp_path, key_file):
+def test_unknown_properties_fail_predicts_the_refused_parts(tmp_path, key_file):
     path = write_events(tmp_path, [identify('m1', 'u1', nickname='ace'),
                                    identify('m2', 'u2', plan='pro')])
 
     _, _, report = run_check(tmp_path, key_file, [path], [prop('plan', 'string')],
                              '--unknown_properties', 'fail')
 
-    assert report['failures'] == {'map/unknown_property': 1}
-    assert report['backfill']['contact_requests'] == 1
+    assert report['refused']['unknown_property'] == {'nickname': 1}
+    assert report['summary']['refused/unknown_property'] == 1
+    assert report['failures'] == {}
+    assert report['requests']['contact_upserts'] == 2   # the rest of u1's upsert is sent
     assert 'failure records (--unknown_properties=fail)' in report['findings'][0]['message']
 
 
@@ -198,11 +230,12 @@ def test_every_format_is_read_and_an_unreadable_file_is_reported(tmp_path, key_f
                                      [prop('plan', 'string')])
 
     assert status == 0
-    assert report['backfill']['contact_requests'] == 4
+    assert report['requests']['contact_upserts'] == 4
     assert report['input']['files_skipped_not_archive'] == 1  # the API key file
     assert [(f['path'], f['reason']) for f in report['input']['unreadable_files']] == [
         (str(tmp_path / 'd.gz'), 'truncated_file')]
     assert report['failures'] == {'read/truncated_file': 1}
+    assert report['summary']['files_unreadable'] == 1
     assert f'Unreadable: {tmp_path / "d.gz"}' in text
 
 
@@ -223,36 +256,132 @@ def test_an_account_with_every_reported_property_passes(tmp_path, key_file):
     assert 'No data would be lost to the Loops account.' in text
 
 
-def test_figures_match_the_backfill_summary(tmp_path, key_file):
+def iso(ms):
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat()
+
+
+def safety_events():
+    """Leads, consent, held-back events, repeats and parts an account refuses."""
+    recent = iso(time.time() * 1000 - 3_600_000)
+    signed_up = track('h9', 'u100', 'Signed Up', ts=recent)
+    return [
+        identify('h1', 'u100', email='lead@example.com', plan='pro'),
+        identify('h2', None, LATER, email='Lead@Example.com', nickname='l'),  # merges into u100
+        identify('h3', None, email='solo@example.com'),                      # a lead of its own
+        identify('h4', 'u101', email='out@example.com', subscribed=False),  # an opt-out
+        identify('h5', 'u102', email='in@example.com', subscribed=True),    # held back
+        identify('h6', 'u103', mailingLists={'list_gone': True, 'list_news': True}),
+        identify('h7', 'u104', seats='many'),
+        identify('h8', 'u105', **{' ': 'blank name', 'plan': 'free'}),
+        track('h10', 'u100', 'Order:Done', ts=recent),                      # a colon
+        signed_up, signed_up,                                                # a repeat
+        track('h11', 'u101', 'Old Event'),                                   # 2026-11-01
+    ]
+
+
+ACCOUNT = [prop('plan', 'string'), prop('seats', 'number'), prop('nickname', 'string')]
+
+
+@pytest.mark.parametrize('extra', [
+    [],
+    ['--max_event_age', 'none', '--resubscribe'],
+    ['--identity', 'user_id', '--max_event_age', '7d'],
+], ids=['defaults', 'send everything', 'userId only'])
+def test_figures_equal_the_backfill_dry_run_summary(tmp_path, key_file, extra):
     root = str(tmp_path / 'archive')
     write_archive(root, users=10, days=2, files_per_day=2)
-    pattern = os.path.join(root, 'segment-logs', '*', '*', '*')
+    inputs = [os.path.join(root, 'segment-logs', '*', '*', '*'),
+              write_events(tmp_path, safety_events())]
+    options = [arg for pattern in inputs for arg in ('--input', pattern)] + [
+        '--types', 'identify,track', *extra]
 
-    _, _, report = run_check(tmp_path, key_file, [pattern], (), '--types', 'identify,track')
-    summary = backfill.run(['--input', pattern, '--types', 'identify,track',
-                            '--dry_run', str(tmp_path / 'out' / 'requests'),
-                            '--dead_letter', str(tmp_path / 'dl') + '/'],
+    _, _, report = run_check(tmp_path, key_file, inputs, ACCOUNT, '--types', 'identify,track',
+                             *extra)
+    summary = backfill.run(options + ['--dry_run', str(tmp_path / 'out' / 'requests'),
+                                      '--dead_letter', str(tmp_path / 'dl') + '/'],
                            out=open(os.devnull, 'w'))
 
-    figures = report['backfill']
-    assert (figures['contact_requests'], figures['event_requests'], figures['duplicates']) == (
-        summary['contacts'], summary['events'], summary['duplicates'])
-    assert report['input']['lines'] == summary['read']
-    assert report['events']['filtered_out'] == summary['filtered_out']
-    failures = report['failures']
-    assert sum(n for name, n in failures.items() if name.startswith('parse/')) == (
-        summary['parse_failed'])
-    assert sum(n for name, n in failures.items() if name.startswith('map/')) == (
-        summary['map_failed'])
-    assert {name: summary[name] for name in failures} == failures
-    reshaped = {name: n for name, n in report['adjustments'].items() if name.startswith('map/')}
-    assert {name: summary[name] for name in reshaped} == reshaped
+    # A dry run knows no account: only check fits requests to it (conform/,
+    # refused/); refusing a part never changes what the other figures count.
+    fitted = {name: n for name, n in report['summary'].items()
+              if name.startswith(('conform/', 'refused/'))}
+    assert {name: n for name, n in report['summary'].items() if name not in fitted} == summary
+    assert unaccounted(summary) == 0
+    assert fitted['refused/unknown_mailing_list'] == 1
+    assert fitted['refused/type_mismatch'] == 1
+    assert summary['map/dropped_invalid_name'] == 1
+    assert summary['duplicates'] >= 1
+    assert summary['unsubscribes'] >= 1
+    if '--identity' not in extra:
+        assert summary['leads_merged'] >= 1
+        assert summary['map/colon_in_event_name'] >= 1
+    if extra == []:
+        assert summary['held_back_events'] > 0 and summary['held_back_resubscribes'] > 0
+
+
+def test_held_back_items_are_shown_with_the_option_that_sends_them(tmp_path, key_file):
+    path = write_events(tmp_path, safety_events())
+
+    lists = [{'id': 'list_news', 'name': 'News'}, {'id': 'list_gone', 'name': 'Gone'}]
+    status, text, report = run_check(tmp_path, key_file, [path], ACCOUNT,
+                                     '--types', 'identify,track', mailing_lists=lists)
+
+    held_back = report['held_back']
+    assert held_back['old_events'] == {'count': 1, 'max_event_age': '24h',
+                                       'option': '--max_event_age none'}
+    assert held_back['resubscribes'] == {'count': 1, 'option': '--resubscribe'}
+    assert 'HELD BACK' in text
+    assert 'To send them: --max_event_age none' in text
+    assert 'To send it: --resubscribe' in text
+    # Held back is the safe default, not data loss; seats 'many' still is.
+    assert [f['kind'] for f in report['findings']] == ['type_mismatch']
+    assert status == check.EXIT_DATA_LOSS
+
+
+def test_leads_consent_and_refusals_are_reported(tmp_path, key_file):
+    path = write_events(tmp_path, safety_events())
+
+    status, text, report = run_check(tmp_path, key_file, [path], ACCOUNT,
+                                     '--types', 'identify,track', '--resubscribe')
+
+    assert report['contacts'] == {
+        'upserts': 7, 'leads_created': 1, 'leads_merged': 1, 'ambiguous_leads': 0,
+        'unsubscribes': 1, 'resubscribes_sent': 1}
+    assert report['held_back']['resubscribes']['count'] == 0
+    assert report['refused'] == {
+        'unknown_mailing_list': {'list_gone': 1}, 'type_mismatch': {'seats': 1},
+        'unknown_property': {}, 'invalid_property_name': 1,
+        'colon_in_event_name': {'Order:Done': 1}}
+    assert report['failures'] == {'map/colon_in_event_name': 1}
+    assert [(f['kind'], f['subject']) for f in report['findings']] == [
+        ('type_mismatch', 'seats'), ('unknown_mailing_list', 'list_gone')]
+    assert status == check.EXIT_DATA_LOSS
+    for line in ("mailing list 'list_gone'", "event 'Order:Done'",
+                 'property names Loops cannot hold', 'leads merged into their userId contact',
+                 're-subscribed (subscribed: true sent, --resubscribe)'):
+        assert line in text
+
+
+def test_a_colon_or_an_invalid_name_alone_is_shown_but_is_not_account_data_loss(
+        tmp_path, key_file):
+    path = write_events(tmp_path, [identify('m1', 'u1', **{' ': 'x'}),
+                                   track('t1', 'u1', 'Order:Done')])
+
+    status, text, report = run_check(tmp_path, key_file, [path], (),
+                                     '--types', 'identify,track')
+
+    assert status == check.EXIT_OK
+    assert report['refused']['colon_in_event_name'] == {'Order:Done': 1}
+    assert report['refused']['invalid_property_name'] == 1
+    assert 'set colon_replacement in the mapping' in text
 
 
 @pytest.mark.parametrize('extra, message', [
     (['--sample', '0'], '--sample must be a positive number of lines'),
-    (['--types', 'page'], 'supported types are identify, track'),
+    (['--types', 'page'], 'page calls are sent only when the mapping says how'),
+    (['--max_event_age', 'soon'], 'expected a duration such as 24h'),
     (['--unknown_properties', 'ignore'], None),
+    (['--resubscribe', 'maybe'], None),
 ])
 def test_usage_errors(tmp_path, key_file, extra, message):
     path = write_events(tmp_path, [identify('m1', 'u1')])
@@ -272,8 +401,11 @@ def test_usage_errors_without_input_or_key(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match='no files match'):
         check.main(['--input', str(tmp_path / 'nothing-*.gz')])
     path = write_events(tmp_path, [identify('m1', 'u1')])
-    with pytest.raises(UsageError, match='no Loops API key'):
+    with pytest.raises(UsageError, match='no Loops API key') as error:
         check.main(['--input', path])
+    # check has no --dry_run: it says what it needs, and where a dry run is.
+    assert 'check reads the account' in str(error.value)
+    assert 'segment-loops backfill --dry_run' in str(error.value)
 
 
 @pytest.mark.parametrize('value, kind', [
@@ -281,11 +413,21 @@ def test_usage_errors_without_input_or_key(tmp_path, monkeypatch):
     ('2026-11-01T10:00:00.000Z', 'date'), ('2026-11-01 10:00', 'date'), ('2026-11-01', 'string'),
 ])
 def test_value_type(value, kind):
-    assert check.value_type(value) == kind
+    assert value_type(value) == kind
 
 
-@pytest.mark.parametrize('seconds, text', [
-    (0, '0s'), (4.4, '4s'), (75, '1m 15s'), (3725, '1h 02m'), (90000, '25h 00m'),
-])
-def test_duration_text(seconds, text):
-    assert check.duration_text(seconds) == text
+def test_refused_parts_equal_a_sending_backfills(tmp_path, key_file):
+    """With the account in hand, the backfill fits requests as check does:
+    every figure but delivery's is the same, conform/ and refused/ included."""
+    path = write_events(tmp_path, safety_events())
+
+    _, _, report = run_check(tmp_path, key_file, [path], ACCOUNT, '--types', 'identify,track')
+    with LoopsSandbox(KEY, custom_properties=ACCOUNT, rate_limit=None) as sandbox:
+        summary = backfill.run(['--input', path, '--types', 'identify,track',
+                                '--loops_base_url', sandbox.base_url,
+                                '--loops_api_key_file', key_file, '--rate_limit', '1000',
+                                '--dead_letter', str(tmp_path / 'dl') + '/'],
+                               out=open(os.devnull, 'w'))
+
+    delivery = set(DELIVERY_KEYS) | {name for name in summary if name.startswith('deliver/')}
+    assert {name: n for name, n in summary.items() if name not in delivery} == report['summary']

@@ -1,0 +1,155 @@
+"""The backfill's steps as one plain loop, without Beam, on the same pieces.
+
+    pipeline/backfill.py (build_backfill)    here
+    ReadSegmentArchive                       archive_paths, read_events (read_archive_file)
+    ProcessArchive                           the caller's EventProcessor, then PlainBackfill.add
+                                             (contact upserts folded with apply_body)
+    MergeContacts                            PlainBackfill.upserts: merge per contact,
+                                             resolve_leads where contacts meet (meeting_key)
+    UpsertsFromStates                        upsert_from_state (consent)
+    OrderRequests                            PlainBackfill.event_sends: sort_key order,
+                                             without_repeats
+
+Counts go into a collections.Counter under the backfill's counter names
+(`read/lines`, `contacts/upserts`, `order/requests`, ... and the processor's
+own), so pipeline/summary.py's `backfill_summary` turns them into the
+backfill's summary. `check` runs this loop (looking at each request between
+the processor's two halves); bench/plain_loop.py runs it as the reference
+the pipeline's time is measured against.
+
+It holds every contact's state and every event send (or only its sort key)
+in memory: it is for one machine, a preflight or a benchmark.
+"""
+import itertools
+import operator
+from typing import Iterable, Iterator, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.contact_state import apply_body
+from transforms.contacts import EMAIL_PREFIX, meeting_key, resolve_leads, upsert_from_state
+from transforms.ordering import sort_key, without_repeats
+from transforms.read import (Unreadable, archive_kind, in_date_range, read_archive_file,
+                             received_day_ms)
+from transforms.records import LoopsRequest
+
+# A counter of this loop's own, not the backfill's: files opened, which is
+# fewer than `read/files` when a sample stops early.
+FILES_OPENED = 'read/files_opened'
+_FIRST = operator.itemgetter(0)
+
+
+def archive_paths(patterns: Iterable[str], since_ms: Optional[int], until_ms: Optional[int],
+                  counts) -> list:
+    """The files the backfill reads, as ReadSegmentArchive chooses them: each
+    pattern's matches (in path order here), archives only, in the received-day
+    range. Counts `read/files`, `read/skipped_not_archive` and
+    `read/skipped_outside_dates`. A file two patterns match is read twice,
+    as the backfill reads it."""
+    paths = []
+    for pattern in patterns:
+        for metadata in sorted(FileSystems.match([pattern])[0].metadata_list,
+                               key=operator.attrgetter('path')):
+            path = metadata.path
+            if archive_kind(path) is None:
+                counts['read/skipped_not_archive'] += 1
+            elif not in_date_range(received_day_ms(path), since_ms, until_ms):
+                counts['read/skipped_outside_dates'] += 1
+            else:
+                counts['read/files'] += 1
+                paths.append(path)
+    return paths
+
+
+def read_events(paths: Iterable[str], counts, limit: Optional[int] = None) -> Iterator:
+    """The RawEvents of the files in order, at most `limit` of them; after
+    the events of a file that could not be read to its end, its Unreadable.
+    Counts `read/lines` (per event taken), `read/unreadable_files` and
+    FILES_OPENED."""
+    taken = 0
+    for path in paths:
+        if limit is not None and taken >= limit:
+            return
+        counts[FILES_OPENED] += 1
+        for item in read_archive_file(path):
+            if type(item) is Unreadable:
+                counts['read/unreadable_files'] += 1
+                yield item
+                continue
+            events = item.events()
+            if limit is not None:
+                events = itertools.islice(events, limit - taken)
+            for raw in events:
+                taken += 1
+                counts['read/lines'] += 1
+                yield raw
+            if limit is not None and taken >= limit:
+                return
+
+
+class PlainBackfill:
+    """Requests as the processor sends them out -> the backfill's requests.
+
+    `add` takes each request: a contact upsert is folded into its contact's
+    state (the contact model: the latest value of every property wins), any
+    other request is kept for ordering. `upserts()` then gives one upsert per
+    contact after leads are resolved and consent applied (`resubscribe`),
+    and `event_sends()` each contact's other requests in sort_key order,
+    repeats dropped. Both count as the backfill's steps do, into `counts`.
+
+    `keep_requests=False` keeps only each event send's sort key (enough to
+    count them; `event_sends` then gives None for each request).
+    `kept_properties`, when given, keeps only those contact properties
+    (merging is per property, so what is left merges as it would in full):
+    `check` keeps what leads and consent depend on.
+    """
+
+    def __init__(self, resubscribe: bool, counts, *, keep_requests: bool = True,
+                 kept_properties: Optional[frozenset] = None):
+        self._resubscribe = resubscribe
+        self._counts = counts
+        self._keep_requests = keep_requests
+        self._kept_properties = kept_properties
+        self._states = {}   # contact -> ContactState
+        self._sends = {}    # (phase, contact) -> [(sort key, request or None), ...]
+
+    def add(self, request: LoopsRequest) -> None:
+        spec = request.spec
+        if spec.mergeable:
+            body = request.body
+            if self._kept_properties is not None:
+                body = {key: value for key, value in body.items()
+                        if key in self._kept_properties}
+            state = self._states.get(request.contact)
+            if state is None:
+                state = self._states[request.contact] = {}
+            apply_body(state, body, request.stamp)
+        else:
+            held = self._sends.get((spec.phase, request.contact))
+            if held is None:
+                held = self._sends[(spec.phase, request.contact)] = []
+            held.append((sort_key(request), request if self._keep_requests else None))
+
+    def upserts(self) -> Iterator[LoopsRequest]:
+        """One upsert per contact, as MergeContacts and UpsertsFromStates make
+        them; counts `contacts/upserts` and what those steps count."""
+        meetings = {}
+        for contact, state in self._states.items():
+            users, leads = meetings.setdefault(meeting_key(contact, state), ([], []))
+            if contact.startswith(EMAIL_PREFIX):
+                leads.append(state)
+            else:
+                users.append((contact, state))
+        for users, leads in meetings.values():
+            for contact, state in resolve_leads(users, leads, self._counts):
+                self._counts['contacts/upserts'] += 1
+                yield upsert_from_state(contact, state, self._resubscribe, self._counts)
+
+    def event_sends(self) -> Iterator[tuple]:
+        """(phase, contact, [request, ...]) per contact, as OrderRequests
+        orders them; counts `order/requests` and `order/duplicates`."""
+        for (phase, contact), held in self._sends.items():
+            held.sort(key=_FIRST)
+            requests = list(without_repeats(held, self._counts))
+            self._counts['order/requests'] += len(requests)
+            yield phase, contact, requests
