@@ -1,81 +1,68 @@
 """The reference of benchmark 1: the backfill's dry run as one plain Python loop.
 
-Does the work of `segment-loops backfill --dry_run` with its default options
-(identify calls only, coalescing on), in one process, without Beam: reads every
-gzip file, parses each line (`parse_event`), keeps identify calls, maps them
-(`map_event`), groups them per contact, drops repeated messageIds, merges each
-contact's upserts in event-time order (`coalesce_upserts`), writes every request
-as a JSON line (`LoopsRequest.to_json`) and every failure as an Avro record.
+Does the work of `segment-loops backfill --dry_run` in one process, without
+Beam, on the backfill's own pieces (pipeline/plain_backfill.py): the same
+file selection and reading, `EventProcessor` for parse, filter and map, the
+contact model for one upsert per contact (leads merged, `subscribed: true`
+held back as the backfill does by default), and each contact's event sends in
+order with repeats dropped. It writes every request as a JSON line
+(`LoopsRequest.to_json`, as the dry run does) and every failure as an Avro
+record.
 
-It calls the project's own pure functions, so what separates its time from the
-pipeline's is Beam's overhead, not a different way of doing the work.
+Track events of any age are sent, so with `--types identify,track` it writes
+the same set of lines as
+
+    segment-loops backfill --dry_run PREFIX --types identify,track --max_event_age none
+
+and with the default `--types identify` the same as the backfill's defaults.
+What separates its time from the pipeline's is Beam's overhead, not a
+different way of doing the work.
 
     .venv/bin/python bench/plain_loop.py --input 'bench-output/archive-300k/segment-logs/*/*/*' \
-        --output bench-output/plain
+        --output bench-output/plain [--types identify,track]
 """
 import argparse
-import glob
-import gzip
+import collections
 import os
 import time
-from typing import Iterable, Optional
+from typing import Optional
 
 import fastavro
 
+from pipeline.plain_backfill import PlainBackfill, archive_paths, read_events
+from pipeline.selection import mapping_from_option, selected_types
 from schemas import load_schema
-from transforms.coalesce import arrange_contact_requests
-from transforms.mapping import Mapping, default_mapping, map_event
-from transforms.parse import Rejected, event_text, parse_event
-from transforms.records import failure_record, json_text
+from transforms.processor import EventProcessor, Selection
+from transforms.read import Unreadable
 
 
-def contact_requests(requests: list) -> list:
-    """One contact's upserts -> the requests to send: event-time order, repeated
-    messageIds dropped, merged into one when there are several."""
-    return arrange_contact_requests(requests, coalesce=True).requests
-
-
-def requests_by_contact(paths: Iterable[str], mapping: Mapping,
-                        failures: list) -> dict:
-    """Every line of the gzip files -> {contact: [LoopsRequest, ...]} of its
-    identify calls; the lines that fail are appended to `failures`."""
-    by_contact = {}
-    for path in paths:
-        with gzip.open(path, 'rb') as lines:
-            for line_number, raw in enumerate(lines, start=1):
-                source = f'{path}:{line_number}'
-                try:
-                    event = parse_event(raw, source)
-                except Rejected as rejected:
-                    failures.append(failure_record('parse', rejected.reason, rejected.message,
-                                                   event=event_text(raw), source=source))
-                    continue
-                if event.type != 'identify':
-                    continue
-                try:
-                    request = map_event(event, mapping).request
-                except Rejected as rejected:
-                    failures.append(failure_record('map', rejected.reason, rejected.message,
-                                                   event=json_text(event.data),
-                                                   source=event.source))
-                    continue
-                by_contact.setdefault(request.contact, []).append(request)
-    return by_contact
-
-
-def run(pattern: str, output: str) -> dict:
+def run(pattern: str, output: str, types: Optional[str] = None) -> dict:
     """Processes the archive files matching `pattern` into `output`/requests.jsonl
     and `output`/failures.avro; returns counts of what it read and wrote."""
     os.makedirs(output, exist_ok=True)
-    paths = sorted(path for path in glob.glob(pattern) if path.endswith('.gz'))
+    mapping = mapping_from_option(None)
+    processor = EventProcessor(Selection(selected_types(types, ('identify',), mapping), None,
+                                         mapping))
+    counts = collections.Counter()
+    backfill = PlainBackfill(resubscribe=False, counts=counts)
     failures = []
-    by_contact = requests_by_contact(paths, default_mapping(), failures)
+    paths = archive_paths([pattern], None, None, counts)
+    for raw in read_events(paths, counts):
+        if type(raw) is Unreadable:
+            failures.append(raw.failure)
+            continue
+        processed = processor.process(raw, counts)
+        failures.extend(processed.failures)
+        if processed.request is not None:
+            backfill.add(processed.request)
     written = 0
     with open(os.path.join(output, 'requests.jsonl'), 'w', encoding='utf-8') as out:
-        for requests in by_contact.values():
-            for request in contact_requests(requests):
-                out.write(request.to_json())
-                out.write('\n')
+        for request in backfill.upserts():
+            out.write(request.to_json() + '\n')
+            written += 1
+        for _, _, requests in backfill.event_sends():
+            for request in requests:
+                out.write(request.to_json() + '\n')
                 written += 1
     with open(os.path.join(output, 'failures.avro'), 'wb') as out:
         fastavro.writer(out, load_schema('failure'), failures)
@@ -87,9 +74,11 @@ def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--input', required=True, help='a glob of the archive files')
     parser.add_argument('--output', required=True, help='a directory to write into')
+    parser.add_argument('--types', default=None, metavar='TYPE,...',
+                        help='call types to send, as the backfill\'s --types (default: identify)')
     args = parser.parse_args(argv)
     started = time.monotonic()
-    counts = run(args.input, args.output)
+    counts = run(args.input, args.output, args.types)
     print(f'{counts["files"]} files -> {counts["requests"]} requests, '
           f'{counts["failures"]} failures in {time.monotonic() - started:.2f}s')
 
