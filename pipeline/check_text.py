@@ -113,21 +113,23 @@ def _adjustments_and_failures(report: dict) -> list:
 
 def _refused(report: dict) -> list:
     refused = report['refused']
-    rows = [(f'mailing list {list_id!r}', f'{n:,}', 'not in the account')
+    rows = [(f'mailing list {list_id!r}', f'{n:,}', 'parts: not in the account')
             for list_id, n in refused['unknown_mailing_list'].items()]
-    rows += [(f'property {key!r}', f'{n:,}', 'values its Loops type cannot hold')
+    rows += [(f'property {key!r}', f'{n:,}', 'parts: values its Loops type cannot hold')
              for key, n in refused['type_mismatch'].items()]
-    rows += [(f'property {key!r}', f'{n:,}', 'not in the account (--unknown_properties fail)')
+    rows += [(f'property {key!r}', f'{n:,}',
+              'parts: not in the account (--unknown_properties fail)')
              for key, n in refused['unknown_property'].items()]
     if refused['invalid_property_name']:
         rows.append(('property names Loops cannot hold', f'{refused["invalid_property_name"]:,}',
-                     'dropped when mapped'))
-    rows += [(f'event {name!r}', f'{n:,}', 'a colon in the name: the whole event '
+                     'parts: dropped when mapped'))
+    rows += [(f'event {name!r}', f'{n:,}', 'whole events: a colon in the name '
               '(set colon_replacement in the mapping)')
              for name, n in refused[COLON_IN_EVENT_NAME].items()]
     if not rows:
         return []
-    return ['', 'Left out (the rest of each request is sent)'] + _table(rows)
+    return ['', 'Left out (a part costs only itself: the rest of its request is sent)'] + _table(
+        rows)
 
 
 def _held_back(report: dict) -> list:
