@@ -24,7 +24,6 @@ and --sample stops after a few lines.
 """
 import collections
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -35,7 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.backfill import DEFAULT_MAX_EVENT_AGE
 from pipeline.check_report import CheckRun, Observations, build_report
 from pipeline.check_text import format_report
-from pipeline.loops_options import (API_KEY_ENV, add_conform_options, add_loops_options,
+from pipeline.loops_options import (add_conform_options, add_loops_options,
                                     connect_to_loops, preflight)
 from pipeline.options import (UsageError, add_input_options, add_safety_options,
                               add_selection_options, job_parser)
@@ -90,16 +89,10 @@ def check_parser():
     return parser
 
 
-def require_key(args) -> None:
-    """check reads the account, so it needs a key even though it sends nothing."""
-    if args.loops_api_key_secret or args.loops_api_key_file or os.environ.get(API_KEY_ENV,
-                                                                              '').strip():
-        return
-    raise UsageError(
-        f'no Loops API key: check reads the account\'s contact properties and mailing lists '
-        f'(it writes nothing); set {API_KEY_ENV}, or pass --loops_api_key_file or '
-        '--loops_api_key_secret (to see the requests without a key: segment-loops backfill '
-        '--dry_run PREFIX)')
+# check reads the account, so it needs a key even though it sends nothing.
+NO_KEY_HINT = ("check reads the account's contact properties and mailing lists and writes "
+               'nothing; to see the requests without a key: segment-loops backfill --dry_run '
+               'PREFIX')
 
 
 def job_from_args(args, options: PipelineOptions) -> CheckJob:
@@ -109,7 +102,6 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
     if args.sample is not None and args.sample < 1:
         raise UsageError('--sample must be a positive number of lines')
     archive_input = archive_input_from_args(args, options)
-    require_key(args)
     return CheckJob(
         input=archive_input,
         selection=event_selection_from_args(args, ('identify',)),
@@ -120,7 +112,7 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
         sample=args.sample,
         report_path=args.report,
         warn_only=args.warn_only,
-        loops=connect_to_loops(args),
+        loops=connect_to_loops(args, NO_KEY_HINT),
     )
 
 

@@ -51,8 +51,12 @@ def add_conform_options(parser) -> None:
              'types where that is safe ("42" -> 42 for a number property).')
 
 
-def api_key_from(options) -> ApiKey:
-    """The key from (in order) a Secret Manager version, a file, the environment."""
+NO_KEY_HINT = 'or use --dry_run to send nothing'
+
+
+def api_key_from(options, hint: str = NO_KEY_HINT) -> ApiKey:
+    """The key from (in order) a Secret Manager version, a file, the
+    environment; `hint` ends the message when there is none."""
     if options.loops_api_key_secret:
         return ApiKey(secret_version=options.loops_api_key_secret)
     if options.loops_api_key_file:
@@ -67,7 +71,7 @@ def api_key_from(options) -> ApiKey:
     value = os.environ.get(API_KEY_ENV, '').strip()
     if not value:
         raise UsageError(f'no Loops API key: set {API_KEY_ENV}, or pass --loops_api_key_file '
-                         'or --loops_api_key_secret (or use --dry_run to send nothing)')
+                         f'or --loops_api_key_secret ({hint})')
     return ApiKey(value)
 
 
@@ -81,13 +85,13 @@ def require_secret_on_remote_runner(args, options) -> None:
                          '--loops_api_key_file would be stored in the job itself')
 
 
-def connect_to_loops(options) -> LoopsConnection:
+def connect_to_loops(options, no_key_hint: str = NO_KEY_HINT) -> LoopsConnection:
     """The validated connection described by the Loops options (argparse namespace)."""
     try:
         base_url = check_base_url(options.loops_base_url)
     except ValueError as error:
         raise UsageError(f'--loops_base_url: {error}') from None
-    api_key = api_key_from(options)
+    api_key = api_key_from(options, no_key_hint)
     try:
         return LoopsConnection(
             base_url=base_url,

@@ -27,10 +27,9 @@ from typing import Iterable, Iterator, Optional
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.contact_state import apply_body
-from transforms.contacts import EMAIL_PREFIX, meeting_key, resolve_leads, upsert_from_state
+from transforms.contacts import resolved_contacts, upsert_from_state
 from transforms.ordering import sort_key, without_repeats
-from transforms.read import (Unreadable, archive_kind, in_date_range, read_archive_file,
-                             received_day_ms)
+from transforms.read import READ, Unreadable, file_choice, read_archive_file
 from transforms.records import LoopsRequest
 
 # A counter of this loop's own, not the backfill's: files opened, which is
@@ -50,14 +49,10 @@ def archive_paths(patterns: Iterable[str], since_ms: Optional[int], until_ms: Op
     for pattern in patterns:
         for metadata in sorted(FileSystems.match([pattern])[0].metadata_list,
                                key=operator.attrgetter('path')):
-            path = metadata.path
-            if archive_kind(path) is None:
-                counts['read/skipped_not_archive'] += 1
-            elif not in_date_range(received_day_ms(path), since_ms, until_ms):
-                counts['read/skipped_outside_dates'] += 1
-            else:
-                counts['read/files'] += 1
-                paths.append(path)
+            choice = file_choice(metadata.path, since_ms, until_ms)
+            counts['read/' + choice] += 1
+            if choice == READ:
+                paths.append(metadata.path)
     return paths
 
 
@@ -133,17 +128,9 @@ class PlainBackfill:
     def upserts(self) -> Iterator[LoopsRequest]:
         """One upsert per contact, as MergeContacts and UpsertsFromStates make
         them; counts `contacts/upserts` and what those steps count."""
-        meetings = {}
-        for contact, state in self._states.items():
-            users, leads = meetings.setdefault(meeting_key(contact, state), ([], []))
-            if contact.startswith(EMAIL_PREFIX):
-                leads.append(state)
-            else:
-                users.append((contact, state))
-        for users, leads in meetings.values():
-            for contact, state in resolve_leads(users, leads, self._counts):
-                self._counts['contacts/upserts'] += 1
-                yield upsert_from_state(contact, state, self._resubscribe, self._counts)
+        for contact, state in resolved_contacts(self._states, self._counts):
+            self._counts['contacts/upserts'] += 1
+            yield upsert_from_state(contact, state, self._resubscribe, self._counts)
 
     def event_sends(self) -> Iterator[tuple]:
         """(phase, contact, [request, ...]) per contact, as OrderRequests

@@ -124,10 +124,13 @@ def _later(stamp: Stamp, value: Any, current: tuple) -> bool:
 
 
 def _value_order(value: Any) -> tuple:
+    # Only two values under one stamp are ordered (a sender reusing a
+    # messageId): by kind, value, then type and text, so that 1 and 1.0, or
+    # 0.0 and -0.0, still have one winner whatever came first.
     rank = _TYPE_RANK.get(type(value))
     if rank is None:   # not a Loops scalar: ordered by its text
-        return (4, repr(value))
-    return (rank, 0 if value is None else value)
+        return (4, 0, '', repr(value))
+    return (rank, 0 if value is None else value, type(value).__name__, repr(value))
 
 
 class MergeContactStates(beam.CombineFn):

@@ -167,6 +167,12 @@ def merged_states(updates: Iterable[tuple], counts) -> list:
     states = {}
     for contact, state in updates:
         states[contact] = merge(states.get(contact, {}), state)
+    return resolved_contacts(states, counts)
+
+
+def resolved_contacts(states: dict, counts) -> list:
+    """{contact: merged state} -> [(contact, state)], leads resolved (the
+    plain-loop form of ResolveLeads)."""
     meetings = {}
     for contact, state in states.items():
         meetings.setdefault(meeting_key(contact, state), []).append((contact, state))

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from transforms.avro_events import from_avro_record
-from transforms.metrics import NAMESPACE
+from transforms.metrics import NAMESPACE, CounterFamily
 from transforms.parse import UndecodableEvent
 from transforms.records import RawEvent, failure_record
 from transforms.timestamps import DAY_MS
@@ -88,6 +88,20 @@ def in_date_range(day_ms: Optional[int], since_ms: Optional[int],
             and (until_ms is None or day_ms <= until_ms))
 
 
+READ, NOT_ARCHIVE, OUTSIDE_DATES = 'files', 'skipped_not_archive', 'skipped_outside_dates'
+
+
+def file_choice(path: str, since_ms: Optional[int], until_ms: Optional[int]) -> str:
+    """Whether a matched file is read (READ), or why not: NOT_ARCHIVE (Segment's
+    dummy-object.txt, READMEs) or OUTSIDE_DATES (its received-day folder is
+    outside [since, until]). Each is a counter `read/<choice>`."""
+    if archive_kind(path) is None:
+        return NOT_ARCHIVE
+    if not in_date_range(received_day_ms(path), since_ms, until_ms):
+        return OUTSIDE_DATES
+    return READ
+
+
 class _SelectArchiveFiles(beam.DoFn):
     """File metadata -> paths worth opening; counts what it skips and why."""
 
@@ -96,20 +110,13 @@ class _SelectArchiveFiles(beam.DoFn):
         self._until_ms = until_ms
 
     def setup(self):
-        self._files = Metrics.counter(NAMESPACE, 'read/files')
-        self._not_archive = Metrics.counter(NAMESPACE, 'read/skipped_not_archive')
-        self._outside = Metrics.counter(NAMESPACE, 'read/skipped_outside_dates')
+        self._counters = CounterFamily('read/')
 
     def process(self, metadata):
-        path = metadata.path
-        if archive_kind(path) is None:
-            self._not_archive.inc()
-            return
-        if not in_date_range(received_day_ms(path), self._since_ms, self._until_ms):
-            self._outside.inc()
-            return
-        self._files.inc()
-        yield path
+        choice = file_choice(metadata.path, self._since_ms, self._until_ms)
+        self._counters.inc(choice)
+        if choice == READ:
+            yield metadata.path
 
 
 # What reading a damaged or foreign archive file raises.
