@@ -1,7 +1,7 @@
 """Benchmark 4: how the backfill's processing scales with the archive, in time and memory.
 
 Runs `segment-loops backfill --dry_run` (a whole process, in each running mode)
-and the plain loop (bench/plain_loop.py) once on generated archives of at least
+and the straightforward loop (bench/straightforward_loop.py) once on generated archives of at least
 100k, 300k and 1M events (generated once under bench-output/ and reused). Per
 run it prints the wall time, lines per second, seconds per 100k lines relative
 to the smallest archive (1.00 = linear), the peak resident memory of the whole
@@ -13,12 +13,11 @@ the 1-minute load average before the run.
 import argparse
 import glob
 import os
-import subprocess
 import sys
 from typing import Optional
 
-from processing import (MODES, OUTPUT, Archive, archive_for, backfill_command, measure,
-                        plain_command)
+from runs import (MODES, Archive, archive_for, backfill_command, fresh_directory, loop_command,
+                  measure)
 
 
 def uncompressed_mb(archive: Archive) -> float:
@@ -42,7 +41,7 @@ def main(argv: Optional[list] = None) -> None:
                         help=f'backfill running modes, of: {", ".join(MODES)}')
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.events.split(',')]
-    ways = {'plain loop': None,
+    ways = {'straightforward loop': None,
             **{f'backfill, {name}': MODES[name] for name in args.modes.split(',')}}
     rows = []
     first_rate = {}
@@ -50,10 +49,8 @@ def main(argv: Optional[list] = None) -> None:
         archive = archive_for(size)
         text_mb = uncompressed_mb(archive)
         for name, mode in ways.items():
-            out = os.path.join(OUTPUT, 'scaling-run', f'{size}-{name.replace(" ", "-")}')
-            subprocess.run(['rm', '-rf', out], check=True)
-            os.makedirs(out)
-            command = (plain_command(archive, out) if mode is None
+            out = fresh_directory('scaling-run', f'{size}-{name.replace(" ", "-")}')
+            command = (loop_command('straightforward_loop', archive, out) if mode is None
                        else backfill_command(archive, out, mode))
             run = measure(command, out + '.log')
             per_100k = run.wall / archive.lines * 100_000
