@@ -11,9 +11,11 @@ one after another: every part-0 sequence of the shard, then every part-1
 sequence, and so on.
 
 The pieces, as in Google's HTTP-writer templates: `WriteToLoops` (the
-PTransform, which validates its arguments when it is built), `_WriteShard`
-(the writer DoFn: counting, failure records, the recorder hook) and the
-client (`transforms/loops_client.py`: caller, retry policy, throttler).
+PTransform, which validates its arguments when it is built), the writer DoFn
+(`transforms/shard_writer.py`: counting, failure records, the recorder hook;
+for a stream `transforms/contact_wait.py`, which also holds events that
+reach Loops before their contact) and the client
+(`transforms/loops_client.py`: caller, retry policy, throttler).
 `WriteInPhases` writes the phases of transforms/kinds.py in order, each
 waiting for the previous one's `done`.
 
@@ -34,52 +36,25 @@ with the same rejected key; the job's own code calls
 `raise_if_key_rejected(counters)` after the run, which raises `AuthError`
 for the command line to recognise by type.
 
-The recorder hook: `WriteToLoops(..., recorder=...)` takes an optional
-picklable object that sees every final outcome, for recording what was
-delivered while the job runs. Its interface (`DeliveryRecorder`):
-  open()                    at the start of each bundle
-  record(request, outcome)  after each final outcome (refused parts too), on
-                            the thread that consumes outcomes (never concurrently)
-  maybe_flush()             after each record(), and at least every
-                            TICK_SECONDS while the writer waits: the
-                            recorder decides whether to flush now
-  flush()                   at the end of each bundle, before close()
-  close()                   at the end of each bundle (or at teardown, when
-                            a bundle failed before its end)
+`recorder`: see transforms/shard_writer.py (`DeliveryRecorder`).
 """
 import functools
 import zlib
-from typing import Callable, Mapping, Optional, Protocol, runtime_checkable
+from typing import Callable, Mapping, Optional
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from transforms.batching import BatchPerShard
 from transforms.connection import LoopsConnection
-from transforms.delivery import Delivered, DeliveryProgress, deliver_sequences, in_flight_for
+from transforms.contact_wait import ContactWait, WriteShardWaitingForContacts
 from transforms.kinds import PHASES, kinds_in_phase
 from transforms.loops_client import AuthError, LoopsClient
-from transforms.metrics import NAMESPACE, CounterFamily
-from transforms.records import LoopsRequest, failure_record
-from transforms.retry import KEY_REJECTED, Outcome, RetryPolicy
+from transforms.retry import KEY_REJECTED, RetryPolicy
+from transforms.shard_writer import FAILED, DeliveryRecorder, WriteShard
 
-FAILED = 'failed'
 KEY_REJECTED_COUNTER = f'deliver/failed_{KEY_REJECTED}'
-
-
-@runtime_checkable
-class DeliveryRecorder(Protocol):
-    """What WriteToLoops calls on its `recorder` (see the module docstring)."""
-
-    def open(self) -> None: ...
-
-    def record(self, request: LoopsRequest, outcome: Outcome) -> None: ...
-
-    def maybe_flush(self) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
+# The writer DoFn under the name it had when it lived here.
+_WriteShard = WriteShard
 
 
 def shard_of(contact: str, shards: int) -> int:
@@ -96,15 +71,6 @@ def raise_if_key_rejected(counters: Mapping[str, int]) -> None:
         raise AuthError(f'Loops rejected the API key (401) during the run: {rejected} requests '
                         f'were not delivered (failure records with reason {KEY_REJECTED}); '
                         'replay them with a valid key')
-
-
-def delivery_failure(delivered: Delivered) -> dict:
-    """The failure record (stage `deliver`) of a request that failed for good."""
-    request, outcome = delivered.request, delivered.outcome
-    return failure_record(
-        'deliver', outcome.reason, outcome.message or outcome.reason, request=request,
-        http_status=outcome.http_status, response_body=outcome.response_body,
-        attempts=outcome.attempts, source=request.source)
 
 
 class LoopsWriteResult:
@@ -132,116 +98,6 @@ class LoopsWriteResult:
         return f'LoopsWriteResult(failures={self._failures}, done={self._done})'
 
 
-class _Recording:
-    """The writer's side of the recorder hook; does nothing without a recorder."""
-
-    def __init__(self, recorder: Optional[DeliveryRecorder]):
-        self._recorder = recorder
-        self._open = False
-
-    def open(self) -> None:
-        if self._recorder is not None and not self._open:
-            self._recorder.open()
-            self._open = True
-
-    def record(self, delivered: Delivered) -> None:
-        if self._recorder is not None:
-            self._recorder.record(delivered.request, delivered.outcome)
-            self._recorder.maybe_flush()
-
-    def tick(self) -> None:
-        if self._recorder is not None:
-            self._recorder.maybe_flush()
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self._recorder.flush()
-            self._recorder.close()
-
-
-class _WriteShard(beam.DoFn):
-    """(shard, contact sequences) -> (shard, requests sent) once the shard is
-    written; failure records tagged FAILED."""
-
-    def __init__(self, connection: LoopsConnection, label: str,
-                 client_factory: Optional[Callable[[], LoopsClient]] = None,
-                 recorder: Optional[DeliveryRecorder] = None):
-        self._connection = connection
-        self._label = label
-        self._client_factory = client_factory or connection.client
-        self._recorder = recorder
-
-    def setup(self):
-        self._client = self._client_factory()
-        self._in_flight = (self._connection.max_in_flight
-                           or in_flight_for(self._connection.shard_rate))
-        self._counters = CounterFamily('deliver/')
-        self._failed_by_reason = CounterFamily('deliver/failed_')
-        self._throttled_ms = Metrics.counter(NAMESPACE, 'deliver/throttled_ms')
-        self._throttled_reported_ms = 0
-        self._recording = _Recording(self._recorder)
-
-    def start_bundle(self):
-        self._recording.open()
-
-    def finish_bundle(self):
-        self._recording.close()
-
-    def teardown(self):
-        recording = getattr(self, '_recording', None)
-        if recording is not None:
-            recording.close()
-        client = getattr(self, '_client', None)
-        if client is not None:
-            client.close()
-
-    def process(self, keyed):
-        shard, sequences = keyed
-        # A GroupByKey result can be iterated again on every runner: one
-        # pass to count (a total for the progress line) and find the parts,
-        # then one pass per part.
-        total, parts = 0, set()
-        for sequence in sequences:
-            total += len(sequence.requests)
-            parts.add(sequence.part)
-        progress = DeliveryProgress(total, self._connection.shard_rate,
-                                    interval=self._connection.progress_interval,
-                                    label=f'{self._label} shard {shard}:')
-        sent = 0
-        for part in sorted(parts):
-            in_part = (sequence for sequence in sequences if sequence.part == part)
-            for delivered in deliver_sequences(self._client, in_part, self._in_flight,
-                                               tick=self._recording.tick):
-                sent += 1
-                progress.record(delivered.outcome)
-                yield from self._finish(delivered)
-        progress.finish()
-        yield shard, sent
-
-    def _finish(self, delivered: Delivered):
-        """Count, record and (if it failed) emit the failure record of one result."""
-        for part in delivered.refused:
-            self._counters.inc('refused_parts')
-            self._recording.record(part)
-            yield beam.pvalue.TaggedOutput(FAILED, delivery_failure(part))
-        outcome = delivered.outcome
-        self._counters.inc('retries', max(0, outcome.attempts - 1))
-        self._counters.inc('rate_limited', outcome.rate_limited)
-        self._counters.inc(outcome.status)
-        self._recording.record(delivered)
-        self._report_throttling()
-        if outcome.status == 'failed':
-            self._failed_by_reason.inc(outcome.reason)
-            yield beam.pvalue.TaggedOutput(FAILED, delivery_failure(delivered))
-
-    def _report_throttling(self) -> None:
-        total_ms = int(self._client.throttled_seconds * 1000)
-        if total_ms > self._throttled_reported_ms:
-            self._throttled_ms.inc(total_ms - self._throttled_reported_ms)
-            self._throttled_reported_ms = total_ms
-
-
 class WriteToLoops(beam.PTransform):
     """ContactSequence -> LoopsWriteResult (`.failures`, `.done`).
 
@@ -249,6 +105,9 @@ class WriteToLoops(beam.PTransform):
     fast in-process runner locally. Streaming (`max_buffering_seconds` set):
     GroupIntoBatches per shard, so no request waits longer than that before
     it is sent; each batch is merged per contact in event-time order first.
+    With `contact_wait` (a ContactWait; streaming only), an event Loops
+    refuses with "Contact not found" is held and sent again until its
+    contact arrives or the wait is over (transforms/contact_wait.py).
 
     Sends every request of every sequence to Loops: 2xx is delivered, 409 on
     our idempotency key already delivered, other 4xx a permanent failure
@@ -260,7 +119,8 @@ class WriteToLoops(beam.PTransform):
     `client_factory`: a picklable callable -> a client (e.g. a LoopsClient
     of a test's parts), called once per writer; default: the connection's
     client with `retry_policy` (default: the connection's). `recorder`: see
-    the module docstring.
+    transforms/shard_writer.py. `clock` (seconds of processing time) is for
+    tests of the streaming timers.
     """
 
     def __init__(self, connection: LoopsConnection, label: str = 'requests', *,
@@ -268,10 +128,11 @@ class WriteToLoops(beam.PTransform):
                  retry_policy: Optional[RetryPolicy] = None,
                  recorder: Optional[DeliveryRecorder] = None,
                  max_buffering_seconds: Optional[float] = None, batch_size: int = 500,
+                 contact_wait: Optional[ContactWait] = None,
                  clock: Optional[Callable[[], float]] = None):
         super().__init__()
         _check_write_arguments(connection, label, client_factory, retry_policy, recorder)
-        _check_batching(max_buffering_seconds, batch_size, clock)
+        _check_batching(max_buffering_seconds, batch_size, contact_wait, clock)
         self._connection = connection
         self._label = label
         self._client_factory = client_factory or functools.partial(
@@ -279,6 +140,7 @@ class WriteToLoops(beam.PTransform):
         self._recorder = recorder
         self._max_buffering_seconds = max_buffering_seconds
         self._batch_size = batch_size
+        self._contact_wait = contact_wait
         self._clock = clock
 
     def expand(self, sequences):
@@ -289,10 +151,15 @@ class WriteToLoops(beam.PTransform):
         else:
             grouped = keyed | 'BatchPerShard' >> BatchPerShard(
                 self._batch_size, self._max_buffering_seconds, self._clock)
-        written = grouped | 'SendToLoops' >> beam.ParDo(_WriteShard(
-            self._connection, self._label, self._client_factory,
-            self._recorder)).with_outputs(FAILED, main='done')
+        written = grouped | 'SendToLoops' >> beam.ParDo(
+            self._writer()).with_outputs(FAILED, main='done')
         return LoopsWriteResult(written[FAILED], written.done)
+
+    def _writer(self) -> WriteShard:
+        parts = (self._connection, self._label, self._client_factory, self._recorder)
+        if self._contact_wait is None:
+            return WriteShard(*parts)
+        return WriteShardWaitingForContacts(*parts, wait=self._contact_wait, clock=self._clock)
 
 
 def _check_write_arguments(connection, label, client_factory, retry_policy, recorder) -> None:
@@ -312,9 +179,13 @@ def _check_write_arguments(connection, label, client_factory, retry_policy, reco
                         'maybe_flush, flush and close')
 
 
-def _check_batching(max_buffering_seconds, batch_size, clock) -> None:
+def _check_batching(max_buffering_seconds, batch_size, contact_wait, clock) -> None:
     if max_buffering_seconds is not None and not max_buffering_seconds > 0:
         raise ValueError(f'max_buffering_seconds must be positive, got {max_buffering_seconds!r}')
+    if contact_wait is not None and not isinstance(contact_wait, ContactWait):
+        raise TypeError(f'contact_wait must be a ContactWait, got {type(contact_wait).__name__}')
+    if contact_wait is not None and max_buffering_seconds is None:
+        raise ValueError('contact_wait is for a stream: give max_buffering_seconds too')
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f'batch_size must be a whole number of at least 1, got {batch_size!r}')
     if clock is not None and not callable(clock):
