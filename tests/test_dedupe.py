@@ -1,0 +1,49 @@
+"""DropRepeatedMessages: a messageId seen within the dedupe time is dropped."""
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.summary import pipeline_counters
+from tests.direct_runner_counters import count_every_bundle
+from transforms.dedupe import DropRepeatedMessages, message_id_of
+from transforms.records import Stamp, contact_upsert
+
+
+def upsert(message_id: str, plan: str):
+    return contact_upsert({'userId': 'a', 'plan': plan}, 'user:a', Stamp(1, 0, message_id),
+                          message_id or 'pubsub-1')
+
+
+def test_the_message_id_is_the_stamps():
+    assert message_id_of(upsert('m1', 'pro')) == 'm1'
+    assert message_id_of(upsert('', 'pro')) == ''
+
+
+def test_repeats_within_the_time_are_dropped_later_ones_pass(monkeypatch):
+    count_every_bundle(monkeypatch)
+    # Forget timers are set at clock() + TTL on TestStream's processing-time
+    # axis (a clock fixed at 0), which the test moves on.
+    arrivals = (TestStream()
+                .advance_watermark_to(0)
+                .add_elements([upsert('m1', 'first')])
+                .advance_processing_time(5)
+                .add_elements([upsert('m1', 'repeat'), upsert('m2', 'other'),
+                               upsert('', 'no id'), upsert('', 'no id again')])
+                .advance_processing_time(10)          # past the 10 s: m1 is forgotten
+                .add_elements([upsert('m1', 'much later')])
+                .advance_watermark_to_infinity())
+    p = TestPipeline(options=StandardOptions(streaming=True))
+    plans = (p | arrivals | DropRepeatedMessages(10, clock=lambda: 0.0)
+             | beam.Map(lambda request: request.body['plan']))
+    assert_that(plans, equal_to(['first', 'other', 'no id', 'no id again', 'much later']))
+    result = p.run()
+    result.wait_until_finish()
+    assert pipeline_counters(result)['dedupe/duplicates'] == 1
+
+
+def test_the_time_cannot_be_negative():
+    with pytest.raises(ValueError, match='negative'):
+        DropRepeatedMessages(-1)
