@@ -55,13 +55,18 @@ class RawEvent(NamedTuple):
 @dataclass(frozen=True)
 class LoopsRequest:
     """One call to Loops. `kind` names a RequestKind; `headers` are exactly
-    the ones sent (Content-Type, and the Idempotency-Key of keyed kinds)."""
+    the ones sent (Content-Type, and the Idempotency-Key of keyed kinds).
+    `stamps`: when the body's properties were set one by one (a merged
+    upsert), property -> stamp tuple, for the sync state to record each
+    property's own; None (the default) when `stamp` dates the whole body.
+    Never sent."""
     kind: str
     body: dict
     headers: dict
     contact: str = ''
     stamp: Stamp = NO_STAMP
     source: str = ''
+    stamps: Optional[dict] = None
 
     @property
     def spec(self) -> RequestKind:
