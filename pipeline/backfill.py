@@ -13,6 +13,14 @@ The pipeline, step by step:
                           an event never fails for lack of a contact made in this
                           run (failures: deliver); with --dry_run, JSON lines instead
   7. WriteFailures        every failure record, flattened into one Avro sink
+
+With --state (pipeline/state.py): ReadSyncState reads what earlier runs
+delivered; ChangedContacts (between 3 and 4) keeps, per contact, only the
+properties that changed, and OrderRequests drops events already sent; the
+writers record what they deliver as they go; FoldSyncState folds it all
+into a new snapshot at the end. With --contacts_csv, WriteContactsCsv
+writes the upserts of 4 as CSV files for Loops' audience import, and
+nothing is sent.
 """
 import itertools
 import os
@@ -26,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from pipeline import summary as run_summary
+from pipeline import state as sync
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_input_options, add_output_options,
@@ -36,12 +45,14 @@ from pipeline.selection import (ArchiveInput, archive_input_from_args,
 from transforms.conform import AccountSchema
 from transforms.connection import LoopsConnection
 from transforms.contacts import MergeContacts, UpsertsFromStates
+from transforms.contacts_csv import WriteContactsCsv
 from transforms.kinds import CONTACT_UPSERT
 from transforms.ordering import OrderRequests
 from transforms.process import ProcessArchive
 from transforms.processor import EventProcessor, Policy, Selection
 from transforms.read import ReadSegmentArchive
 from transforms.sinks import WriteDryRun, WriteFailures
+from transforms.sync_state import ChangedContacts, DeliveredEvents, contact_facts
 from transforms.write import WriteInPhases, raise_if_key_rejected
 
 DEFAULT_MAX_EVENT_AGE = '24h'
@@ -60,6 +71,9 @@ class BackfillJob:
     summary_path: Optional[str]
     loops: Optional[LoopsConnection]
     unknown_properties: str = 'send'
+    state: Optional[sync.SyncState] = None
+    contacts_csv: Optional[str] = None
+    csv_rows: int = sync.DEFAULT_ROWS_PER_FILE
 
 
 def backfill_parser():
@@ -68,6 +82,8 @@ def backfill_parser():
                         add_loops_options, add_conform_options):
         add_options(parser)
     add_safety_options(parser, max_event_age=DEFAULT_MAX_EVENT_AGE, resubscribe=False)
+    sync.add_state_options(parser)
+    sync.add_csv_options(parser)
     return parser
 
 
@@ -103,28 +119,34 @@ def use_worker_processes_for_large_dry_runs(args, beam_args: list,
         direct.direct_num_workers = DEFAULT_WORKER_PROCESSES
 
 
-def check_s3_reaches_workers(patterns, options: PipelineOptions) -> None:
+def check_s3_reaches_workers(patterns, options: PipelineOptions, what: str = 'inputs') -> None:
     """Beam's local multi-processing workers do not receive the pipeline
     options, so they would read s3:// without --s3_* (real AWS, retried for
     minutes): say so before anything runs."""
     mode = options.view_as(DirectOptions).direct_running_mode
-    if mode == 'multi_processing' and any(p.startswith('s3://') for p in patterns):
-        raise UsageError('s3:// inputs cannot be read with --direct_running_mode=multi_processing '
-                         '(Beam does not pass the --s3_* options to those workers); run in-process '
-                         'or with --runner=PortableRunner --job_endpoint=embed (see README)')
+    if mode == 'multi_processing' and any(p and p.startswith('s3://') for p in patterns):
+        raise UsageError(f's3:// {what} cannot be read with --direct_running_mode='
+                         'multi_processing (Beam does not pass the --s3_* options to those '
+                         'workers); run in-process or with --runner=PortableRunner '
+                         '--job_endpoint=embed (see README)')
 
 
 def job_from_args(args, options: PipelineOptions) -> BackfillJob:
     """Validates what the user asked for; raises UsageError with what to fix."""
     check_s3_reaches_workers(args.input or (), options)
+    check_s3_reaches_workers((args.state, args.contacts_csv), options,
+                             'paths (--state, --contacts_csv)')
+    sync.check_csv_args(args)
     archive_input = archive_input_from_args(args, options)
-    require_cloud_paths(options, {'--dead_letter': args.dead_letter, '--dry_run': args.dry_run})
+    require_cloud_paths(options, {'--dead_letter': args.dead_letter, '--dry_run': args.dry_run,
+                                  '--contacts_csv': args.contacts_csv})
     if not args.dry_run:
         require_secret_on_remote_runner(args, options)
+    policy = policy_from_args(args)
     return BackfillJob(
         input=archive_input,
         selection=event_selection_from_args(args, ('identify',)),
-        policy=policy_from_args(args),
+        policy=policy,
         max_event_age=args.max_event_age,
         resubscribe=args.resubscribe,
         dry_run=args.dry_run,
@@ -132,6 +154,9 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
         summary_path=args.summary,
         loops=None if args.dry_run else connect_to_loops(args),
         unknown_properties=args.unknown_properties,
+        state=sync.sync_state_from_args(args, options, policy),
+        contacts_csv=args.contacts_csv,
+        csv_rows=args.csv_rows,
     )
 
 
@@ -143,17 +168,30 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
         job.input.patterns, job.input.since_ms, job.input.until_ms)
     processor = EventProcessor(job.selection, job.policy, account, job.unknown_properties)
     processed = chunks | 'ProcessArchive' >> ProcessArchive(processor)
-    upserts = (processed.contacts
-               | 'MergeContacts' >> MergeContacts()
-               | 'UpsertsFromStates' >> UpsertsFromStates(job.resubscribe))
-    ordered = processed.requests | 'OrderRequests' >> OrderRequests()
-    phases = {phase: (sequences,) for phase, sequences in ordered.items()}
-    phases[CONTACT_UPSERT.phase] += (upserts,)
+    facts = job.state.read(p) if job.state else None
+    contacts = processed.contacts | 'MergeContacts' >> MergeContacts()
+    if job.state:
+        contacts = contacts | 'ChangedContacts' >> ChangedContacts(
+            contact_facts(facts), job.resubscribe)
+    upserts = contacts | 'UpsertsFromStates' >> UpsertsFromStates(
+        job.resubscribe, keep_stamps=job.state is not None)
+    ordered = processed.requests | 'OrderRequests' >> OrderRequests(
+        delivered=facts | 'DeliveredEvents' >> DeliveredEvents() if job.state else None)
     failures = [read_failed, processed.failures]
+    recorder = job.state.recorder() if job.state and not job.dry_run else None
+    phases = {phase: (sequences,) for phase, sequences in ordered.items()}
+    if job.contacts_csv:
+        upserts | 'WriteContactsCsv' >> WriteContactsCsv(job.contacts_csv, job.csv_rows, recorder)
+        phases = {} if not job.dry_run else phases
+    else:
+        phases[CONTACT_UPSERT.phase] += (upserts,)
     if job.dry_run:
         tuple(itertools.chain(*phases.values())) | 'WriteDryRun' >> WriteDryRun(job.dry_run)
-    else:
-        failures.append((phases | 'WriteToLoops' >> WriteInPhases(job.loops)).failures)
+    elif phases:
+        written = phases | 'WriteToLoops' >> WriteInPhases(job.loops, recorder=recorder)
+        failures.append(written.failures)
+        if job.state:
+            job.state.fold(facts, after=written.done)
     (failures | 'AllFailures' >> beam.Flatten()
      | 'WriteFailures' >> WriteFailures(job.dead_letter))
 
@@ -182,13 +220,20 @@ def run(argv=None, out=sys.stdout) -> dict:
     counters = run_summary.pipeline_counters(result)
     raise_if_key_rejected(counters)
     keys = dict(run_summary.BACKFILL_KEYS)
-    if job.loops is not None:
+    if job.loops is not None and not job.contacts_csv:
         keys.update(run_summary.DELIVERY_KEYS)
+    if job.state:
+        keys.update(run_summary.STATE_KEYS)
+    if job.contacts_csv:
+        keys.update(run_summary.CSV_KEYS)
     summary = run_summary.backfill_summary(counters, keys)
     print(run_summary.format_table(summary, 'backfill summary'), file=out)
-    note = run_summary.held_back_note(summary, job.max_event_age)
-    if note:
-        print(note, file=out)
+    notes = (run_summary.held_back_note(summary, job.max_event_age),
+             sync.state_note(summary, job.state),
+             sync.csv_note(summary, job.contacts_csv, job.state) if job.contacts_csv else '')
+    for note in notes:
+        if note:
+            print(note, file=out)
     if job.summary_path:
         run_summary.write_summary(summary, job.summary_path)
     return summary

@@ -10,6 +10,7 @@ commands:
   stream     a Pub/Sub subscription of Segment events -> Loops, continuously
   check      preflight: what a backfill would send, and what the Loops account would lose
   replay     re-send the requests of delivery failures from a dead letter
+  state      `state compact --state PREFIX`: fold a sync state's files into one snapshot
   demo       a backfill of a generated archive into a local Loops sandbox (no account needed)
   sandbox    serve a local Loops-compatible API for tests and trials
   generate   write a realistic sample Segment archive
@@ -41,6 +42,11 @@ def _replay(argv):
     return replay.main(argv)
 
 
+def _state(argv):
+    from pipeline import state
+    return state.main(argv)
+
+
 def _demo(argv):
     from pipeline import demo
     return demo.main(argv)
@@ -61,6 +67,7 @@ COMMANDS: dict[str, Callable[[list], int]] = {
     'stream': _stream,
     'check': _check,
     'replay': _replay,
+    'state': _state,
     'demo': _demo,
     'sandbox': _sandbox,
     'generate': _generate,

@@ -14,7 +14,8 @@ from transforms.metrics import NAMESPACE
 
 # Summary key -> counter name. The first block accounts for every line read:
 # read == parse_failed + filtered_out + map_failed + held_back_events + duplicates
-#         + merged + contacts + events
+#         + merged + [contacts_unchanged] + contacts + [events_already_sent] + events
+# (the bracketed keys with --state, STATE_KEYS)
 BACKFILL_KEYS = {
     'read': 'read/lines',
     'parse_failed': 'parse/failed',
@@ -39,18 +40,31 @@ DELIVERY_KEYS = {
     'retries': 'deliver/retries',
     'rate_limited': 'deliver/rate_limited',
 }
+# With a sync state (--state), what it kept from being sent again; with
+# --contacts_csv, what went into the CSV files instead of upserts.
+STATE_KEYS = {
+    'contacts_unchanged': 'state/unchanged',
+    'events_already_sent': 'state/events_already_sent',
+}
+CSV_KEYS = {
+    'csv_rows': 'csv/rows',
+    'csv_files': 'csv/files',
+    'csv_left_for_api': 'csv/left_for_api',
+}
 ACCOUNTED = ('parse_failed', 'filtered_out', 'map_failed', 'held_back_events', 'duplicates',
-             'merged', 'contacts', 'events')
+             'merged', 'contacts_unchanged', 'contacts', 'events_already_sent', 'events')
 DETAIL_PREFIXES = ('filter/filtered_out_', 'parse/', 'map/', 'conform/', 'refused/',
-                   'held_back/', 'deliver/failed_')
+                   'held_back/', 'deliver/failed_', 'state/')
 
 
 def backfill_summary(counters: Mapping[str, int], keys: Mapping[str, str]) -> dict:
     """A backfill's summary: the named figures, `merged` (contact updates
     folded into another update of the same contact: every mapped update
-    that did not become an upsert of its own), then the details."""
+    that did not become an upsert of its own, nor a contact the sync state
+    found unchanged), then the details."""
     summary = build_summary(counters, keys, DETAIL_PREFIXES)
-    merged = int(counters.get('map/contact_updates', 0)) - summary['contacts']
+    merged = (int(counters.get('map/contact_updates', 0)) - summary['contacts']
+              - summary.get('contacts_unchanged', 0))
     figures = list(summary.items())
     at = [key for key, _ in figures].index('contacts')
     return dict(figures[:at] + [('merged', merged)] + figures[at:])
@@ -80,7 +94,7 @@ def build_summary(counters: Mapping[str, int], keys: Mapping[str, str],
 
 def unaccounted(summary: Mapping[str, int]) -> int:
     """read minus everything it became: 0 when every line is accounted for."""
-    return summary['read'] - sum(summary[key] for key in ACCOUNTED)
+    return summary['read'] - sum(summary.get(key, 0) for key in ACCOUNTED)
 
 
 def format_table(summary: Mapping[str, int], title: str = 'summary') -> str:

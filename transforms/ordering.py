@@ -11,18 +11,23 @@ server-side "system" userId) is sorted in runs written to temporary files
 and merged back in order, and its requests leave in parts of PART_SIZE:
 part k is a ContactSequence with `part=k`, which the writer sends only after
 part k-1. Memory stays bounded whatever one contact's number of events.
+
+With a sync state (transforms/sync_state.py), `OrderRequests(delivered=...)`
+also drops the events whose Idempotency-Key the state says were delivered,
+however old: their keys join the contact's group as `DeliveredKeys`.
 """
 import heapq
 import itertools
 import pickle
 import tempfile
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 import apache_beam as beam
 
 from transforms.kinds import PHASES
 from transforms.metrics import BundleCounts
 from transforms.records import ContactSequence, decode_request, encode_request
+from transforms.state_facts import contact_digest, key_digest
 
 PART_SIZE = 10_000
 SPILL_SIZE = 50_000
@@ -83,14 +88,32 @@ def without_repeats(ordered: Iterable[tuple], counts) -> Iterator:
         yield request
 
 
-def in_parts(contact: str, requests: Iterable, part_size: int = PART_SIZE) -> Iterator:
-    """Ordered requests -> ContactSequences of at most `part_size`, numbered."""
+class DeliveredKeys(frozenset):
+    """Digests (state_facts.key_digest) of a contact's Idempotency-Keys that
+    the sync state says were delivered."""
+
+
+def not_delivered(requests: Iterable, delivered: frozenset, counts) -> Iterator:
+    """The requests whose key is not among the `delivered` digests; the
+    others are counted as `state/events_already_sent`."""
+    for request in requests:
+        key = request.idempotency_key
+        if key is not None and key_digest(key) in delivered:
+            counts['state/events_already_sent'] += 1
+            continue
+        yield request
+
+
+def in_parts(contact: Optional[str], requests: Iterable,
+             part_size: int = PART_SIZE) -> Iterator:
+    """Ordered requests -> ContactSequences of at most `part_size`, numbered
+    (`contact` None: the requests' own)."""
     requests = iter(requests)
     for part in itertools.count():
         chunk = tuple(itertools.islice(requests, part_size))
         if not chunk:
             return
-        yield ContactSequence(contact, chunk, part)
+        yield ContactSequence(chunk[0].contact if contact is None else contact, chunk, part)
 
 
 class _OrderContactRequests(beam.DoFn):
@@ -103,8 +126,16 @@ class _OrderContactRequests(beam.DoFn):
 
     def process(self, keyed):
         (phase, contact), lists = keyed
-        encoded = itertools.chain.from_iterable(lists)
+        delivered = DeliveredKeys().union(
+            *(value for value in lists if isinstance(value, DeliveredKeys)))
+        encoded = itertools.chain.from_iterable(
+            value for value in lists if not isinstance(value, DeliveredKeys))
         requests = without_repeats(in_order(encoded, self._spill_size), self._counts)
+        if delivered:
+            requests = not_delivered(requests, delivered, self._counts)
+        # Keyed by the contact's digest when joined with delivered keys.
+        if not isinstance(contact, str):
+            contact = None
         for sequence in in_parts(contact, requests, self._part_size):
             self._counts['order/requests'] += len(sequence.requests)
             yield phase, sequence
@@ -116,14 +147,26 @@ class _OrderContactRequests(beam.DoFn):
 class OrderRequests(beam.PTransform):
     """((phase, contact), [encoded request, ...]) -> {phase: PCollection of
     ContactSequence}, each contact's requests in event-time order, each once.
-    Counts `order/requests` and `order/duplicates`."""
+    Counts `order/requests` and `order/duplicates`.
 
-    def __init__(self, part_size: int = PART_SIZE, spill_size: int = SPILL_SIZE):
+    `delivered` (optional): a PCollection of ((phase, contact digest),
+    DeliveredKeys) (transforms/sync_state.py, DeliveredEvents): those
+    requests are dropped (counted `state/events_already_sent`)."""
+
+    def __init__(self, part_size: int = PART_SIZE, spill_size: int = SPILL_SIZE,
+                 delivered: Optional[beam.PCollection] = None):
         super().__init__()
         self._part_size = part_size
         self._spill_size = spill_size
+        self._delivered = delivered
 
     def expand(self, keyed_requests):
+        if self._delivered is not None:
+            keyed_requests = (
+                keyed_requests
+                | 'KeyByContactDigest' >> beam.Map(
+                    lambda keyed: ((keyed[0][0], contact_digest(keyed[0][1])), keyed[1])),
+                self._delivered) | 'WithDeliveredKeys' >> beam.Flatten()
         ordered = (
             keyed_requests
             | 'GroupByContact' >> beam.GroupByKey()

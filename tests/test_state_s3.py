@@ -1,0 +1,95 @@
+"""A sync state on S3 (moto's server): read, recorded and folded through
+Beam's file systems, in-process and by SDK workers in other processes."""
+import io
+import os
+
+import boto3
+import pytest
+
+from pipeline import backfill
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
+from pipeline.options import UsageError
+from tests.test_portability import WorkerProcesses
+from tests.test_s3 import (ACCESS_KEY, PORTABLE_SUBPROCESS_WORKERS, REGION, SECRET_KEY,
+                           no_ambient_aws_credentials, s3_endpoint, s3_flags)
+
+KEY = 'state-s3-test-key'
+BUCKET = 'segment-loops-state'
+__all__ = ['no_ambient_aws_credentials', 's3_endpoint']   # fixtures used here
+
+
+@pytest.fixture(scope='module')
+def archive(tmp_path_factory):
+    return write_archive(str(tmp_path_factory.mktemp('archive')), users=12, days=2, seed=61)
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    client = boto3.client('s3', endpoint_url=s3_endpoint, region_name=REGION,
+                          aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    if BUCKET not in [b['Name'] for b in client.list_buckets()['Buckets']]:
+        client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def state_keys(s3, prefix: str) -> list:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+    return sorted(item['Key'] for item in listed.get('Contents', []))
+
+
+def run(loops, archive, tmp_path, state, *extra):
+    key_file = tmp_path / 'key'
+    key_file.write_text(KEY)
+    return backfill.run([
+        '--input', os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz'),
+        '--types', 'identify,track', '--max_event_age', 'none', '--state', state,
+        '--loops_base_url', loops.base_url, '--loops_api_key_file', str(key_file),
+        '--rate_limit', '1000', '--dead_letter', str(tmp_path / 'dl') + '/', *extra],
+        out=io.StringIO())
+
+
+def writes(loops) -> int:
+    return sum(r['method'] != 'GET' for r in loops.state()['requests'])
+
+
+def test_a_state_on_s3_makes_the_second_run_send_nothing_it_delivered(
+        archive, s3, s3_endpoint, tmp_path):
+    state = f's3://{BUCKET}/in-process/state'
+    with LoopsSandbox(api_key=KEY, rate_limit=None) as loops:
+        first = run(loops, archive, tmp_path, state, *s3_flags(s3_endpoint))
+        sent = writes(loops)
+        keys = state_keys(s3, 'in-process/state/')
+        second = run(loops, archive, tmp_path, state, *s3_flags(s3_endpoint))
+
+        assert writes(loops) - sent == first['delivery_failed']
+    assert keys and all('/snapshot-' in key for key in keys)
+    assert any(key.startswith('in-process/state/contacts/') for key in keys)
+    assert any(key.startswith('in-process/state/events/') for key in keys)
+    assert second['events_already_sent'] == first['events'] > 0
+    assert second['contacts'] == first['delivery_failed']
+
+
+def test_workers_in_other_processes_record_to_s3(archive, s3, s3_endpoint, tmp_path,
+                                                 monkeypatch):
+    monkeypatch.setenv('AWS_ACCESS_KEY_ID', ACCESS_KEY)
+    monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', SECRET_KEY)
+    monkeypatch.setenv('AWS_DEFAULT_REGION', REGION)
+    state = f's3://{BUCKET}/workers/state'
+    with LoopsSandbox(api_key=KEY, rate_limit=None) as loops:
+        with WorkerProcesses() as workers:
+            first = run(loops, archive, tmp_path, state, '--s3_endpoint_url', s3_endpoint,
+                        '--s3_disable_ssl', *PORTABLE_SUBPROCESS_WORKERS)
+        sent = writes(loops)
+        second = run(loops, archive, tmp_path, state, *s3_flags(s3_endpoint))
+        assert writes(loops) - sent == first['delivery_failed']
+
+    assert workers.pids
+    assert second['events_already_sent'] == first['events'] > 0
+
+
+def test_an_s3_state_is_refused_where_workers_cannot_reach_it(archive, tmp_path):
+    with pytest.raises(UsageError, match=r's3:// paths \(--state, --contacts_csv\) cannot'):
+        backfill.run(['--input', os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz'),
+                      '--dry_run', str(tmp_path / 'out'), '--state', f's3://{BUCKET}/x',
+                      '--direct_running_mode=multi_processing'], out=io.StringIO())

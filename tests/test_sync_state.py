@@ -1,0 +1,273 @@
+"""Incremental and resumable backfills with a sync state (--state), against
+the local Loops sandbox over HTTP: a rerun sends nothing it delivered, one
+more day costs only that day's changes and events, a run killed halfway and
+started again sends little more than one run, and a stream's newer values
+are never overwritten with older ones."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from pipeline import backfill
+from pipeline import state as state_command
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.samples import write_archive
+from pipeline.summary import unaccounted
+from transforms.records import Stamp, contact_upsert
+from transforms.state_facts import fold
+from transforms.state_files import list_state, read_facts_file
+from transforms.state_recorder import StateRecorder
+from transforms.retry import Outcome
+
+KEY = 'sync-state-test-key'
+WORKER_PROCESSES = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def archive_glob(archive) -> str:
+    return os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz')
+
+
+@pytest.fixture(scope='module')
+def archive(tmp_path_factory):
+    return write_archive(str(tmp_path_factory.mktemp('archive')), users=30, days=2, seed=41)
+
+
+@pytest.fixture(scope='module')
+def next_day(tmp_path_factory):
+    """One more received day: some of the same users (same userIds), new traits and events."""
+    return write_archive(str(tmp_path_factory.mktemp('day3')), users=8, days=1, seed=42,
+                         start_day='2026-11-03')
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / 'key'
+    path.write_text(KEY)
+    return str(path)
+
+
+def argv(base_url, key_file, tmp_path, inputs, *extra, rate=1000):
+    args = ['--types', 'identify,track', '--max_event_age', 'none',
+            '--loops_base_url', base_url, '--loops_api_key_file', key_file,
+            '--rate_limit', str(rate), '--dead_letter', str(tmp_path / 'dl') + '/', *extra]
+    for pattern in inputs:
+        args += ['--input', pattern]
+    return args
+
+
+def run(sandbox, key_file, tmp_path, inputs, *extra):
+    summary = backfill.run(argv(sandbox.base_url, key_file, tmp_path, inputs, *extra), out=io.StringIO())
+    assert unaccounted(summary) == 0
+    assert summary['contacts'] + summary['events'] == (
+        summary['delivered'] + summary['already_delivered'] + summary['delivery_failed'])
+    return summary
+
+
+def writes(sandbox) -> list:
+    return [r for r in sandbox.state()['requests'] if r['method'] != 'GET']
+
+
+def account(sandbox) -> tuple:
+    """The account's contacts and events, without what differs run to run."""
+    state = sandbox.state()
+    contacts = sorted((json.dumps({k: v for k, v in c.items() if k != 'id'}, sort_keys=True)
+                       for c in state['contacts']))
+    events = sorted(json.dumps({k: v for k, v in e.items() if k not in ('contact_id',
+                                                                         'received_at')},
+                               sort_keys=True) for e in state['events'])
+    return contacts, events
+
+
+def sandbox(**settings):
+    return LoopsSandbox(api_key=KEY, rate_limit=None, **settings)
+
+
+def plain_run(tmp_path, inputs) -> tuple:
+    """(account, write requests) after one backfill without a state."""
+    key_file = tmp_path / 'key'
+    key_file.write_text(KEY)
+    with sandbox() as loops:
+        run(loops, str(key_file), tmp_path, inputs)
+        return account(loops), len(writes(loops))
+
+
+@pytest.fixture(scope='module')
+def reference(archive, next_day, tmp_path_factory):
+    """plain_run of the archive, and of the archive plus the next day."""
+    return [plain_run(tmp_path_factory.mktemp('reference'), inputs)
+            for inputs in ([archive_glob(archive)],
+                           [archive_glob(archive), archive_glob(next_day)])]
+
+
+@pytest.fixture(scope='module')
+def larger_archive(tmp_path_factory):
+    """An archive whose delivery lasts several seconds at 40 requests/s,
+    and plain_run of it."""
+    archive = write_archive(str(tmp_path_factory.mktemp('larger')), users=80, days=2, seed=43)
+    return archive, plain_run(tmp_path_factory.mktemp('larger_reference'),
+                              [archive_glob(archive)])
+
+
+@pytest.mark.parametrize('runner', [[], WORKER_PROCESSES], ids=['in_process', 'workers'])
+def test_a_second_run_sends_nothing_it_delivered(archive, reference, key_file, tmp_path, runner):
+    state = str(tmp_path / 'state')
+    with sandbox() as loops:
+        first = run(loops, key_file, tmp_path, [archive_glob(archive)], '--state', state, *runner)
+        sent_first = writes(loops)
+        second = run(loops, key_file, tmp_path, [archive_glob(archive)], '--state', state,
+                     *runner)
+        sent_second = writes(loops)[len(sent_first):]
+        assert account(loops) == reference[0][0]
+
+    assert len(sent_first) == reference[0][1]
+    # Only what Loops refused the first time is tried again (it was never delivered).
+    refused = [r for r in sent_first if r['status'] == 400]
+    assert len(sent_second) == first['delivery_failed'] == len(refused)
+    assert all(r['status'] == 400 for r in sent_second)
+    assert second['events'] == 0 and second['events_already_sent'] == first['events'] > 0
+    assert second['contacts_unchanged'] == first['contacts'] - first['delivery_failed']
+    listing = list_state(state)
+    assert all('/snapshot-' in f.path for f in listing.files)   # folded, logs gone
+
+
+def dry_run_upserts(tmp_path, inputs) -> tuple:
+    """(summary, {contact's userId or email: upsert body}) of a dry run."""
+    out = tmp_path / f'dry{len(list(tmp_path.glob("dry*")))}'
+    argv = ['--types', 'identify,track', '--max_event_age', 'none', '--dry_run', str(out) + '/',
+            '--dead_letter', str(tmp_path / 'dl') + '/']
+    for pattern in inputs:
+        argv += ['--input', pattern]
+    summary = backfill.run(argv, out=io.StringIO())
+    bodies = {}
+    for path in out.glob('*.jsonl'):
+        for line in path.read_text(encoding='utf-8').splitlines():
+            request = json.loads(line)
+            if request['path'] == '/v1/contacts/update':
+                body = request['body']
+                bodies[body.get('userId') or body['email'].lower()] = body
+    return summary, bodies
+
+
+def test_one_more_day_sends_only_its_changed_contacts_and_its_events(
+        archive, next_day, reference, key_file, tmp_path):
+    state = str(tmp_path / 'state')
+    _, before = dry_run_upserts(tmp_path, [archive_glob(archive)])
+    day_alone, _ = dry_run_upserts(tmp_path, [archive_glob(next_day)])
+    _, after = dry_run_upserts(tmp_path, [archive_glob(archive), archive_glob(next_day)])
+    changed = [contact for contact, body in after.items() if before.get(contact) != body]
+    with sandbox() as loops:
+        first = run(loops, key_file, tmp_path, [archive_glob(archive)], '--state', state)
+        seen = len(writes(loops))
+        second = run(loops, key_file, tmp_path, [archive_glob(archive), archive_glob(next_day)],
+                     '--state', state)
+        sent = writes(loops)[seen:]
+        assert account(loops) == reference[1][0]
+
+    assert 0 < len(changed) < len(after)
+    upserts = [r for r in sent if r['path'] == '/v1/contacts/update']
+    assert len(upserts) == second['contacts'] <= len(changed) + first['delivery_failed']
+    assert len(sent) - len(upserts) == second['events'] == day_alone['events'] > 0
+    assert second['events_already_sent'] == first['events']
+    assert second['contacts_unchanged'] >= len(after) - len(changed) - 1
+
+
+def start_cli(args, log_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    with open(log_path, 'w') as log:
+        return subprocess.Popen([sys.executable, '-m', 'pipeline', 'backfill', *args], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def kill_when(process, loops, condition, timeout=120):
+    """SIGKILL the CLI's process group (it and any workers it started) once
+    `condition(write requests seen)` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition(len(writes(loops))):
+        assert process.poll() is None, 'the run ended before it could be killed'
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+@pytest.mark.parametrize('runner', [[], WORKER_PROCESSES], ids=['in_process', 'workers'])
+def test_a_run_killed_halfway_then_started_again_sends_little_more_than_one_run(
+        larger_archive, key_file, tmp_path, runner):
+    archive, (expected, one_run) = larger_archive
+    state = str(tmp_path / 'state')
+    with sandbox() as loops:
+        args = argv(loops.base_url, key_file, tmp_path, [archive_glob(archive)], '--state',
+                    state, '--state_flush_seconds', '0.5', *runner, rate=40)
+        killed = start_cli(args, tmp_path / 'killed.log')
+        kill_when(killed, loops, lambda seen: seen >= one_run // 2)
+        at_kill = len(writes(loops))
+        again = start_cli(args, tmp_path / 'again.log')
+        assert again.wait(timeout=300) == 0, (tmp_path / 'again.log').read_text()
+        total = len(writes(loops))
+        assert account(loops) == expected            # events exactly once, contacts merged
+
+    assert at_kill < one_run
+    assert total <= one_run * 1.10, (total, one_run)
+
+
+def test_a_backfill_never_overwrites_a_newer_value_a_stream_applied(
+        archive, key_file, tmp_path):
+    state = str(tmp_path / 'state')
+    with sandbox() as loops:
+        run(loops, key_file, tmp_path, [archive_glob(archive)], '--state', state)
+        before = len(writes(loops))
+        # A stream delivers a later firstName for usr_000001 and records it with its recorder.
+        streamed = contact_upsert({'userId': 'usr_000001', 'firstName': 'Streamed'},
+                                  'user:usr_000001', Stamp(int(time.time() * 1000), 0, 'live1'),
+                                  'live1')
+        answer = requests.put(loops.base_url + '/v1/contacts/update', json=streamed.body,
+                              headers={'Authorization': f'Bearer {KEY}'}, timeout=10)
+        assert answer.status_code == 200
+        recorder = StateRecorder(state, 'stream-run')
+        recorder.open()
+        recorder.record(streamed, Outcome('delivered', 200, '{}', 1, 0, None, None))
+        recorder.close()
+        # The archive's (older) first names, re-sent without a state, would win.
+        run(loops, key_file, tmp_path, [archive_glob(archive)], '--state', state)
+        resent = writes(loops)[before + 1:]
+        contact = next(c for c in loops.state()['contacts'] if c['userId'] == 'usr_000001')
+
+    assert contact['firstName'] == 'Streamed'
+    assert all(r['status'] == 400 for r in resent)
+
+
+def all_facts(state: str) -> dict:
+    by_contact = {}
+    for metadata in list_state(state).files:
+        partition = os.path.basename(os.path.dirname(metadata.path))
+        for contact, facts in read_facts_file(metadata.path):
+            by_contact.setdefault((partition, contact), []).append(facts)
+    return {key: fold(facts) for key, facts in by_contact.items()}
+
+
+def test_compact_folds_every_log_into_one_snapshot_per_partition(tmp_path):
+    state = str(tmp_path / 'state')
+    for number in range(3):
+        recorder = StateRecorder(state, f'run{number}')
+        recorder.open()
+        for user in range(5):
+            upsert = contact_upsert({'userId': f'u{user}', 'n': number}, f'user:u{user}',
+                                    Stamp(number, 0, f'm{number}'), '')
+            recorder.record(upsert, Outcome('delivered', 200, '{}', 1, 0, None, None))
+        recorder.close()
+    before = all_facts(state)
+
+    figures = state_command.compact(['--state', state], out=io.StringIO())
+
+    assert figures['files_before'] == 3 and figures['files_after'] == 1
+    assert figures['contacts'] == 5
+    assert all_facts(state) == before
+    assert {facts.properties['n'][0] for facts in before.values()} == {(2, 0, 'm2')}
