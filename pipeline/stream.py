@@ -2,16 +2,21 @@
 
 The pipeline, step by step:
   1. ReadFromPubSub        one Segment event per message (Segment's Pub/Sub destination)
-  2. SegmentToLoops        the backfill's parse, filter and map (failures: parse, map)
+  2. ProcessEvents         the backfill's parse, filter, map, hold back and fit to the
+                           account, one event at a time (failures: parse, map, conform)
   3. DropRepeatedMessages  a messageId seen in the last --dedupe_seconds is dropped
-  4. WriteToLoops          per shard, batches of at most --max_buffering_seconds,
-                           merged per contact in event-time order (failures: deliver)
-  5. failures              to --dead_letter_topic (JSON, attributes stage and reason)
+  4. KeepLatestPerContact  per contact: an upsert goes on with only the properties newer
+                           than those already sent, an event gets the contact's latest email
+  5. WriteToLoops          per shard, batches of at most --max_buffering_seconds, merged
+                           per contact; an event that reaches Loops before its contact
+                           waits for it up to --contact_wait_seconds (failures: deliver)
+  6. failures              to --dead_letter_topic (JSON, attributes stage and reason)
                            and/or windowed Avro files under --dead_letter
 """
 import math
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import apache_beam as beam
@@ -21,27 +26,47 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
-from pipeline.options import (UsageError, add_selection_options, job_parser,
-                              require_cloud_paths, runs_locally, set_default_runner)
-from pipeline.selection import EventSelection, event_selection_from_args
-from transforms.coalesce import ContactSequence
-from transforms.conform import AccountSchema, ConformToAccount
+from pipeline.options import (UsageError, add_safety_options, add_selection_options,
+                              job_parser, require_cloud_paths, runs_locally, set_default_runner)
+from pipeline.selection import event_selection_from_args, parse_duration, policy_from_args
+from transforms.conform import AccountSchema
+from transforms.connection import LoopsConnection
+from transforms.contact_wait import ContactWait
 from transforms.dedupe import DropRepeatedMessages
-from transforms.process import SegmentToLoops
+from transforms.process import ProcessEvents
+from transforms.processor import EventProcessor, Policy, Selection
+from transforms.records import ContactSequence, RawEvent
 from transforms.sinks import PublishFailures, WriteWindowedFailures
-from transforms.write import LoopsConnection, WriteToLoops
+from transforms.stream_state import KeepLatestPerContact
+from transforms.write import WriteToLoops, raise_if_key_rejected
 
 DEFAULT_STREAM_RUNNER = 'DirectRunner'
 DEFAULT_DEAD_LETTER = 'dead-letter/'
+DEFAULT_CONTACT_STATE_TTL = '7d'
+DEFAULT_CONTACT_WAIT_SECONDS = 600.0
 
+
+@dataclass(frozen=True)
+class ArrivalPolicy(Policy):
+    """The stream's Policy: an event's age is taken when the stream reads it
+    (a stream has no start to measure against: it runs for weeks)."""
+
+    def too_old(self, request) -> bool:
+        if self.max_event_age_ms is None:
+            return False
+        return Policy.too_old(replace(self, now_ms=int(time.time() * 1000)), request)
 
 
 @dataclass(frozen=True)
 class StreamJob:
     subscription: Optional[str]
     topic: Optional[str]
-    selection: EventSelection
+    selection: Selection
+    policy: Policy
+    resubscribe: bool
     dedupe_seconds: float
+    contact_state_ttl_seconds: float
+    contact_wait_seconds: float
     max_buffering_seconds: float
     batch_size: int
     dead_letter_topic: Optional[str]
@@ -62,6 +87,8 @@ def stream_parser():
                         help='Topic to read from through a temporary subscription.')
     group.add_argument('--dedupe_seconds', type=float, default=600.0,
                        help='How long a messageId is remembered to drop repeats (default 600).')
+    add_ordering_options(parser)
+    group = parser.add_argument_group('batching')
     group.add_argument('--max_buffering_seconds', type=float, default=1.0,
                        help='No request waits longer than this before it is sent (default 1).')
     group.add_argument('--batch_size', type=int, default=None,
@@ -78,9 +105,29 @@ def stream_parser():
     failures.add_argument('--failure_window_seconds', type=int, default=60,
                           help='Window of the Avro failure files (default 60).')
     add_selection_options(parser)
+    add_safety_options(parser, max_event_age='none', resubscribe=True)
     add_loops_options(parser)
     add_conform_options(parser)
     return parser
+
+
+def add_ordering_options(parser) -> None:
+    """What the stream remembers per contact, and how long an event waits for its contact."""
+    group = parser.add_argument_group('order of arrival')
+    group.add_argument(
+        '--contact_state_ttl', default=DEFAULT_CONTACT_STATE_TTL, metavar='DURATION',
+        help='How long the stream remembers what it sent for a contact (the time of each '
+             'property\'s value, and its latest email) after the contact\'s last event: an '
+             'older call arriving within that time never overwrites a newer value. A '
+             f'duration such as 7d or 24h. Default: {DEFAULT_CONTACT_STATE_TTL} (Pub/Sub keeps '
+             'an unacknowledged message up to 7 days).')
+    group.add_argument(
+        '--contact_wait_seconds', type=float, default=DEFAULT_CONTACT_WAIT_SECONDS,
+        help='How long an event that Loops refuses with "Contact not found" (it names only a '
+             'userId, and the identify that creates the contact has not landed yet) is held '
+             'and sent again (at once when the contact\'s upsert is delivered, else after 5 s, '
+             '10 s, 20 s, ...) before it becomes a failure record; 0 never holds. '
+             f'Default: {DEFAULT_CONTACT_WAIT_SECONDS:g}.')
 
 
 def check_pubsub_names(args) -> None:
@@ -111,22 +158,40 @@ def default_batch_size(shard_rate: float, max_buffering_seconds: float) -> int:
     return max(1, math.ceil(BATCH_BUFFERING_PERIODS * shard_rate * max_buffering_seconds))
 
 
+def _check_durations(args) -> tuple:
+    """-> (contact state TTL seconds, contact wait seconds)."""
+    if args.max_buffering_seconds <= 0:
+        raise UsageError('--max_buffering_seconds must be positive')
+    if args.dedupe_seconds < 0:
+        raise UsageError('--dedupe_seconds must not be negative')
+    if not args.contact_wait_seconds >= 0:
+        raise UsageError('--contact_wait_seconds must not be negative (0 never holds an event)')
+    ttl = parse_duration(args.contact_state_ttl, '--contact_state_ttl')
+    if ttl is None or ttl <= 0:
+        raise UsageError('--contact_state_ttl must be a positive duration such as 7d')
+    return ttl, args.contact_wait_seconds
+
+
 def job_from_args(args, options: PipelineOptions) -> StreamJob:
     if not (args.subscription or args.topic):
         raise UsageError('--subscription (or --topic) is required')
     check_pubsub_names(args)
     require_cloud_paths(options, {'--dead_letter': args.dead_letter})
     require_secret_on_remote_runner(args, options)
-    if args.max_buffering_seconds <= 0:
-        raise UsageError('--max_buffering_seconds must be positive')
+    ttl, contact_wait = _check_durations(args)
     dead_letter = args.dead_letter
     if dead_letter is None and not args.dead_letter_topic:
         dead_letter = DEFAULT_DEAD_LETTER
+    policy = policy_from_args(args)
     return StreamJob(
         subscription=args.subscription,
         topic=args.topic,
         selection=event_selection_from_args(args, ('identify', 'track')),
+        policy=ArrivalPolicy(policy.require_user_id, policy.max_event_age_ms, policy.now_ms),
+        resubscribe=args.resubscribe,
         dedupe_seconds=args.dedupe_seconds,
+        contact_state_ttl_seconds=ttl,
+        contact_wait_seconds=contact_wait,
         max_buffering_seconds=args.max_buffering_seconds,
         batch_size=args.batch_size or default_batch_size(
             args.rate_limit / args.write_shards, args.max_buffering_seconds),
@@ -138,22 +203,31 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
     )
 
 
+def to_raw_event(message) -> RawEvent:
+    """A Pub/Sub message -> RawEvent (its id as the source, for failure records)."""
+    return RawEvent(message.message_id or '', 0, message.data)
+
+
 def build_stream(p: beam.Pipeline, job: StreamJob, account: AccountSchema) -> None:
     messages = p | 'ReadFromPubSub' >> beam.io.ReadFromPubSub(
         subscription=job.subscription, topic=job.topic, with_attributes=True)
-    raw = messages | 'ToRawEvent' >> beam.Map(lambda m: (m.message_id or '', 0, m.data))
-    requests, processing_failed = raw | 'SegmentToLoops' >> SegmentToLoops(
-        job.selection.types, job.selection.event_names, job.selection.mapping)
-    requests, conform_failed = requests | 'ConformToAccount' >> ConformToAccount(
-        account, job.unknown_properties)
-    _, delivery_failed = (
+    processor = EventProcessor(job.selection, job.policy, account, job.unknown_properties)
+    requests, processing_failed = (messages
+                                   | 'ToRawEvent' >> beam.Map(to_raw_event)
+                                   | 'ProcessEvents' >> ProcessEvents(processor))
+    contact_wait = (ContactWait(job.contact_wait_seconds) if job.contact_wait_seconds > 0
+                    else None)
+    written = (
         requests
         | 'DropRepeatedMessages' >> DropRepeatedMessages(job.dedupe_seconds)
+        | 'KeepLatestPerContact' >> KeepLatestPerContact(job.contact_state_ttl_seconds,
+                                                         job.resubscribe)
         | 'AsSequences' >> beam.Map(lambda r: ContactSequence(r.contact, (r,)))
         | 'WriteToLoops' >> WriteToLoops(job.loops, label='stream',
                                          max_buffering_seconds=job.max_buffering_seconds,
-                                         batch_size=job.batch_size))
-    failures = ((processing_failed, conform_failed, delivery_failed)
+                                         batch_size=job.batch_size,
+                                         contact_wait=contact_wait))
+    failures = ((processing_failed, written.failures)
                 | 'AllFailures' >> beam.Flatten())
     if job.dead_letter_topic:
         failures | 'FailuresToTopic' >> PublishFailures(job.dead_letter_topic)
@@ -188,7 +262,8 @@ def stream_counters(result) -> dict:
 
 
 def run(argv=None, out=sys.stdout) -> int:
-    """Runs until the job ends or Ctrl-C, then prints its counters."""
+    """Runs until the job ends or Ctrl-C, then prints its counters; raises
+    AuthError when Loops rejected the API key while it ran."""
     result, options = _launch(argv, out)
     if not runs_locally(options):
         print('Streaming job submitted; it runs until you cancel it.', file=out)
@@ -201,4 +276,5 @@ def run(argv=None, out=sys.stdout) -> int:
     counters = stream_counters(result)
     if counters:
         print(run_summary.format_table(counters, 'stream counters'), file=out)
+    raise_if_key_rejected(counters)
     return 0

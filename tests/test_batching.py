@@ -29,3 +29,14 @@ def test_a_contacts_batch_is_merged_upserts_then_its_events_in_order_once_each()
     assert sorted(a[0].source.split(',')) == ['a-u1', 'a-u3']
     assert [request.stamp.message_id for request in a[1:]] == ['m2', 'm5']
     assert [request.body for request in arranged['user:b']] == [{'userId': 'b', 'plan': 'free'}]
+
+
+def test_within_a_batch_the_latest_value_of_each_property_wins_in_either_order():
+    older = upsert('a', 1, plan='free', city='Oslo', mailingLists={'l1': True, 'l2': True})
+    newer = upsert('a', 2, plan='pro', mailingLists={'l1': False})
+    for batch in ([older, newer], [newer, older]):
+        (sequence,) = arrange_batch([ContactSequence('user:a', (r,)) for r in batch])
+        (merged,) = sequence.requests
+        assert merged.body == {'userId': 'a', 'plan': 'pro', 'city': 'Oslo',
+                               'mailingLists': {'l1': False, 'l2': True}}
+        assert merged.stamp == newer.stamp

@@ -1,11 +1,13 @@
 """The streaming job against the real Pub/Sub emulator and the local Loops sandbox."""
 import collections
+import contextlib
 import json
+import os
 import time
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
@@ -13,12 +15,16 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import stream
 from pipeline.local.sandbox import LoopsSandbox
+from pipeline.options import UsageError
+from tests.direct_runner_counters import count_every_bundle
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
-from transforms.coalesce import ContactSequence
-from transforms.records import contact_upsert
-from transforms.write import BatchPerShard
+from transforms.batching import BatchPerShard
+from transforms.records import (ContactSequence, Stamp, contact_upsert, event_send,
+                                idempotency_key_for)
+from transforms.retry import derived_key
 
 PROJECT = 'segment-loops-test'
+API_KEY = 'stream-test-key'
 USERS = 30
 ROUNDS = 3
 
@@ -30,10 +36,10 @@ def identify(user, round_, **traits):
             'traits': dict({'email': f'user{user}@example.com'} if round_ == 0 else {}, **traits)}
 
 
-def track(user, n):
+def track(user, n, event='Order Completed', **properties):
     return {'type': 'track', 'messageId': f'tr-{user}-{n}', 'userId': f'user-{user}',
-            'event': 'Order Completed', 'timestamp': '2026-11-04T10:00:00Z',
-            'properties': {'orderId': f'o-{user}-{n}', 'total': n * 10}}
+            'event': event, 'timestamp': '2026-11-04T10:00:00Z',
+            'properties': {'orderId': f'o-{user}-{n}', 'total': n * 10, **properties}}
 
 
 def rounds_of_events():
@@ -53,12 +59,15 @@ def rounds_of_events():
 
 
 INVALID = [b'{"type": "identify", "messageId": "bad-1"', b'[1, 2, 3]', b'{"messageId": "no-type"}',
-           json.dumps({'type': 'identify', 'messageId': 'anon-1', 'anonymousId': 'a1',
-                       'traits': {'email': 'anon@example.com'}}).encode(),
+           json.dumps({'type': 'identify', 'messageId': 'anon-0', 'anonymousId': 'a0',
+                       'traits': {'plan': 'free'}}).encode(),
            json.dumps({'type': 'identify', 'messageId': 'bad-email', 'userId': 'user-x',
                        'traits': {'email': 'not an email'}}).encode()]
 EXPECTED_REASONS = {'invalid_json': 1, 'not_an_object': 1, 'missing_type': 1,
-                    'missing_user_id': 1, 'invalid_email': 1}
+                    'missing_identity': 1, 'invalid_email': 1}
+# An identify with an email and no userId is a lead: a contact by email.
+LEAD = json.dumps({'type': 'identify', 'messageId': 'anon-1', 'anonymousId': 'a1',
+                   'traits': {'email': 'anon@example.com', 'plan': 'trial'}}).encode()
 
 
 @pytest.fixture
@@ -87,44 +96,63 @@ def publish_all(publisher, topic, payloads):
         future.result(timeout=30)
 
 
+@contextlib.contextmanager
+def running_stream(sandbox, topics, tmp_path, *options):
+    """The stream on the topics' subscription, its failures to the failures
+    topic, while the block runs; a `page` trickle keeps the runner pulling."""
+    publisher, _, names = topics
+    key_file = tmp_path / 'key'
+    key_file.write_text(API_KEY)
+    result = stream.start([
+        '--subscription', names['events_sub'], '--dead_letter_topic', names['failures'],
+        '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
+        '--rate_limit', '20', '--max_buffering_seconds', '0.5', *options],
+        out=open(os.devnull, 'w'))
+    try:
+        with runner_kept_pulling(publisher, names['events']):
+            yield result
+    finally:
+        result.cancel()
+
+
+def stream_counters_reach(result, expected: dict, timeout: float = 20) -> dict:
+    """The stream's counters once they hold at least `expected` (the runner
+    commits a bundle's counts after the bundle), or as they are at `timeout`."""
+    def reached():
+        counters = stream.stream_counters(result)
+        return all(counters.get(name, 0) >= n for name, n in expected.items())
+    wait_until(reached, timeout)
+    return stream.stream_counters(result)
+
+
 def test_stream_keeps_loops_current_and_dead_letters_invalid_events(topics, tmp_path):
     publisher, subscriber, names = topics
-    key_file = tmp_path / 'key'
-    key_file.write_text('stream-test-key')
     all_rounds = list(rounds_of_events())
-    with LoopsSandbox(api_key='stream-test-key', rate_limit=20, latency=(0.01, 0.05),
-                      seed=3) as sandbox:
-        result = stream.start([
-            '--subscription', names['events_sub'], '--dead_letter_topic', names['failures'],
-            '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
-            '--rate_limit', '20', '--max_buffering_seconds', '0.5'], out=open('/dev/null', 'w'))
-        try:
-            with runner_kept_pulling(publisher, names['events']):
-                for round_, events in enumerate(all_rounds):
-                    payloads = [json.dumps(e).encode() for e in events]
-                    if round_ == 0:
-                        payloads += INVALID
-                    payloads += payloads[:10]  # at-least-once: some messages come twice
-                    publish_all(publisher, names['events'], payloads)
-                    # A user's identifies are published in event-time order, a round
-                    # apart: Pub/Sub does not order messages, rounds do.
-                    wait_until(lambda: len(sandbox.state()['events']) >= USERS * (round_ + 1), 60)
+    with LoopsSandbox(api_key=API_KEY, rate_limit=20, latency=(0.01, 0.05), seed=3) as sandbox:
+        with running_stream(sandbox, topics, tmp_path):
+            for round_, events in enumerate(all_rounds):
+                payloads = [json.dumps(e).encode() for e in events]
+                if round_ == 0:
+                    payloads += INVALID + [LEAD]
+                payloads += payloads[:10]  # at-least-once: some messages come twice
+                publish_all(publisher, names['events'], payloads)
+                # A user's identifies are published in event-time order, a round
+                # apart: Pub/Sub does not order messages, rounds do.
+                wait_until(lambda: len(sandbox.state()['events']) >= USERS * (round_ + 1), 60)
 
-                expected_events = USERS * ROUNDS
-                assert wait_until(lambda: len(sandbox.state()['events']) >= expected_events, 60)
-                failures = pull(subscriber, names['failures_sub'], len(INVALID))
-                time.sleep(2)  # anything still in flight (e.g. a wrongly repeated event) lands now
-                state = sandbox.state()
-        finally:
-            result.cancel()
+            assert wait_until(lambda: len(sandbox.state()['events']) >= USERS * ROUNDS, 60)
+            failures = pull(subscriber, names['failures_sub'], len(INVALID))
+            time.sleep(2)  # anything still in flight (e.g. a wrongly repeated event) lands now
+            state = sandbox.state()
 
-    contacts = {c['userId']: c for c in state['contacts']}
-    assert set(contacts) == {f'user-{u}' for u in range(USERS)}
+    contacts = {c['userId'] or c['email']: c for c in state['contacts']}
+    assert set(contacts) == {f'user-{u}' for u in range(USERS)} | {'anon@example.com'}
     for user in range(USERS):
         contact = contacts[f'user-{user}']
         assert contact['email'] == f'user{user}@example.com'
         assert contact['plan'] == 'business' and contact['logins'] == ROUNDS
         assert contact['nickname'] is None and contact['source'] == 'Segment'
+    assert contacts['anon@example.com']['plan'] == 'trial'
     sends = collections.Counter(e['idempotency_key'] for e in state['events'])
     assert len(sends) == USERS * ROUNDS and set(sends.values()) == {1}
     assert {(e['userId'], e['eventProperties']['orderId']) for e in state['events']} == {
@@ -137,6 +165,165 @@ def test_stream_keeps_loops_current_and_dead_letters_invalid_events(topics, tmp_
         assert record['reason'] == message.attributes['reason']
         assert record['stage'] == message.attributes['stage'] in ('parse', 'map')
         assert record['event']
+
+
+NEWER_USERS = 10
+
+
+def newer_identify(user):
+    return identify(user, 2, email=f'new{user}@example.com', plan='pro', logins=5,
+                    mailingLists={'list_news': False})
+
+
+def older_identify(user):
+    """Two days older than newer_identify: every trait stale, but for users
+    below half a nickname and a list the newer call did not set."""
+    traits = {'email': f'old{user}@example.com', 'plan': 'free', 'logins': 1,
+              'mailingLists': {'list_news': True}}
+    if user < NEWER_USERS // 2:
+        traits['nickname'] = f'nick{user}'
+        traits['mailingLists']['list_product'] = True
+    return identify(user, 0, **traits)
+
+
+def test_a_newer_identify_that_arrives_first_is_never_overwritten_by_an_older_one(
+        topics, tmp_path, monkeypatch):
+    count_every_bundle(monkeypatch)
+    publisher, subscriber, names = topics
+    users = range(NEWER_USERS)
+
+    def contacts():
+        return {c['userId']: c for c in sandbox.state()['contacts']}
+
+    with LoopsSandbox(api_key=API_KEY, rate_limit=20, latency=(0.01, 0.05), seed=4) as sandbox:
+        with running_stream(sandbox, topics, tmp_path) as result:
+            publish_all(publisher, names['events'],
+                        [json.dumps(newer_identify(u)).encode() for u in users])
+            assert wait_until(lambda: len(contacts()) == NEWER_USERS, 60)
+            upserts_before = sum(r['path'] == '/v1/contacts/update'
+                                 for r in sandbox.state()['requests'])
+            publish_all(publisher, names['events'],
+                        [json.dumps(older_identify(u)).encode() for u in users])
+            half = NEWER_USERS // 2
+            assert wait_until(lambda: sum('nickname' in c for c in contacts().values()) == half,
+                              60)
+            counters = stream_counters_reach(result, {'stream/stale_requests': half})
+            state = sandbox.state()
+        failures = pull(subscriber, names['failures_sub'], 1, timeout=2)
+
+    for user in users:
+        contact = {c['userId']: c for c in state['contacts']}[f'user-{user}']
+        assert (contact['email'], contact['plan'], contact['logins']) == (
+            f'new{user}@example.com', 'pro', 5)
+        if user < half:
+            assert contact['nickname'] == f'nick{user}'
+            assert contact['mailingLists'] == {'list_news': False, 'list_product': True}
+        else:
+            assert 'nickname' not in contact
+            assert contact['mailingLists'] == {'list_news': False}
+    # Only the users with a nickname were sent anything for their older call.
+    upserts_after = sum(r['path'] == '/v1/contacts/update' for r in state['requests'])
+    assert upserts_after - upserts_before == half
+    # Per older call: email, plan, logins, source and one list were stale.
+    assert counters['stream/stale_dropped'] == 5 * NEWER_USERS
+    assert counters['stream/stale_requests'] == half
+    assert failures == []
+
+
+SIGNUPS = 8
+
+
+def signed_up(user):
+    """A signup's track: it names its contact by userId alone."""
+    return {'type': 'track', 'messageId': f'signup-{user}', 'userId': f'user-{user}',
+            'event': 'Signed Up', 'timestamp': '2026-11-04T10:00:00Z',
+            'properties': {'plan': 'trial'}}
+
+
+def test_events_that_arrive_before_their_contact_are_delivered_once_when_it_comes(
+        topics, tmp_path, monkeypatch):
+    count_every_bundle(monkeypatch)
+    publisher, subscriber, names = topics
+    users = range(SIGNUPS)
+
+    def refused_sends():
+        return sum(r['path'] == '/v1/events/send' and r['status'] == 400
+                   for r in sandbox.state()['requests'])
+
+    with LoopsSandbox(api_key=API_KEY, rate_limit=20, latency=(0.01, 0.05), seed=5) as sandbox:
+        with running_stream(sandbox, topics, tmp_path) as result:
+            publish_all(publisher, names['events'], [json.dumps(signed_up(u)).encode()
+                                                     for u in users])
+            # Loops has refused every track (no such contact yet) before the
+            # identifies are even published.
+            assert wait_until(lambda: refused_sends() >= SIGNUPS, 60)
+            publish_all(publisher, names['events'], [json.dumps(identify(u, 0)).encode()
+                                                     for u in users])
+            assert wait_until(lambda: len(sandbox.state()['events']) >= SIGNUPS, 60)
+            counters = stream_counters_reach(result, {'stream/events_released': SIGNUPS})
+            time.sleep(2)  # anything still in flight (a wrongly repeated event) lands now
+            state = sandbox.state()
+        failures = pull(subscriber, names['failures_sub'], 1, timeout=2)
+
+    assert failures == []
+    assert len(state['events']) == SIGNUPS
+    for event in state['events']:
+        original = idempotency_key_for(f'signup-{event["userId"][len("user-"):]}')
+        resends = [derived_key(original, f'contact-wait-{n}') for n in range(1, 8)]
+        assert event['idempotency_key'] in resends
+        assert (event['eventName'], event['eventProperties']) == ('Signed Up', {'plan': 'trial'})
+    assert {e['userId'] for e in state['events']} == {f'user-{u}' for u in users}
+    assert counters['stream/events_held'] == SIGNUPS
+    assert counters['stream/events_released'] == SIGNUPS
+    assert counters.get('stream/events_waited_out', 0) == 0
+    assert counters.get('deliver/failed', 0) == 0
+
+
+def job_of(tmp_path, *options):
+    key_file = tmp_path / 'key'
+    key_file.write_text(API_KEY)
+    args, beam_args = stream.stream_parser().parse_known_args([
+        '--subscription', f'projects/{PROJECT}/subscriptions/loops',
+        '--loops_base_url', 'http://127.0.0.1:9/api', '--loops_api_key_file', str(key_file),
+        *options])
+    return stream.job_from_args(args, PipelineOptions(beam_args))
+
+
+def test_the_stream_sends_live_intent_and_events_of_any_age_unless_told(tmp_path):
+    job = job_of(tmp_path)
+    assert (job.resubscribe, job.policy.max_event_age_ms, job.policy.require_user_id) == (
+        True, None, False)
+    assert (job.contact_state_ttl_seconds, job.contact_wait_seconds) == (7 * 86400, 600)
+    job = job_of(tmp_path, '--resubscribe=false', '--max_event_age', '24h', '--identity',
+                 'user_id', '--contact_state_ttl', '2h', '--contact_wait_seconds', '0')
+    assert (job.resubscribe, job.policy.max_event_age_ms, job.policy.require_user_id) == (
+        False, 86400 * 1000, True)
+    assert (job.contact_state_ttl_seconds, job.contact_wait_seconds) == (7200, 0)
+
+
+@pytest.mark.parametrize('options, says', [
+    (['--contact_state_ttl', 'none'], '--contact_state_ttl'),
+    (['--contact_state_ttl', 'soon'], '--contact_state_ttl'),
+    (['--contact_wait_seconds', '-1'], '--contact_wait_seconds'),
+    (['--dedupe_seconds', '-5'], '--dedupe_seconds'),
+])
+def test_the_stream_refuses_durations_it_cannot_use(tmp_path, options, says):
+    with pytest.raises(UsageError, match=says):
+        job_of(tmp_path, *options)
+
+
+def test_an_events_age_is_taken_when_the_stream_reads_it():
+    policy = stream.ArrivalPolicy(max_event_age_ms=3600 * 1000, now_ms=0)
+    now_ms = int(time.time() * 1000)
+
+    assert policy.too_old(track_request(now_ms - 2 * 3600 * 1000))
+    assert not policy.too_old(track_request(now_ms - 60 * 1000))
+    assert not stream.ArrivalPolicy(now_ms=0).too_old(track_request(0))
+
+
+def track_request(event_ms):
+    return event_send({'eventName': 'Order Completed', 'userId': 'u'}, 'user:u',
+                      Stamp(event_ms, 0, 'm'), 'm', 'segment-m')
 
 
 def upsert_sequence(user, n):
