@@ -99,6 +99,18 @@ def sync_state_from_args(args, options: PipelineOptions, policy: Policy) -> Opti
                      list_state(args.state, events_from_day(policy)))
 
 
+def recorder_from_args(args, options: PipelineOptions) -> Optional[StateRecorder]:
+    """The recorder a job's writers take (`WriteToLoops(..., recorder=...)`)
+    for --state and --state_flush_seconds (add_state_options), or None
+    without --state. For a job that only records, as the stream does."""
+    if args.state_flush_seconds <= 0:
+        raise UsageError('--state_flush_seconds must be positive')
+    if not args.state:
+        return None
+    require_cloud_paths(options, {'--state': args.state})
+    return StateRecorder(args.state, new_run_id(), args.state_flush_seconds)
+
+
 def check_csv_args(args) -> None:
     if args.csv_rows < 1:
         raise UsageError('--csv_rows must be at least 1')

@@ -3,6 +3,7 @@ the local Loops sandbox over HTTP: a rerun sends nothing it delivered, one
 more day costs only that day's changes and events, a run killed halfway and
 started again sends little more than one run, and a stream's newer values
 are never overwritten with older ones."""
+import argparse
 import io
 import json
 import os
@@ -13,17 +14,19 @@ import time
 
 import pytest
 import requests
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import backfill
 from pipeline import state as state_command
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
+from pipeline.options import UsageError
 from pipeline.summary import unaccounted
 from transforms.records import Stamp, contact_upsert
-from transforms.state_facts import fold
-from transforms.state_files import list_state, read_facts_file
+from transforms.state_files import list_state, read_facts
 from transforms.state_recorder import StateRecorder
 from transforms.retry import Outcome
+from transforms.write import DeliveryRecorder
 
 KEY = 'sync-state-test-key'
 WORKER_PROCESSES = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']
@@ -158,9 +161,9 @@ def dry_run_upserts(tmp_path, inputs) -> tuple:
 def test_one_more_day_sends_only_its_changed_contacts_and_its_events(
         archive, next_day, reference, key_file, tmp_path):
     state = str(tmp_path / 'state')
-    _, before = dry_run_upserts(tmp_path, [archive_glob(archive)])
-    day_alone, _ = dry_run_upserts(tmp_path, [archive_glob(next_day)])
-    _, after = dry_run_upserts(tmp_path, [archive_glob(archive), archive_glob(next_day)])
+    all_before, before = dry_run_upserts(tmp_path, [archive_glob(archive)])
+    all_after, after = dry_run_upserts(tmp_path, [archive_glob(archive), archive_glob(next_day)])
+    day_events = all_after['events'] - all_before['events']
     changed = [contact for contact, body in after.items() if before.get(contact) != body]
     with sandbox() as loops:
         first = run(loops, key_file, tmp_path, [archive_glob(archive)], '--state', state)
@@ -173,7 +176,7 @@ def test_one_more_day_sends_only_its_changed_contacts_and_its_events(
     assert 0 < len(changed) < len(after)
     upserts = [r for r in sent if r['path'] == '/v1/contacts/update']
     assert len(upserts) == second['contacts'] <= len(changed) + first['delivery_failed']
-    assert len(sent) - len(upserts) == second['events'] == day_alone['events'] > 0
+    assert len(sent) - len(upserts) == second['events'] == day_events > 0
     assert second['events_already_sent'] == first['events']
     assert second['contacts_unchanged'] >= len(after) - len(changed) - 1
 
@@ -245,12 +248,7 @@ def test_a_backfill_never_overwrites_a_newer_value_a_stream_applied(
 
 
 def all_facts(state: str) -> dict:
-    by_contact = {}
-    for metadata in list_state(state).files:
-        partition = os.path.basename(os.path.dirname(metadata.path))
-        for contact, facts in read_facts_file(metadata.path):
-            by_contact.setdefault((partition, contact), []).append(facts)
-    return {key: fold(facts) for key, facts in by_contact.items()}
+    return read_facts(list_state(state))
 
 
 def test_compact_folds_every_log_into_one_snapshot_per_partition(tmp_path):
@@ -271,3 +269,17 @@ def test_compact_folds_every_log_into_one_snapshot_per_partition(tmp_path):
     assert figures['contacts'] == 5
     assert all_facts(state) == before
     assert {facts.properties['n'][0] for facts in before.values()} == {(2, 0, 'm2')}
+
+
+def test_a_job_that_only_records_gets_its_recorder_from_its_options(tmp_path):
+    parser = argparse.ArgumentParser()
+    state_command.add_state_options(parser)
+    options = PipelineOptions([])
+
+    assert state_command.recorder_from_args(parser.parse_args([]), options) is None
+    recorder = state_command.recorder_from_args(
+        parser.parse_args(['--state', str(tmp_path), '--state_flush_seconds', '5']), options)
+    assert isinstance(recorder, DeliveryRecorder)
+    with pytest.raises(UsageError, match='--state_flush_seconds must be positive'):
+        state_command.recorder_from_args(
+            parser.parse_args(['--state', str(tmp_path), '--state_flush_seconds', '0']), options)

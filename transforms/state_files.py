@@ -28,7 +28,7 @@ from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import load_schema
-from transforms.state_facts import from_record
+from transforms.state_facts import fold, from_record
 from transforms.timestamps import DAY_MS
 
 SCHEMA = load_schema('sync_state')
@@ -153,6 +153,20 @@ def read_facts_file(path: str) -> Iterator[tuple]:
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         for record in fastavro.reader(f):
             yield from_record(record)
+
+
+def read_facts(listing: StateListing) -> dict:
+    """{(partition, contact digest): Facts} of every listed file, folded: the
+    state in memory, for a plain loop (`check`, tests) over a small state.
+    `partition` is CONTACTS or the event day."""
+    folded = {}
+    for metadata in listing.files:
+        partition = parent_name(metadata.path)
+        for contact, facts in read_facts_file(metadata.path):
+            key = (partition, contact)
+            before = folded.get(key)
+            folded[key] = facts if before is None else fold((before, facts))
+    return folded
 
 
 def delete_files(paths: Iterable[str]) -> int:
