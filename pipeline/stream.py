@@ -123,6 +123,7 @@ def add_ordering_options(parser) -> None:
              'an unacknowledged message up to 7 days).')
     group.add_argument(
         '--contact_wait_seconds', type=float, default=DEFAULT_CONTACT_WAIT_SECONDS,
+        metavar='SECONDS',
         help='How long an event that Loops refuses with "Contact not found" (it names only a '
              'userId, and the identify that creates the contact has not landed yet) is held '
              'and sent again (at once when the contact\'s upsert is delivered, else after 5 s, '
