@@ -40,3 +40,13 @@ def test_within_a_batch_the_latest_value_of_each_property_wins_in_either_order()
         assert merged.body == {'userId': 'a', 'plan': 'pro', 'city': 'Oslo',
                                'mailingLists': {'l1': False, 'l2': True}}
         assert merged.stamp == newer.stamp
+        assert merged.stamps == {'userId': tuple(newer.stamp), 'plan': tuple(newer.stamp),
+                                 'city': tuple(older.stamp),
+                                 ('mailingLists', 'l1'): tuple(newer.stamp),
+                                 ('mailingLists', 'l2'): tuple(older.stamp)}
+
+
+def test_a_contacts_only_upsert_in_a_batch_goes_as_it_came():
+    alone = upsert('a', 1, plan='free')
+    (sequence,) = arrange_batch([ContactSequence('user:a', (alone,))])
+    assert sequence.requests == (alone,)

@@ -13,19 +13,24 @@ from typing import Iterable, List
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.contact_state import body_of, latest_stamp, merge, state_of
+from transforms.contact_state import body_of, latest_stamp, merge, stamps_of, state_of
 from transforms.metrics import NAMESPACE
 from transforms.records import ContactSequence, LoopsRequest
 
 
 def merge_requests(requests: List[LoopsRequest]) -> LoopsRequest:
     """Requests of one mergeable kind and contact -> one request: per
-    property the value with the latest stamp; the sources comma-joined."""
+    property the value with the latest stamp; the sources comma-joined.
+    Several requests merged carry each property's own stamp (`stamps`), for
+    a delivery recorder."""
+    if len(requests) == 1:
+        return requests[0]
     state = merge(*(state_of(request.body, request.stamp) for request in requests))
     last = requests[-1]
     return LoopsRequest(last.kind, body_of(state), last.headers, last.contact,
                         latest_stamp(state),
-                        ','.join(request.source for request in requests if request.source))
+                        ','.join(request.source for request in requests if request.source),
+                        stamps_of(state))
 
 
 def arrange_contact(requests: Iterable[LoopsRequest]) -> List[LoopsRequest]:
