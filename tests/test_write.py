@@ -110,8 +110,8 @@ def test_phases_are_written_in_order_under_stable_labels():
     labels = []
 
     def build(p):
-        by_phase = {0: [p | 'Contacts' >> beam.Create(contacts[:5]),
-                        p | 'MoreContacts' >> beam.Create(contacts[5:])],
+        by_phase = {0: (p | 'Contacts' >> beam.Create(contacts[:5]),
+                        p | 'MoreContacts' >> beam.Create(contacts[5:])),
                     1: p | 'Events' >> beam.Create(events)}
         result = by_phase | 'WriteToLoops' >> WriteInPhases(connection(sandbox))
         assert_that(result.failures | beam.Map(lambda r: (r['reason'], r['source'])),

@@ -200,8 +200,8 @@ def phase_name(phase: int) -> str:
 class WriteInPhases(beam.PTransform):
     """Sequences by phase -> one LoopsWriteResult, the phases written in order.
 
-    In: a dict {phase: PCollection of ContactSequence, or a tuple or list of
-    them, flattened as `All<Kinds>`} (phases of transforms/kinds.py; any may
+    In: a dict {phase: PCollection of ContactSequence, or a tuple of them,
+    flattened as `All<Kinds>`} (phases of transforms/kinds.py; any may
     be left out), or a tuple of PCollections in the order of kinds.PHASES.
     Each phase is written by its own WriteToLoops (`Write<Kinds>`, e.g.
     WriteContacts) once the previous phase's `done` is complete
@@ -219,14 +219,6 @@ class WriteInPhases(beam.PTransform):
         self._connection = connection
         self._label_prefix = label_prefix
         self._write_options = write_options
-
-    def __ror__(self, left, label=None):
-        # Beam's `|` would turn a list inside a dict into a Create of its
-        # items (the PCollections themselves) before expand() sees it.
-        if isinstance(left, dict):
-            left = {phase: tuple(value) if isinstance(value, list) else value
-                    for phase, value in left.items()}
-        return super().__ror__(left, label)
 
     def expand(self, by_phase):
         phases = sequences_by_phase(by_phase)
