@@ -64,12 +64,14 @@ def add_selection_options(parser):
              '(default: email_or_user_id); user_id sends only events with a userId.')
 
 
-def add_safety_options(parser, *, max_event_age: str, resubscribe: bool):
-    """What a run holds back that the account's owner would not send by hand."""
+def add_safety_options(parser, *, max_event_age: str, resubscribe: bool,
+                       age_against: str = 'the start of the run'):
+    """What a run holds back that the account's owner would not send by hand;
+    `age_against` says when an event's age is measured."""
     group = parser.add_argument_group('what is held back')
     group.add_argument(
         '--max_event_age', default=max_event_age, metavar='DURATION',
-        help='Track events older than this (by event time, against the start of the run) are '
+        help=f'Track events older than this (by event time, against {age_against}) are '
              'not sent, only counted: an event triggers today\'s emails whenever it happened. '
              f'A duration such as 24h, 7d, 90m, or none. Default: {max_event_age}.')
     group.add_argument(

@@ -105,7 +105,8 @@ def stream_parser():
     failures.add_argument('--failure_window_seconds', type=int, default=60,
                           help='Window of the Avro failure files (default 60).')
     add_selection_options(parser)
-    add_safety_options(parser, max_event_age='none', resubscribe=True)
+    add_safety_options(parser, max_event_age='none', resubscribe=True,
+                       age_against='the time the stream reads the event')
     add_loops_options(parser)
     add_conform_options(parser)
     return parser
