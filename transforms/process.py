@@ -22,8 +22,11 @@ from transforms.records import encode_request
 FAILED = 'failed'
 CONTACTS, REQUESTS = 'contacts', 'requests'
 # A bundle's contact states and requests are emitted when this many are
-# held, so a worker holds a bounded amount whatever the input's size.
-MAX_HELD_CONTACTS = 20_000
+# held, so a worker holds a bounded amount whatever the input's size. A
+# contact's updates are spread over the whole archive: the more contacts
+# held, the fewer partial states of one contact cross the shuffle (at
+# 50,000, about 100 MB).
+MAX_HELD_CONTACTS = 50_000
 MAX_HELD_REQUESTS = 50_000
 
 
