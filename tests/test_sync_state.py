@@ -66,7 +66,8 @@ def argv(base_url, key_file, tmp_path, inputs, *extra, rate=1000):
 
 
 def run(sandbox, key_file, tmp_path, inputs, *extra):
-    summary = backfill.run(argv(sandbox.base_url, key_file, tmp_path, inputs, *extra), out=io.StringIO())
+    summary = backfill.run(argv(sandbox.base_url, key_file, tmp_path, inputs, *extra),
+                           out=io.StringIO())
     assert unaccounted(summary) == 0
     assert summary['contacts'] + summary['events'] == (
         summary['delivered'] + summary['already_delivered'] + summary['delivery_failed'])

@@ -51,6 +51,11 @@ def events_dir(prefix: str, day: str) -> str:
     return FileSystems.join(state_root(prefix), EVENTS, day)
 
 
+def partition_dir(prefix: str, partition: str) -> str:
+    """The folder of a partition: CONTACTS, or an event day."""
+    return contacts_dir(prefix) if partition == CONTACTS else events_dir(prefix, partition)
+
+
 def event_day(event_ms: int) -> str:
     """The UTC day ('2026-11-01') an event's facts are filed under."""
     days = max(0, event_ms) // DAY_MS
@@ -93,17 +98,22 @@ class StateListing:
 
 
 def list_state(prefix: str, events_from_day: Optional[str] = '') -> StateListing:
-    """The state's files now: every contact file, and the event files of the
-    days from `events_from_day` on ('' for every day, None for none)."""
-    contacts = _match(FileSystems.join(contacts_dir(prefix), '*' + SUFFIX))
-    events = {}
-    if events_from_day is not None:
-        for metadata in _match(FileSystems.join(state_root(prefix), EVENTS, '*', '*' + SUFFIX)):
-            day = parent_name(metadata.path)
-            if day >= events_from_day:
-                events.setdefault(day, []).append(metadata)
+    """The state's files now (one listing): every contact file, and the event
+    files of the days from `events_from_day` on ('' for every day, None for
+    none)."""
+    root = state_root(prefix)
+    contacts, events = [], {}
+    for metadata in _match(FileSystems.join(root, '**')):
+        parts = metadata.path[len(root):].lstrip('/').split('/')
+        if not parts[-1].endswith(SUFFIX):
+            continue
+        if len(parts) == 2 and parts[0] == CONTACTS:
+            contacts.append(metadata)
+        elif (len(parts) == 3 and parts[0] == EVENTS and events_from_day is not None
+              and parts[1] >= events_from_day):
+            events.setdefault(parts[1], []).append(metadata)
     return StateListing(prefix, tuple(contacts),
-                        {day: tuple(files) for day, files in events.items()})
+                        {day: tuple(files) for day, files in sorted(events.items())})
 
 
 def _match(pattern: str) -> list:
@@ -170,14 +180,16 @@ def read_facts(listing: StateListing) -> dict:
 
 
 def delete_files(paths: Iterable[str]) -> int:
-    """Deletes the files that are still there; -> how many were deleted."""
-    deleted = 0
-    for path in paths:
-        try:
-            FileSystems.delete([path])
-        except BeamIOError:
-            if FileSystems.exists(path):
-                raise
-        else:
-            deleted += 1
-    return deleted
+    """Deletes the files, in one call, ignoring those already gone; -> how
+    many were asked for."""
+    paths = list(paths)
+    if not paths:
+        return 0
+    try:
+        FileSystems.delete(paths)
+    except BeamIOError as error:
+        failed = [path for path in (error.exception_details or {}) if FileSystems.exists(path)]
+        if failed:
+            raise BeamIOError(f'could not delete {len(failed)} state files',
+                              {path: error.exception_details[path] for path in failed}) from None
+    return len(paths)

@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.records import LoopsRequest
 from transforms.retry import Outcome
 from transforms.state_facts import Facts, facts_of_request, fold, to_record
-from transforms.state_files import (CONTACTS, contacts_dir, event_day, events_dir, log_name,
+from transforms.state_files import (CONTACTS, event_day, log_name, partition_dir,
                                     write_facts_file)
 
 DEFAULT_FLUSH_SECONDS = 30.0
@@ -59,10 +59,6 @@ class FactsBuffer:
                    for partition, held in sorted(self._partitions.items())]
         self._partitions, self.size = {}, 0
         return drained
-
-
-def partition_dir(prefix: str, partition: str) -> str:
-    return contacts_dir(prefix) if partition == CONTACTS else events_dir(prefix, partition)
 
 
 class StateRecorder:

@@ -1,8 +1,8 @@
 """The sync state in a pipeline: read it, send only what it lacks, fold it.
 
     StateListing (the files when the run starts)
-      -> ReadSyncState: contact facts (contact digest, Facts), event facts
-         ((event day, contact digest), Facts)
+      -> ReadSyncState: (partition, contact digest, Facts), the partition
+         'contacts' (property facts) or an event day (event keys)
     (contact, ContactState) of this run + contact facts
       -> ChangedContacts (a CoGroupByKey by contact): per contact, the
          properties to send and what identifies the contact, or nothing
@@ -25,9 +25,9 @@ from transforms.kinds import EVENT_SEND
 from transforms.metrics import BundleCounts
 from transforms.ordering import DeliveredKeys
 from transforms.state_facts import (Facts, changed_properties, contact_digest, fold,
-                                    from_record, identity_key, to_record)
-from transforms.state_files import (CONTACTS, LOG, StateListing, contacts_dir, delete_files,
-                                    events_dir, list_state, parent_name, snapshot_name,
+                                    identity_key, to_record)
+from transforms.state_files import (CONTACTS, LOG, StateListing, delete_files, list_state,
+                                    parent_name, partition_dir, read_facts_file, snapshot_name,
                                     state_root, write_facts_file)
 
 # A contact snapshot file per this many bytes of contact facts read.
@@ -35,20 +35,22 @@ SNAPSHOT_SHARD_BYTES = 64 * 2 ** 20
 RUN, STATE = 'run', 'state'
 
 
-def partition_of(path: str) -> str:
-    """CONTACTS, or the event day, of a state file's path."""
-    day = parent_name(path)
-    return CONTACTS if day == CONTACTS else day
+class _ReadFactsFiles(beam.DoFn):
+    def process(self, metadata):
+        partition = parent_name(metadata.path)
+        for contact, facts in read_facts_file(metadata.path):
+            yield partition, contact, facts
 
 
 class ReadStateFiles(beam.PTransform):
-    """FileMetadata of state files -> (partition, contact digest, Facts)."""
+    """FileMetadata of state files -> (partition, contact digest, Facts).
+    Files are read whole, spread over workers (a snapshot is cut in shards
+    of SNAPSHOT_SHARD_BYTES); one that is gone fails the read."""
 
     def expand(self, files):
         return (files
-                | 'ReadAvro' >> beam.io.ReadAllFromAvro(with_filename=True)
-                | 'ToFacts' >> beam.Map(
-                    lambda named: (partition_of(named[0]), *from_record(named[1]))))
+                | 'SpreadFiles' >> beam.Reshuffle()
+                | 'ReadFacts' >> beam.ParDo(_ReadFactsFiles()))
 
 
 class ReadSyncState(beam.PTransform):
@@ -164,9 +166,8 @@ class _WriteSnapshot(beam.DoFn):
 
     def process(self, grouped):
         (partition, shard), facts = grouped
-        folder = (contacts_dir(self._prefix) if partition == CONTACTS
-                  else events_dir(self._prefix, partition))
-        path = FileSystems.join(folder, snapshot_name(self._run_id, shard))
+        path = FileSystems.join(partition_dir(self._prefix, partition),
+                                snapshot_name(self._run_id, shard))
         records = (to_record(contact, fact) for contact, fact in facts)
         written = write_facts_file(path, records)
         self._counts['state/snapshot_files'] += 1
