@@ -106,7 +106,8 @@ def use_worker_processes_for_large_dry_runs(args, beam_args: list,
         return
     if any(arg.split('=', 1)[0] in RUNNING_MODE_FLAGS for arg in beam_args):
         return
-    if any('://' in path for path in (*(args.input or ()), args.dry_run, args.dead_letter)):
+    if any('://' in path for path in (*(args.input or ()), args.dry_run, args.dead_letter,
+                                      args.state, args.contacts_csv) if path):
         return
     try:
         matches = FileSystems.match(list(args.input or ()))
