@@ -9,7 +9,9 @@ The pipeline, step by step:
                            than those already sent, an event gets the contact's latest email
   5. WriteToLoops          per shard, batches of at most --max_buffering_seconds, merged
                            per contact; an event that reaches Loops before its contact
-                           waits for it up to --contact_wait_seconds (failures: deliver)
+                           waits for it up to --contact_wait_seconds (failures: deliver);
+                           with --state, what Loops accepted is recorded, so a backfill
+                           sharing the state never sends a value older than the stream's
   6. failures              to --dead_letter_topic (JSON, attributes stage and reason)
                            and/or windowed Avro files under --dead_letter
 """
@@ -23,6 +25,7 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import parse_subscription, parse_topic
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline import state as sync
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
@@ -37,6 +40,7 @@ from transforms.process import ProcessEvents
 from transforms.processor import EventProcessor, Policy, Selection
 from transforms.records import ContactSequence, RawEvent
 from transforms.sinks import PublishFailures, WriteWindowedFailures
+from transforms.state_recorder import StateRecorder
 from transforms.stream_state import KeepLatestPerContact
 from transforms.write import WriteToLoops, raise_if_key_rejected
 
@@ -74,6 +78,7 @@ class StreamJob:
     failure_window_seconds: int
     loops: LoopsConnection
     unknown_properties: str = 'send'
+    recorder: Optional[StateRecorder] = None
 
 
 def stream_parser():
@@ -109,6 +114,7 @@ def stream_parser():
                        age_against='the time the stream reads the event')
     add_loops_options(parser)
     add_conform_options(parser)
+    sync.add_state_options(parser)
     return parser
 
 
@@ -202,6 +208,7 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
         failure_window_seconds=args.failure_window_seconds,
         loops=connect_to_loops(args),
         unknown_properties=args.unknown_properties,
+        recorder=sync.recorder_from_args(args, options),
     )
 
 
@@ -228,7 +235,7 @@ def build_stream(p: beam.Pipeline, job: StreamJob, account: AccountSchema) -> No
         | 'WriteToLoops' >> WriteToLoops(job.loops, label='stream',
                                          max_buffering_seconds=job.max_buffering_seconds,
                                          batch_size=job.batch_size,
-                                         contact_wait=contact_wait))
+                                         contact_wait=contact_wait, recorder=job.recorder))
     failures = ((processing_failed, written.failures)
                 | 'AllFailures' >> beam.Flatten())
     if job.dead_letter_topic:

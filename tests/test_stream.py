@@ -13,7 +13,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline import stream
+from pipeline import backfill, stream
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
 from tests.direct_runner_counters import count_every_bundle
@@ -195,8 +195,9 @@ def test_a_newer_identify_that_arrives_first_is_never_overwritten_by_an_older_on
     def contacts():
         return {c['userId']: c for c in sandbox.state()['contacts']}
 
+    sync_state = str(tmp_path / 'state') + '/'
     with LoopsSandbox(api_key=API_KEY, rate_limit=20, latency=(0.01, 0.05), seed=4) as sandbox:
-        with running_stream(sandbox, topics, tmp_path) as result:
+        with running_stream(sandbox, topics, tmp_path, '--state', sync_state) as result:
             publish_all(publisher, names['events'],
                         [json.dumps(newer_identify(u)).encode() for u in users])
             assert wait_until(lambda: len(contacts()) == NEWER_USERS, 60)
@@ -228,6 +229,17 @@ def test_a_newer_identify_that_arrives_first_is_never_overwritten_by_an_older_on
     assert counters['stream/stale_dropped'] == 5 * NEWER_USERS
     assert counters['stream/stale_requests'] == half
     assert failures == []
+
+    # A backfill of the older identifies sharing the stream's --state sends
+    # nothing: every value is older than one the stream applied, or is one
+    # the stream applied itself.
+    archive = tmp_path / 'older.jsonl'
+    archive.write_text(''.join(json.dumps(older_identify(u)) + '\n' for u in users))
+    summary = backfill.run(['--input', str(archive), '--state', sync_state,
+                            '--dry_run', str(tmp_path / 'dry' / 'requests'),
+                            '--dead_letter', str(tmp_path / 'dry-dl') + '/'],
+                           out=open(os.devnull, 'w'))
+    assert (summary['contacts'], summary['contacts_unchanged']) == (0, NEWER_USERS)
 
 
 SIGNUPS = 8
