@@ -21,7 +21,7 @@ from pipeline.stream import stream_parser
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Words written in capitals in parameter labels.
-ACRONYMS = {'api': 'API', 'url': 'URL', 'id': 'ID'}
+ACRONYMS = {'api': 'API', 'url': 'URL', 'id': 'ID', 'csv': 'CSV', 'ttl': 'TTL'}
 NUMBER_PATTERNS = {int: r'^[0-9]+$', float: r'^[0-9]+(\.[0-9]+)?$'}
 FLAG_PATTERN = '^(true|false)$'
 
