@@ -454,3 +454,16 @@ def test_one_session_per_thread_kept_alive(sandbox):
     assert client.caller.open_sessions == 3
     client.close()
     assert client.caller.open_sessions == 0
+
+
+def test_an_account_with_many_properties_reads_whole():
+    # Its answer is longer than a failure record keeps of a body.
+    custom = [{'key': f'property{n}', 'label': f'Property {n}', 'type': 'string'}
+              for n in range(80)]
+    with LoopsSandbox(KEY, custom_properties=custom) as sandbox:
+        client = LoopsClient(sandbox.base_url, KEY, rate=100)
+        try:
+            properties = client.get('/v1/contacts/properties?list=custom')
+        finally:
+            client.close()
+    assert [p['key'] for p in properties] == [f'property{n}' for n in range(80)]

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import requests
 import requests.auth
 
-from transforms.records import MAX_RESPONSE_BODY
 
 LIMIT_HEADER = 'x-ratelimit-limit'
 REMAINING_HEADER = 'x-ratelimit-remaining'
@@ -34,9 +33,9 @@ REDACTED = '[redacted]'
 
 
 class Answer(NamedTuple):
-    """What one exchange gave: an HTTP answer (status, text cut to
-    MAX_RESPONSE_BODY, the rate-limit headers), or, when none came, `error`:
-    the exception's type and text, for a person."""
+    """What one exchange gave: an HTTP answer (status, text with the key
+    redacted, the rate-limit headers), or, when none came, `error`: the
+    exception's type and text, for a person."""
     http_status: Optional[int]
     body: Optional[str]
     error: Optional[str] = None
@@ -161,8 +160,9 @@ class LoopsCaller:
                 auth=self._auth, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             return Answer(None, None, self._auth.redact(f'{type(exc).__name__}: {exc}'))
-        return Answer(response.status_code,
-                      self._auth.redact(response.text)[:MAX_RESPONSE_BODY], None,
+        # The whole answer: a GET's JSON (an account with many properties)
+        # is longer than a failure record keeps, which cuts it itself.
+        return Answer(response.status_code, self._auth.redact(response.text), None,
                       _header_int(response, LIMIT_HEADER),
                       _header_int(response, REMAINING_HEADER))
 
