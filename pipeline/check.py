@@ -31,6 +31,7 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import state as sync
 from pipeline.backfill import DEFAULT_MAX_EVENT_AGE
 from pipeline.check_report import CheckRun, Observations, build_report
 from pipeline.check_text import format_report
@@ -45,6 +46,7 @@ from transforms.conform import AccountSchema
 from transforms.connection import LoopsConnection
 from transforms.processor import EventProcessor, Policy, Selection
 from transforms.read import Unreadable
+from transforms.state_files import StateListing, list_state, read_facts
 
 EXIT_OK = 0
 # Not 1: the CLI uses 1 for a job that failed; a script must tell them apart.
@@ -67,6 +69,7 @@ class CheckJob:
     report_path: Optional[str]
     warn_only: bool
     loops: LoopsConnection
+    state: Optional[StateListing] = None
 
 
 def check_parser():
@@ -86,6 +89,7 @@ def check_parser():
         '--warn_only', action='store_true', default=False,
         help='Exit 0 even when the check finds data that would be lost.')
     add_loops_options(parser)
+    sync.add_state_options(parser, records=False)
     return parser
 
 
@@ -102,10 +106,11 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
     if args.sample is not None and args.sample < 1:
         raise UsageError('--sample must be a positive number of lines')
     archive_input = archive_input_from_args(args, options)
+    policy = policy_from_args(args)
     return CheckJob(
         input=archive_input,
         selection=event_selection_from_args(args, ('identify',)),
-        policy=policy_from_args(args),
+        policy=policy,
         max_event_age=args.max_event_age,
         resubscribe=args.resubscribe,
         unknown_properties=args.unknown_properties,
@@ -113,7 +118,16 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
         report_path=args.report,
         warn_only=args.warn_only,
         loops=connect_to_loops(args, NO_KEY_HINT),
+        state=state_listing(args, options, policy),
     )
+
+
+def state_listing(args, options: PipelineOptions, policy: Policy) -> Optional[StateListing]:
+    """The files of --state a backfill with these options would read, or None."""
+    if not args.state:
+        return None
+    FileSystems.set_options(options)
+    return list_state(args.state, sync.events_from_day(policy))
 
 
 def scan(job: CheckJob, account: AccountSchema) -> CheckRun:
@@ -121,8 +135,11 @@ def scan(job: CheckJob, account: AccountSchema) -> CheckRun:
     each request as mapped (`to_request`) and as fitted (`fit`)."""
     counts = collections.Counter()
     processor = EventProcessor(job.selection, job.policy, account, job.unknown_properties)
+    # Against a sync state every property is compared; without, leads and
+    # consent need only these.
     backfill = PlainBackfill(job.resubscribe, counts, keep_requests=False,
-                             kept_properties=CONTACT_KEYS)
+                             kept_properties=None if job.state else CONTACT_KEYS,
+                             delivered=read_facts(job.state) if job.state else None)
     seen = Observations(account)
     paths = archive_paths(job.input.patterns, job.input.since_ms, job.input.until_ms, counts)
     for raw in read_events(paths, counts, job.sample):

@@ -151,7 +151,10 @@ def property_status(key: str, stats: PropertyStats, schema: AccountSchema) -> st
 def build_report(run: CheckRun, job, team: str) -> dict:
     """The check's findings as one JSON-ready object. `job` is the CheckJob."""
     counts, seen = run.counts, run.seen
-    summary = run_summary.backfill_summary(counts, run_summary.BACKFILL_KEYS)
+    keys = dict(run_summary.BACKFILL_KEYS)
+    if job.state is not None:
+        keys.update(run_summary.STATE_KEYS)
+    summary = run_summary.backfill_summary(counts, keys)
     requests = summary['contacts'] + summary['events']
     report = {
         'input': _input_section(counts, seen, job),

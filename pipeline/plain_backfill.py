@@ -6,9 +6,10 @@
                                              (contact upserts folded with apply_body)
     MergeContacts                            PlainBackfill.upserts: merge per contact,
                                              resolve_leads where contacts meet (meeting_key)
+    ChangedContacts (--state)                contact_to_send, against the facts read
     UpsertsFromStates                        upsert_from_state (consent)
     OrderRequests                            PlainBackfill.event_sends: sort_key order,
-                                             without_repeats
+                                             without_repeats, not_delivered (--state)
 
 Counts go into a collections.Counter under the backfill's counter names
 (`read/lines`, `contacts/upserts`, `order/requests`, ... and the processor's
@@ -28,9 +29,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.contact_state import apply_body
 from transforms.contacts import resolved_contacts, upsert_from_state
-from transforms.ordering import sort_key, without_repeats
+from transforms.ordering import not_delivered, sort_key, without_repeats
 from transforms.read import READ, Unreadable, file_choice, read_archive_file
 from transforms.records import LoopsRequest
+from transforms.state_facts import NO_FACTS, contact_digest
+from transforms.state_files import CONTACTS
+from transforms.sync_state import contact_to_send
 
 # A counter of this loop's own, not the backfill's: files opened, which is
 # fewer than `read/files` when a sample stops early.
@@ -96,15 +100,25 @@ class PlainBackfill:
     count them; `event_sends` then gives None for each request).
     `kept_properties`, when given, keeps only those contact properties
     (merging is per property, so what is left merges as it would in full):
-    `check` keeps what leads and consent depend on.
+    `check` keeps what leads and consent depend on. `delivered`, a sync
+    state's facts as state_files.read_facts gives them, leaves out what they
+    say was delivered, as a backfill with --state does (it needs every
+    property: don't combine it with `kept_properties`).
     """
 
     def __init__(self, resubscribe: bool, counts, *, keep_requests: bool = True,
-                 kept_properties: Optional[frozenset] = None):
+                 kept_properties: Optional[frozenset] = None,
+                 delivered: Optional[dict] = None):
         self._resubscribe = resubscribe
         self._counts = counts
         self._keep_requests = keep_requests
         self._kept_properties = kept_properties
+        self._delivered = delivered
+        # contact digest -> the digests of its event keys, of every event day read
+        self._event_keys = {}
+        for (partition, digest), facts in (delivered or {}).items():
+            if partition != CONTACTS and facts.events:
+                self._event_keys[digest] = self._event_keys.get(digest, frozenset()) | facts.events
         self._states = {}   # contact -> ContactState
         self._sends = {}    # (phase, contact) -> [(sort key, request or None), ...]
 
@@ -129,6 +143,12 @@ class PlainBackfill:
         """One upsert per contact, as MergeContacts and UpsertsFromStates make
         them; counts `contacts/upserts` and what those steps count."""
         for contact, state in resolved_contacts(self._states, self._counts):
+            if self._delivered is not None:
+                facts = self._delivered.get((CONTACTS, contact_digest(contact)), NO_FACTS)
+                state = contact_to_send(contact, state, facts.properties, self._resubscribe,
+                                        self._counts)
+                if state is None:
+                    continue
             self._counts['contacts/upserts'] += 1
             yield upsert_from_state(contact, state, self._resubscribe, self._counts)
 
@@ -137,6 +157,10 @@ class PlainBackfill:
         orders them; counts `order/requests` and `order/duplicates`."""
         for (phase, contact), held in self._sends.items():
             held.sort(key=_FIRST)
-            requests = list(without_repeats(held, self._counts))
+            pairs = without_repeats(held, self._counts)
+            if self._delivered is not None:
+                pairs = not_delivered(pairs, self._event_keys.get(contact_digest(contact), ()),
+                                      self._counts)
+            requests = [request for _, request in pairs]
             self._counts['order/requests'] += len(requests)
             yield phase, contact, requests

@@ -29,8 +29,9 @@ from transforms.state_files import StateListing, event_day, list_state, new_run_
 from transforms.state_recorder import DEFAULT_FLUSH_SECONDS, StateRecorder
 from transforms.sync_state import FoldSyncState, ReadSyncState
 
-def add_state_options(parser) -> None:
-    """--state and --state_flush_seconds (backfill; the stream may add them too)."""
+def add_state_options(parser, records: bool = True) -> None:
+    """--state, and --state_flush_seconds for a job that records (backfill,
+    stream; `check` only reads)."""
     group = parser.add_argument_group('sync state')
     group.add_argument(
         '--state', default=None, metavar='PREFIX',
@@ -38,6 +39,8 @@ def add_state_options(parser) -> None:
              'a run sends only the contact properties that changed since and events never '
              'sent, and a rerun of a run that stopped sends only what it had not delivered. '
              'Digests only: no values, no userIds or emails. Default: none (send everything).')
+    if not records:
+        return
     group.add_argument(
         '--state_flush_seconds', type=float, default=DEFAULT_FLUSH_SECONDS, metavar='SECONDS',
         help='What was delivered is written to the state at least this often while the job '

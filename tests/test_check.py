@@ -2,6 +2,7 @@
 reports, when it exits non-zero, and that its figures are a backfill dry
 run's summary (leads, consent, held-back events and refused parts included)."""
 import datetime
+import glob
 import gzip
 import io
 import json
@@ -431,3 +432,32 @@ def test_refused_parts_equal_a_sending_backfills(tmp_path, key_file):
 
     delivery = set(DELIVERY_KEYS) | {name for name in summary if name.startswith('deliver/')}
     assert {name: n for name, n in summary.items() if name not in delivery} == report['summary']
+
+
+def test_with_a_sync_state_check_predicts_an_incremental_runs_figures(tmp_path, key_file):
+    root = str(tmp_path / 'archive')
+    write_archive(root, users=20, days=6, files_per_day=1, seed=9)
+    days = sorted(path for path in glob.glob(os.path.join(root, 'segment-logs', '*', '*'))
+                  if os.path.isdir(path))
+    first_days = [os.path.join(day, '*.gz') for day in days[:-1]]
+    all_days = os.path.join(root, 'segment-logs', '*', '*', '*.gz')
+    state = str(tmp_path / 'state') + '/'
+    sending = ['--types', 'identify,track', '--max_event_age', 'none', '--state', state]
+    # A first run delivers all days but the last, and records them in the state.
+    with LoopsSandbox(KEY, rate_limit=None) as sandbox:
+        backfill.run([arg for pattern in first_days for arg in ('--input', pattern)] + sending + [
+            '--loops_base_url', sandbox.base_url, '--loops_api_key_file', key_file,
+            '--dead_letter', str(tmp_path / 'dl1') + '/'], out=open(os.devnull, 'w'))
+
+    _, _, report = run_check(tmp_path, key_file, [all_days], (), *sending)
+    summary = backfill.run(['--input', all_days, *sending,
+                            '--dry_run', str(tmp_path / 'out' / 'requests'),
+                            '--dead_letter', str(tmp_path / 'dl2') + '/'],
+                           out=open(os.devnull, 'w'))
+
+    # A dry run knows no account: only check fits requests to it.
+    assert {name: n for name, n in report['summary'].items()
+            if not name.startswith(('conform/', 'refused/'))} == summary
+    assert summary['contacts_unchanged'] > 0 and summary['events_already_sent'] > 0
+    assert summary['contacts'] + summary['events'] > 0   # the last day's changes
+    assert unaccounted(summary) == 0

@@ -21,7 +21,7 @@ def send(contact, event_ms, message_id, received_ms=0):
 def ordered_ids(requests, spill_size):
     counts = collections.Counter()
     kept = without_repeats(in_order(map(encode_request, requests), spill_size), counts)
-    return [r.stamp.message_id for r in kept], counts['order/duplicates']
+    return [r.stamp.message_id for _, r in kept], counts['order/duplicates']
 
 
 @pytest.mark.parametrize('spill_size', [1, 3, 1000])

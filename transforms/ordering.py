@@ -76,16 +76,16 @@ def _read_run(run) -> Iterator[tuple]:
                 return
 
 
-def without_repeats(ordered: Iterable[tuple], counts) -> Iterator:
-    """Requests of `ordered` (sort key, request) pairs, each sort key once;
-    the repeats are counted as `order/duplicates`."""
+def without_repeats(ordered: Iterable[tuple], counts) -> Iterator[tuple]:
+    """The (sort key, request) pairs of `ordered`, each sort key once; the
+    repeats are counted as `order/duplicates`."""
     previous = None
-    for key, request in ordered:
-        if key == previous:
+    for pair in ordered:
+        if pair[0] == previous:
             counts['order/duplicates'] += 1
             continue
-        previous = key
-        yield request
+        previous = pair[0]
+        yield pair
 
 
 class DeliveredKeys(frozenset):
@@ -93,15 +93,16 @@ class DeliveredKeys(frozenset):
     the sync state says were delivered."""
 
 
-def not_delivered(requests: Iterable, delivered: frozenset, counts) -> Iterator:
-    """The requests whose key is not among the `delivered` digests; the
-    others are counted as `state/events_already_sent`."""
-    for request in requests:
-        key = request.idempotency_key
-        if key is not None and key_digest(key) in delivered:
+def not_delivered(ordered: Iterable[tuple], delivered: frozenset, counts) -> Iterator[tuple]:
+    """The (sort key, request) pairs whose Idempotency-Key (the sort key's
+    second part) is not among the `delivered` digests; the others are
+    counted as `state/events_already_sent`."""
+    for pair in ordered:
+        key = pair[0][1]
+        if key and key_digest(key) in delivered:
             counts['state/events_already_sent'] += 1
             continue
-        yield request
+        yield pair
 
 
 def in_parts(contact: Optional[str], requests: Iterable,
@@ -130,9 +131,10 @@ class _OrderContactRequests(beam.DoFn):
             *(value for value in lists if isinstance(value, DeliveredKeys)))
         encoded = itertools.chain.from_iterable(
             value for value in lists if not isinstance(value, DeliveredKeys))
-        requests = without_repeats(in_order(encoded, self._spill_size), self._counts)
+        pairs = without_repeats(in_order(encoded, self._spill_size), self._counts)
         if delivered:
-            requests = not_delivered(requests, delivered, self._counts)
+            pairs = not_delivered(pairs, delivered, self._counts)
+        requests = (request for _, request in pairs)
         # Keyed by the contact's digest when joined with delivered keys.
         if not isinstance(contact, str):
             contact = None

@@ -17,6 +17,7 @@ The pure parts are in transforms/state_facts.py, the files in
 transforms/state_files.py, the recorder in transforms/state_recorder.py.
 """
 import math
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -87,11 +88,9 @@ class _Changed(beam.DoFn):
             return
         delivered = fold(grouped[STATE]).properties
         for contact, state in contacts:
-            to_send = changes_to_send(contact, state, delivered, self._resubscribe)
-            if to_send is None:
-                self._counts['state/unchanged'] += 1
-            else:
-                self._counts['state/changed'] += 1
+            to_send = contact_to_send(contact, state, delivered, self._resubscribe,
+                                      self._counts)
+            if to_send is not None:
                 yield contact, to_send
 
     def finish_bundle(self):
@@ -112,6 +111,15 @@ def changes_to_send(contact: str, state: dict, delivered: dict, resubscribe: boo
     if identity in state:
         changed[identity] = state[identity]
     return changed
+
+
+def contact_to_send(contact: str, state: dict, delivered: dict, resubscribe: bool,
+                    counts) -> Optional[dict]:
+    """changes_to_send, counted: `state/unchanged` when nothing is to be
+    sent (None), else `state/changed`."""
+    to_send = changes_to_send(contact, state, delivered, resubscribe)
+    counts['state/unchanged' if to_send is None else 'state/changed'] += 1
+    return to_send
 
 
 class ChangedContacts(beam.PTransform):
