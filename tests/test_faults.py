@@ -183,7 +183,9 @@ FAULTS = {
     'all_at_once': (dict(rate_limit=15, fail_before=0.05, fail_after=0.05, drop_before=0.05,
                          drop_after=0.05, slow_after=0.05, slow_seconds=1.0),
                     ['--rate_limit', '60', '--max_attempts', '15', '--read_timeout', '0.5'],
-                    (20, 1.0), {429, 500, None, 409}),
+                    # No 429 is required here: the writer paces at the limit Loops
+                    # advertises from its first answer on (429_storm makes them).
+                    (20, 1.0), {500, None, 409}),
 }
 
 
