@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from typing import Optional
 
 import pytest
 
@@ -24,7 +25,7 @@ from transforms.contact_state import state_of
 from transforms.contacts import merged_states, upsert_from_state
 from transforms.mapping import default_mapping
 from transforms.processor import EventProcessor, Selection
-from transforms.records import RawEvent, contact_key
+from transforms.records import RawEvent, contact_key, idempotency_key_for
 from transforms.sinks import read_failure_records
 
 API_KEY = 'fault-test-key'
@@ -86,9 +87,13 @@ def loops_key(contact: dict) -> str:
     return contact_key(contact['userId'], contact['email'])
 
 
-def assert_loops_holds(expected: Expected, state: dict, deliver_failures: list) -> None:
+def assert_loops_holds(expected: Expected, state: dict, deliver_failures: list,
+                       rekeyed: Optional[dict] = None) -> None:
     """Every expected contact and event is in Loops exactly as it should be;
-    the only delivery failures are the requests Loops must refuse, with the reason."""
+    the only delivery failures are the requests Loops must refuse, with the
+    reason. `rekeyed` maps the keys events were re-sent under (a replay of a
+    refusal) to their own."""
+    rekeyed = rekeyed or {}
     contacts = {}
     for contact in state['contacts']:
         key = loops_key(contact)
@@ -107,7 +112,8 @@ def assert_loops_holds(expected: Expected, state: dict, deliver_failures: list) 
             failed_upserts[contact_key(body.get('userId'), body.get('email'))] = record
             assert 'cannot create a new contact without an email' in record['message']
         else:
-            failed_events[request['headers']['Idempotency-Key']] = record
+            # By the event's messageId: a replay of a refusal has a key of its own.
+            failed_events[idempotency_key_for(record['source'])] = record
             assert 'Contact not found' in record['message']
     assert set(failed_upserts) == expected.unsendable_upserts
     assert set(failed_events) == expected.unsendable_events
@@ -116,10 +122,11 @@ def assert_loops_holds(expected: Expected, state: dict, deliver_failures: list) 
         if contact not in failed_upserts:
             assert contacts[contact] == contact_state(body), contact
 
-    sends = collections.Counter(event['idempotency_key'] for event in state['events'])
+    sends = collections.Counter(rekeyed.get(event['idempotency_key'], event['idempotency_key'])
+                                for event in state['events'])
     assert sends == {key: 1 for key in expected.sends if key not in failed_events}
     for event in state['events']:
-        body = expected.sends[event['idempotency_key']]
+        body = expected.sends[rekeyed.get(event['idempotency_key'], event['idempotency_key'])]
         assert (event['eventName'], event['userId']) == (body['eventName'], body.get('userId'))
         assert event['eventProperties'] == body.get('eventProperties', {})
 

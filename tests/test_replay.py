@@ -18,8 +18,8 @@ from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
 import apache_beam as beam
 
-from transforms.records import (NO_STAMP, Stamp, contact_upsert, event_send, failure_record,
-                                idempotency_key_for)
+from transforms.records import (NO_STAMP, Stamp, contact_key, contact_upsert, event_send,
+                                failure_record, idempotency_key_for)
 from transforms.retry import derived_key
 from transforms.sinks import WriteFailures, read_failure_records
 
@@ -61,19 +61,22 @@ def faulty_backfill(tmp_path):
         faults_once_sending(sandbox, fail_before=0.15, fail_after=0.15, drop_after=0.05)
         summary = backfill.run([
             '--input', os.path.join(manifest.root, 'segment-logs', '*', '*', '*'),
-            '--types', 'identify,track', '--dead_letter', str(tmp_path / 'dead-letter') + '/',
+            '--types', 'identify,track', '--max_event_age', 'none',
+            '--dead_letter', str(tmp_path / 'dead-letter') + '/',
             '--max_attempts', '1', *loops_args], out=open(os.devnull, 'w'))
         sandbox.configure(fail_before=0, fail_after=0, drop_after=0)
         yield sandbox, Expected(manifest.events + GHOSTS), summary, loops_args, tmp_path
 
 
 def faults_once_sending(sandbox, **faults) -> None:
-    """Turns the faults on when the first request is sent, after the job's
-    preflight reads (which, with one attempt, a fault would end)."""
+    """Turns the faults on when the next job sends its first request, after
+    its preflight reads (which, with one attempt, a fault would end)."""
+    seen = len(sandbox.state()['requests'])
+
     def wait_then_configure():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
-                r['method'] != 'GET' for r in sandbox.state()['requests']):
+                r['method'] != 'GET' for r in sandbox.state()['requests'][seen:]):
             time.sleep(0.005)
         sandbox.configure(**faults)
     threading.Thread(target=wait_then_configure, daemon=True).start()
@@ -101,10 +104,10 @@ def first_failures(tmp_path) -> tuple:
     return records, exhausted, refused
 
 
-def assert_loops_holds(expected, state, deliver_failures) -> None:
+def assert_loops_holds(expected, state, deliver_failures, rekeyed=None) -> None:
     """The fault tests' oracle (imported when used: it needs the stream job too)."""
     from tests.test_faults import assert_loops_holds as holds
-    holds(expected, state, deliver_failures)
+    holds(expected, state, deliver_failures, rekeyed)
 
 
 def test_replay_recovers_what_ran_out_of_retries_and_delivers_nothing_twice(faulty_backfill):
@@ -141,18 +144,26 @@ def test_replay_recovers_what_ran_out_of_retries_and_delivers_nothing_twice(faul
     assert len(state['events']) == len(keys_before | (replayed_keys - refused_keys))
 
 
+def rekeyed_events(records) -> dict:
+    """The keys a replay sends refused events under -> their own keys."""
+    return {replay.request_of(record).idempotency_key:
+            json.loads(record['request'])['headers']['Idempotency-Key']
+            for record in records if '/v1/events/send' in record['request']}
+
+
 def fix_in_loops(sandbox, expected) -> None:
     """What a user does about the refusals: give those users an email in Loops."""
-    users = expected.unsendable_upserts | {expected.sends[key]['userId']
-                                           for key in expected.unsendable_events}
-    for user in users:
+    contacts = expected.unsendable_upserts | {contact_key(expected.sends[key]['userId'], None)
+                                              for key in expected.unsendable_events}
+    for contact in contacts:
+        user = contact[len('user:'):]
         email = f'{user}@fixed.example.com'
         response = requests.put(sandbox.base_url + '/v1/contacts/update',
                                 json={'userId': user, 'email': email},
                                 headers={'Authorization': f'Bearer {API_KEY}'}, timeout=5)
         assert response.status_code == 200
-        expected.contacts[user] = {**expected.contacts.get(user, {'userId': user}),
-                                   'email': email}
+        expected.contacts[contact] = {**expected.contacts.get(contact, {'userId': user}),
+                                      'email': email}
 
 
 def test_permanent_failures_are_replayed_only_when_asked(faulty_backfill):
@@ -170,9 +181,9 @@ def test_permanent_failures_are_replayed_only_when_asked(faulty_backfill):
     assert 'replay/skipped_deliver_http_400' not in included
     assert included['replayed'] == included['recovered'] == len(exhausted) + len(refused)
     assert again == []
-    # Two replays of the same records: still every event once, every contact
-    # as the merged identify calls say.
-    assert_loops_holds(expected, sandbox.state(), [])
+    # Two replays of the same records: still every event once (a refused one
+    # under its derived key), every contact as the merged identify calls say.
+    assert_loops_holds(expected, sandbox.state(), [], rekeyed=rekeyed_events(refused))
 
 
 def test_a_refusal_that_is_not_fixed_fails_again_into_the_new_dead_letter(faulty_backfill):

@@ -60,7 +60,9 @@ class LoopsApi:
         else:
             call = ApiCall(request.query, request.body, idempotency_key)
             status, payload = self._process(request.method, path, call)
-        fault_after = admission.fault_after if faulty else None
+        # The faults after processing stand for a change Loops stored whose
+        # answer was lost; a refusal is answered as it is.
+        fault_after = admission.fault_after if faulty and 200 <= status < 300 else None
         if fault_after == 'drop_after':
             return None
         if fault_after == 'fail_after':
