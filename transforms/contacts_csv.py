@@ -28,13 +28,13 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.mapping_file import MAILING_LISTS
 from transforms.metrics import BundleCounts
 from transforms.records import LoopsRequest
 from transforms.retry import Outcome
 from transforms.sinks import output_prefix
 from transforms.write import shard_of
 
-MAILING_LISTS = 'mailingLists'
 IDENTITY_KEYS = ('userId', 'email')
 DEFAULT_COLUMNS = (('email', 'Email'), ('firstName', 'First Name'),
                    ('lastName', 'Last Name'), ('userGroup', 'User Group'),
