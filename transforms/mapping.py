@@ -9,7 +9,6 @@ form of `mailingLists` is understood, every event carries a deterministic
 `Idempotency-Key`, and a contact or event without a userId is still sent by
 its email (Loops accepts either).
 """
-import collections
 import hashlib
 import json
 import math
@@ -25,11 +24,16 @@ from transforms.records import (LoopsRequest, contact_key, contact_upsert, event
                                 idempotency_key_for)
 from transforms.text import compact_json, preview
 from transforms.timestamps import parse_timestamp, to_iso8601
-from transforms.values import (DROPPED, MAX_STRING_LENGTH, ValueRules, is_loops_scalar,
-                               loops_length, to_loops_properties, to_loops_value)
+from transforms.values import (DROPPED, MAX_STRING_LENGTH, Adjustments, ValueRules,
+                               is_loops_scalar, is_too_long, loops_length,
+                               to_loops_properties, to_loops_value)
 
 # Loops types these default fields as text.
 TEXT_FIELDS = ('firstName', 'lastName', 'userGroup', 'source')
+
+# What an event's contact properties, spread from an object, can never set.
+_NOT_EVENT_CONTACT_PROPERTIES = (LOOPS_CONTACT_FIELDS | RESERVED_NAMES
+                                 | {'eventName', 'eventProperties'})
 
 _EMAIL = re.compile(r'[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+')
 _CONTROL = re.compile(r'[\x00-\x1f\x7f]')
@@ -52,44 +56,19 @@ def map_identify(event: ParsedEvent, mapping: Mapping,
     Raises Rejected: missing_user_id, missing_identity, invalid_email,
     value_too_long.
     """
-    data = event.data
-    rules = mapping.values
-    adjustments = collections.Counter()
-    fields = mapping.contact_fields
+    adjustments = Adjustments()
     user_id = _user_id(event, require_user_id)
-    email = _email(fields['email'], data)
-    body = _custom_properties(data, mapping, adjustments)
+    traits = _properties_object(event.data, mapping)
+    fields = _field_values(event.data, traits, mapping)
+    email = _valid_email(fields.get('email'))
+    body = _custom_properties(traits, mapping, adjustments)
     if user_id is not None:
         body['userId'] = user_id
     if email is not None:
         body['email'] = email
     elif user_id is None:
         raise _no_identity(event)
-    for name in TEXT_FIELDS:
-        value = _first_value(fields[name], data)
-        if value is not None:
-            text = _text_value(name, value, rules, adjustments)
-            if text is not DROPPED:
-                body[name] = text
-    subscribed = _first_value(fields['subscribed'], data)
-    if subscribed is not None:
-        flag = yes_or_no(subscribed)
-        if flag is None:
-            adjustments['dropped_subscribed'] += 1
-        else:
-            body['subscribed'] = flag
-    created_at = _first_value(fields['createdAt'], data)
-    if created_at is not None:
-        iso = _iso_date(created_at)
-        if iso is None:
-            adjustments['dropped_date'] += 1
-        else:
-            body['createdAt'] = iso
-    lists = _first_value(fields[MAILING_LISTS], data)
-    if lists is not None:
-        mailing_lists = _mailing_lists(lists, adjustments)
-        if mailing_lists:
-            body[MAILING_LISTS] = mailing_lists
+    _add_contact_fields(body, fields, mapping.values, adjustments)
     request = contact_upsert(body, contact_key(user_id, email), event.stamp,
                              event.message_id or event.source)
     return MappedRequest(request, dict(adjustments))
@@ -110,10 +89,10 @@ def map_event_send(event: ParsedEvent, mapping: Mapping,
                        '(see the page, screen and group sections of the mapping)')
     data = event.data
     rules = mapping.values
-    adjustments = collections.Counter()
+    adjustments = Adjustments()
     event_name = _event_name(event, spec)
     user_id = _user_id(event, require_user_id)
-    email = _email(spec.email, data)
+    email = _valid_email(_first_value(spec.email, data, skip_blank=True))
     if user_id is None and email is None:
         raise _no_identity(event)
     body = {'eventName': event_name}
@@ -121,7 +100,8 @@ def map_event_send(event: ParsedEvent, mapping: Mapping,
         body['userId'] = user_id
     if email is not None:
         body['email'] = email
-    body.update(_event_contact_properties(spec, data, rules, adjustments))
+    if spec.contact_properties:
+        body.update(_event_contact_properties(spec, data, rules, adjustments))
     if spec.event_properties is not None:
         properties = _resolve(spec.event_properties.keys, data)
         if isinstance(properties, dict):
@@ -160,7 +140,7 @@ def yes_or_no(value: Any) -> Optional[bool]:
 def is_valid_property_name(name: Any) -> bool:
     """Whether Loops can hold a property of this name: text of 1 to 500
     characters, not blank, without control characters."""
-    return (isinstance(name, str) and name.strip() != '' and loops_length(name) <= MAX_STRING_LENGTH
+    return (isinstance(name, str) and name.strip() != '' and not is_too_long(name)
             and _CONTROL.search(name) is None)
 
 
@@ -208,16 +188,78 @@ def _first_value(source: Source, data: dict, skip_blank: bool = False) -> Any:
     `skip_blank`); None when there is none."""
     for candidate in source:
         kind = type(candidate)
-        if kind is Literal:
+        if kind is Path:
+            # _resolve, written out: this is the look-up every field makes.
+            value = data
+            for key in candidate.keys:
+                value = value.get(key) if type(value) is dict else None
+                if value is None:
+                    break
+        elif kind is Literal:
             value = candidate.value
-        elif kind is Template:
-            value = _render(candidate, data)
         else:
-            value = _resolve(candidate.keys, data)
+            value = _render(candidate, data)
         if value is None or (skip_blank and isinstance(value, str) and not value.strip()):
             continue
         return value
     return None
+
+
+def _properties_object(data: dict, mapping: Mapping) -> Optional[dict]:
+    """The object whose keys become custom properties (the traits), if any."""
+    if mapping.contact_properties is None:
+        return None
+    source = _resolve(mapping.contact_properties.keys, data)
+    return source if isinstance(source, dict) else None
+
+
+def _field_values(data: dict, traits: Optional[dict], mapping: Mapping) -> dict:
+    """Contact field -> its value, for the explicit fields that have one (an
+    email source skips blank text); see FieldLookup for the fields passed over."""
+    lookup = mapping.field_lookup
+    if traits is None or lookup.trait_keys.isdisjoint(traits):
+        fields = lookup.other_fields
+    else:
+        fields = [(name, source) for name, source in mapping.contact_fields.items()
+                  if name not in lookup.trait_fields
+                  or not lookup.trait_fields[name].isdisjoint(traits)]
+    values = {}
+    for name, source in fields:
+        value = _first_value(source, data, skip_blank=name == 'email')
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def _add_contact_fields(body: dict, fields: dict, rules: ValueRules,
+                        adjustments: Adjustments) -> None:
+    """Loops' own contact fields other than the identity, from the values
+    of `_field_values`."""
+    for name in TEXT_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            text = _text_value(name, value, rules, adjustments)
+            if text is not DROPPED:
+                body[name] = text
+    subscribed = fields.get('subscribed')
+    if subscribed is not None:
+        flag = yes_or_no(subscribed)
+        if flag is None:
+            adjustments['dropped_subscribed'] += 1
+        else:
+            body['subscribed'] = flag
+    created_at = fields.get('createdAt')
+    if created_at is not None:
+        iso = _iso_date(created_at)
+        if iso is None:
+            adjustments['dropped_date'] += 1
+        else:
+            body['createdAt'] = iso
+    lists = fields.get(MAILING_LISTS)
+    if lists is not None:
+        mailing_lists = _mailing_lists(lists, adjustments)
+        if mailing_lists:
+            body[MAILING_LISTS] = mailing_lists
 
 
 def _render(template: Template, data: dict) -> Optional[str]:
@@ -246,7 +288,7 @@ def _event_name(event: ParsedEvent, spec: EventMapping) -> str:
                            f'the event name {preview(name)} holds a colon, which Loops does '
                            'not accept in event names (or set colon_replacement in the mapping)')
         name = name.replace(':', spec.colon_replacement)
-    if loops_length(name) > MAX_STRING_LENGTH:
+    if is_too_long(name):
         raise Rejected('value_too_long', f'the event name is {loops_length(name)} '
                        f'characters long; Loops accepts at most {MAX_STRING_LENGTH}')
     return name
@@ -258,7 +300,7 @@ def _user_id(event: ParsedEvent, required: bool) -> Optional[str]:
             raise Rejected('missing_user_id', f'{event.type} has no userId '
                            '(--identity user_id sends only events with one)')
         return None
-    if loops_length(event.user_id) > MAX_STRING_LENGTH:
+    if is_too_long(event.user_id):
         # Cutting a userId could merge two people into one contact.
         raise Rejected('value_too_long', f'the userId is {loops_length(event.user_id)} '
                        f'characters long; Loops accepts at most {MAX_STRING_LENGTH}')
@@ -270,29 +312,28 @@ def _no_identity(event: ParsedEvent) -> Rejected:
                     '(Loops finds contacts by one of them)')
 
 
-def _email(source: Source, data: dict) -> Optional[str]:
-    """The stripped email, None when absent (blank text counts as absent: forms
-    send "" for an unknown email). Raises Rejected('invalid_email')."""
-    value = _first_value(source, data, skip_blank=True)
+def _valid_email(value: Any) -> Optional[str]:
+    """The stripped email, None when absent (an email source skips blank text:
+    forms send "" for an unknown email). Raises Rejected('invalid_email')."""
     if value is None:
         return None
     email = value.strip() if isinstance(value, str) else value
-    if (not isinstance(email, str) or not _EMAIL.fullmatch(email)
-            or loops_length(email) > MAX_STRING_LENGTH):
+    if not isinstance(email, str) or not _EMAIL.fullmatch(email) or is_too_long(email):
         raise Rejected('invalid_email', f'{preview(value)} is not a valid email address')
     return email
 
 
-def _text_value(name: str, value: Any, rules: ValueRules,
-                adjustments: collections.Counter) -> Any:
+def _text_value(name: str, value: Any, rules: ValueRules, adjustments: Adjustments) -> Any:
     """A value for a text field of Loops: numbers and booleans as their JSON text."""
     if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         value = json.dumps(value)
     return to_loops_value(name, value, rules, adjustments)
 
 
-def _valid_names(properties: dict, adjustments: collections.Counter) -> dict:
+def _valid_names(properties: dict, adjustments: Adjustments) -> dict:
     """`properties` without the names Loops cannot hold (counted)."""
+    if _all_plain_names(properties):
+        return properties
     invalid = [name for name in properties if not is_valid_property_name(name)]
     for name in invalid:
         del properties[name]
@@ -301,59 +342,79 @@ def _valid_names(properties: dict, adjustments: collections.Counter) -> dict:
     return properties
 
 
-def _spread(source: Any, mapping_rename: dict, consumed: frozenset, unsendable: frozenset,
-            rules: ValueRules, adjustments: collections.Counter) -> dict:
+def _all_plain_names(names: dict) -> bool:
+    """True when the names are surely valid: printable ASCII without spaces
+    (so none is blank), 500 characters in all. Most events' names are, and
+    checking them together costs less than one of them alone; any other
+    names are checked one by one."""
+    try:
+        joined = ''.join(names)
+    except TypeError:   # a name that is not text
+        return False
+    return (len(joined) <= MAX_STRING_LENGTH and joined.isascii() and joined.isprintable()
+            and ' ' not in joined and '' not in names)
+
+
+def _spread(source: dict, rename: dict, consumed: frozenset, unsendable: frozenset,
+            rules: ValueRules, adjustments: Adjustments) -> dict:
     """An object's keys as flat Loops properties: renamed, without the keys
     read elsewhere and the names Loops keeps, values made Loops scalars."""
+    if rename or not consumed.isdisjoint(source) or not unsendable.isdisjoint(source):
+        source = _selected(source, rename, consumed, unsendable, adjustments)
+    properties = to_loops_properties(source, rules, adjustments)
+    # Flattening can build a name Loops keeps (list + Id with separator '').
+    if not unsendable.isdisjoint(properties):
+        for name in properties.keys() & unsendable:
+            if name in RESERVED_NAMES:
+                adjustments['dropped_reserved'] += 1
+            del properties[name]
+    return _valid_names(properties, adjustments)
+
+
+def _selected(source: dict, rename: dict, consumed: frozenset, unsendable: frozenset,
+              adjustments: Adjustments) -> dict:
+    """`source` renamed, without the keys read elsewhere and the names Loops keeps."""
     selected = {}
     for key, value in source.items():
         if key in consumed:
             continue
-        name = mapping_rename.get(key, key)
+        name = rename.get(key, key)
         if name in unsendable:
             if name in RESERVED_NAMES:
                 adjustments['dropped_reserved'] += 1
             continue
         selected[name] = value
-    properties = to_loops_properties(selected, rules, adjustments)
-    # Flattening can build a name Loops keeps (list + Id with separator '').
-    for name in properties.keys() & unsendable:
-        if name in RESERVED_NAMES:
-            adjustments['dropped_reserved'] += 1
-        del properties[name]
-    return _valid_names(properties, adjustments)
+    return selected
 
 
-def _custom_properties(data: dict, mapping: Mapping,
-                       adjustments: collections.Counter) -> dict:
-    if mapping.contact_properties is None:
+def _custom_properties(traits: Optional[dict], mapping: Mapping,
+                       adjustments: Adjustments) -> dict:
+    if traits is None:
         return {}
-    source = _resolve(mapping.contact_properties.keys, data)
-    if not isinstance(source, dict):
-        return {}
-    properties = _spread(source, mapping.rename, mapping.consumed_keys,
+    properties = _spread(traits, mapping.rename, mapping.consumed_keys,
                          mapping.unsendable_names, mapping.values, adjustments)
-    for name in mapping.dates & properties.keys():
-        if properties[name] is None:
-            continue
-        iso = _iso_date(properties[name])
-        if iso is None:
-            adjustments['dropped_date'] += 1
-            del properties[name]
-        else:
-            properties[name] = iso
+    if not mapping.dates.isdisjoint(properties):
+        for name in mapping.dates & properties.keys():
+            if properties[name] is None:
+                continue
+            iso = _iso_date(properties[name])
+            if iso is None:
+                adjustments['dropped_date'] += 1
+                del properties[name]
+            else:
+                properties[name] = iso
     return properties
 
 
 def _event_contact_properties(spec: EventMapping, data: dict, rules: ValueRules,
-                              adjustments: collections.Counter) -> dict:
+                              adjustments: Adjustments) -> dict:
     """Contact properties sent with an event: per key, or one object spread flat."""
     if type(spec.contact_properties) is Path:
         source = _resolve(spec.contact_properties.keys, data)
         if not isinstance(source, dict):
             return {}
-        return _spread(source, {}, frozenset(), LOOPS_CONTACT_FIELDS | RESERVED_NAMES
-                       | {'eventName', 'eventProperties'}, rules, adjustments)
+        return _spread(source, {}, frozenset(), _NOT_EVENT_CONTACT_PROPERTIES, rules,
+                       adjustments)
     properties = {}
     for name, source in spec.contact_properties.items():
         value = _first_value(source, data)
@@ -369,7 +430,7 @@ def _iso_date(value: Any) -> Optional[str]:
     return None if ms is None else to_iso8601(ms)
 
 
-def _mailing_lists(value: Any, adjustments: collections.Counter) -> dict:
+def _mailing_lists(value: Any, adjustments: Adjustments) -> dict:
     """{id: bool} from the object form {id: bool|"true"|"false"...} or the
     array form [{"listId": id, "subscribed": ...}]; unusable entries are counted."""
     if isinstance(value, dict):

@@ -147,6 +147,16 @@ class EventMapping:
     colon_replacement: Optional[str]
 
 
+class FieldLookup(NamedTuple):
+    """The explicit contact fields as a mapper looks them up. Most events set
+    a few traits where the mapping reads many: a field read only from keys of
+    the properties object (the traits) that an event lacks has no value, and
+    needs no look-up of its paths one by one."""
+    trait_fields: dict     # field -> its traits keys, for fields read only from traits
+    trait_keys: frozenset  # all of those keys
+    other_fields: tuple    # (field, Source) of the fields read from elsewhere too
+
+
 @dataclass(frozen=True)
 class Mapping:
     """A validated, compiled mapping (picklable: Beam ships it to workers).
@@ -154,8 +164,8 @@ class Mapping:
     Build it with default_mapping(), load_mapping() or mapping_from_dict().
     `contact_fields` maps each explicit Loops contact field to its Source;
     `events` maps each call type sent as an event to its EventMapping;
-    `consumed_keys` and `unsendable_names` are derived once here so that
-    mapping an event does no set-up work.
+    `consumed_keys`, `unsendable_names` and `field_lookup` are derived once
+    here so that mapping an event does no set-up work.
     """
     contact_fields: dict
     contact_properties: Optional[Path]
@@ -166,22 +176,31 @@ class Mapping:
     values: ValueRules
     consumed_keys: frozenset = field(init=False)
     unsendable_names: frozenset = field(init=False)
+    field_lookup: 'FieldLookup' = field(init=False)
 
     def __post_init__(self):
         # A trait read by an explicit field (firstName <- traits.first_name)
         # is that field's value, not also a custom property.
         consumed = set(self.skip)
+        trait_fields = {}
         if self.contact_properties is not None:
             parent = self.contact_properties.keys
-            for source in self.contact_fields.values():
-                for candidate in source:
-                    if (type(candidate) is Path and len(candidate.keys) == len(parent) + 1
-                            and candidate.keys[:-1] == parent):
-                        consumed.add(candidate.keys[-1])
+            for name, source in self.contact_fields.items():
+                keys = [candidate.keys[-1] for candidate in source
+                        if type(candidate) is Path and len(candidate.keys) == len(parent) + 1
+                        and candidate.keys[:-1] == parent]
+                consumed.update(keys)
+                if source and len(keys) == len(source):
+                    trait_fields[name] = frozenset(keys)
         mapped = {name for name, source in self.contact_fields.items() if source}
         object.__setattr__(self, 'consumed_keys', frozenset(consumed))
         object.__setattr__(self, 'unsendable_names',
                            LOOPS_CONTACT_FIELDS | RESERVED_NAMES | mapped)
+        object.__setattr__(self, 'field_lookup', FieldLookup(
+            trait_fields=trait_fields,
+            trait_keys=frozenset().union(*trait_fields.values()),
+            other_fields=tuple((name, source) for name, source in self.contact_fields.items()
+                               if source and name not in trait_fields)))
 
     @property
     def event_types(self) -> frozenset:

@@ -18,6 +18,8 @@ except ImportError:
     orjson = None
 
 SEGMENT_TYPES = frozenset({'identify', 'track', 'page', 'screen', 'group', 'alias'})
+# Where an event's own time is, most trusted first (receivedAt when none is).
+_EVENT_TIME_KEYS = ('timestamp', 'originalTimestamp', 'sentAt')
 MAX_EVENT_BYTES = 32 * 1024
 
 # UTF-8 needs at most 4 bytes per character, so a text this short is within
@@ -105,20 +107,21 @@ def parse_event(raw: str | bytes | dict, source: str = '', *,
     the JSON decoder: orjson.loads when installed, else strict_json_loads;
     both give the same results. Raises Rejected (see its reasons).
     """
-    if isinstance(raw, dict):
-        data = raw
-        try:
-            _check_size(_compact_json(raw))
-        except (ValueError, RecursionError) as error:
-            raise Rejected('invalid_json', f'event cannot be written as JSON: {error}') from None
-    elif isinstance(raw, (str, bytes)):
-        _check_size(raw)
+    if isinstance(raw, (str, bytes)):
+        if len(raw) > _SURELY_SMALL_CHARS:   # shorter lines are surely within the limit
+            _check_size(raw)
         try:
             data = loads(raw)
         except ValueError as error:
             raise _invalid_json(raw, error) from None
         if type(data) is not dict:
             raise Rejected('not_an_object', f'event is {_json_kind(data)}, not an object')
+    elif isinstance(raw, dict):
+        data = raw
+        try:
+            _check_size(_compact_json(raw))
+        except (ValueError, RecursionError) as error:
+            raise Rejected('invalid_json', f'event cannot be written as JSON: {error}') from None
     elif isinstance(raw, UndecodableEvent):
         raise Rejected('invalid_json', raw.problem)
     else:
@@ -128,14 +131,16 @@ def parse_event(raw: str | bytes | dict, source: str = '', *,
     event_type = get('type')
     if type(event_type) is not str:
         raise Rejected('missing_type', _missing_type_message(data, event_type))
-    event_type = event_type.lower()
-    if event_type not in SEGMENT_TYPES:
-        raise Rejected('unknown_type', f'unknown event type {event_type[:40]!r}')
+    if event_type not in SEGMENT_TYPES:   # the types are lower case: most need no lower()
+        event_type = event_type.lower()
+        if event_type not in SEGMENT_TYPES:
+            raise Rejected('unknown_type', f'unknown event type {event_type[:40]!r}')
 
     message_id = get('messageId')
-    message_id = '' if message_id is None else str(message_id)
+    if type(message_id) is not str:
+        message_id = '' if message_id is None else str(message_id)
     received_ms = parse_timestamp(get('receivedAt'))
-    for key in ('timestamp', 'originalTimestamp', 'sentAt'):
+    for key in _EVENT_TIME_KEYS:
         event_ms = parse_timestamp(get(key))
         if event_ms is not None:
             break

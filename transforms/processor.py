@@ -145,4 +145,15 @@ class EventProcessor:
                 counts['refused/' + part.reason] += 1
             failures += tuple(failure_record('conform', part.reason, part.message, event=text,
                                              source=event.source) for part in refused)
-        return Processed(dataclasses.replace(request, body=body), failures, processed.event)
+        return Processed(_with_body(request, body), failures, processed.event)
+
+
+def _with_body(request: LoopsRequest, body: dict) -> LoopsRequest:
+    """`request` with the conformed `body`; `request` itself when conforming
+    changed nothing (the same keys in the same order, equal values of the same
+    types, as 1 == 1.0 == True), as for most requests: a copy of a request
+    costs more than conforming it."""
+    if (body == request.body and list(body) == list(request.body)
+            and list(map(type, body.values())) == list(map(type, request.body.values()))):
+        return request
+    return dataclasses.replace(request, body=body)

@@ -25,6 +25,19 @@ MAX_MS = 253_402_300_799_999
 # milliseconds: 1e11 ms is only 1973-03-03, while 1e11 s is the year 5138.
 EPOCH_SECONDS_BELOW = 1e11
 
+# Segment's libraries write '2026-11-01T10:00:17.123Z', and every archive line
+# carries two or three such times: they are read from three lookups, the
+# minute ('2026-11-01T10:00:') from a cache of the minutes seen so far, the
+# second ('17.') and the millisecond ('123Z') from fixed tables. The cache
+# holds up to a week of minutes and starts afresh when full, so it cannot grow
+# without bound; a text not of that exact form takes the general path.
+_CANONICAL_LENGTH = len('2026-11-01T10:00:17.123Z')
+_MINUTE_TEXT = re.compile(r'[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:', re.ASCII)
+_MAX_CACHED_MINUTES = 7 * 24 * 60
+_minute_ms_cache: dict = {}   # minute text -> epoch ms, or False when not a valid minute
+_SECOND_MS = {f'{second:02d}.': second * 1000 for second in range(60)}
+_MILLISECOND = {f'{millisecond:03d}Z': millisecond for millisecond in range(1000)}
+
 _EPOCH_TEXT = re.compile(r'[+-]?[0-9]{1,19}(?:\.[0-9]+)?', re.ASCII)
 _YEAR_TEXT = re.compile(r'[0-9]{4}', re.ASCII)
 
@@ -59,6 +72,10 @@ def parse_timestamp(value: Any) -> Optional[int]:
     (2015-02-30, 24:00) and times outside years 1 to 9999 give None.
     """
     if type(value) is str:
+        if len(value) == _CANONICAL_LENGTH:
+            ms = _canonical_ms(value)
+            if ms is not None:
+                return ms
         # Digit-only text is an epoch number or a year, never a basic-format
         # date such as 20161101 (which fromisoformat would accept).
         if not value.isdigit():
@@ -82,6 +99,36 @@ def to_iso8601(ms: int) -> str:
     """
     moment = _NAIVE_EPOCH + timedelta(milliseconds=ms)
     return moment.isoformat(timespec='milliseconds') + 'Z'
+
+
+def _canonical_ms(text: str) -> Optional[int]:
+    """Epoch ms of a 'YYYY-MM-DDTHH:MM:SS.sssZ' text, or None when the text is
+    not a valid time of exactly that form (the general path then decides)."""
+    minute_ms = _minute_ms_cache.get(text[:17])
+    if minute_ms is None:
+        minute_ms = _cache_minute(text[:17])
+    second_ms = _SECOND_MS.get(text[17:20])
+    millisecond = _MILLISECOND.get(text[20:])
+    if minute_ms is False or second_ms is None or millisecond is None:
+        return None
+    return minute_ms + second_ms + millisecond
+
+
+def _cache_minute(minute: str) -> int | bool:
+    if len(_minute_ms_cache) >= _MAX_CACHED_MINUTES:
+        _minute_ms_cache.clear()
+    ms = None
+    if _MINUTE_TEXT.fullmatch(minute):
+        ms = _moment_ms_of_text(minute + '00.000Z')
+    _minute_ms_cache[minute] = False if ms is None else ms
+    return _minute_ms_cache[minute]
+
+
+def _moment_ms_of_text(text: str) -> Optional[int]:
+    try:
+        return _moment_ms(datetime.fromisoformat(text))
+    except ValueError:
+        return None
 
 
 def _moment_ms(moment: datetime) -> Optional[int]:

@@ -8,12 +8,13 @@ a run can report how much of the input was reshaped rather than sent as is.
 
 Adjustment names (stable; they appear in metrics and reports): `flattened`,
 `json_encoded`, `joined`, `dropped_nested`, `dropped_array`, `truncated`,
-`dropped_long`, `dropped_non_finite`.
+`dropped_long`, `dropped_non_finite`, `dropped_long_key`.
 """
 import collections
 import json
 import math
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, Optional, Union
 
 from transforms.parse import Rejected
@@ -27,6 +28,15 @@ LONG_STRING_RULES = ('truncate', 'drop', 'fail')
 _ALWAYS_SHORT = MAX_STRING_LENGTH // 2
 
 LoopsScalar = Union[str, int, float, bool, None]
+
+
+class Adjustments(dict):
+    """Counts of adjustments (name -> count) for `adjustments[name] += 1`, as
+    with collections.Counter, which the functions here also accept; this one
+    costs a fifth of a Counter to create, and mapping creates one per event."""
+
+    def __missing__(self, name: str) -> int:
+        return 0
 
 
 class _Dropped:
@@ -76,6 +86,12 @@ def loops_length(text: str) -> int:
     return len(text.encode('utf-16-le', 'surrogatepass')) // 2
 
 
+def is_too_long(text: str) -> bool:
+    """Whether `text` is over Loops' 500-character limit (see loops_length);
+    short text, the usual kind, is not counted."""
+    return len(text) > _ALWAYS_SHORT and loops_length(text) > MAX_STRING_LENGTH
+
+
 def is_loops_scalar(value: Any) -> bool:
     """True when `value` is a valid Loops property value: null, a boolean, an
     integer, a finite number, or a string of at most 500 characters."""
@@ -101,13 +117,15 @@ def to_loops_properties(obj: dict, rules: ValueRules,
     (counted `dropped_long_key`).
     """
     flat = {}
+    separator = rules.separator
+    flatten = rules.nested_objects == 'flatten'
     # An explicit stack instead of recursion: free-form JSON can nest deeper
     # than Python's recursion limit allows.
     stack = [(prefix, iter(obj.items()))]
     while stack:
         parent, items = stack[-1]
         for key, value in items:
-            name = f'{parent}{rules.separator}{key}' if parent else key
+            name = f'{parent}{separator}{key}' if parent else key
             # Loops refuses a body with a key over 500 characters (400), which
             # would lose every other update of the contact merged with it.
             if len(name) > _ALWAYS_SHORT and loops_length(name) > MAX_STRING_LENGTH:
@@ -115,11 +133,11 @@ def to_loops_properties(obj: dict, rules: ValueRules,
                 continue
             kind = type(value)
             # Fast path for the common values that never change (hot loop).
-            if value is None or kind is int or kind is bool or (
-                    kind is str and len(value) <= _ALWAYS_SHORT):
+            if (kind is str and len(value) <= _ALWAYS_SHORT) or value is None or kind is int \
+                    or kind is bool or (kind is float and isfinite(value)):
                 flat[name] = value
                 continue
-            if isinstance(value, dict) and value and rules.nested_objects == 'flatten':
+            if flatten and isinstance(value, dict) and value:
                 adjustments['flattened'] += 1
                 stack.append((name, iter(value.items())))
                 break
@@ -139,6 +157,8 @@ def to_loops_value(key: str, value: Any, rules: ValueRules,
     object cannot be flattened into one value: under 'flatten' it is dropped
     (counted `dropped_nested`). `key` names the value in a rejection message.
     """
+    if type(value) is str and len(value) <= _ALWAYS_SHORT:
+        return value   # the usual value, sent as it is
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
