@@ -25,13 +25,16 @@ nothing is sent.
 import itertools
 import os
 import sys
+import tempfile
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
+                                                  PipelineOptions)
 
 from pipeline import summary as run_summary
 from pipeline import state as sync
@@ -47,7 +50,7 @@ from transforms.connection import LoopsConnection
 from transforms.contacts import MergeContacts, UpsertsFromStates
 from transforms.contacts_csv import WriteContactsCsv
 from transforms.kinds import CONTACT_UPSERT
-from transforms.ordering import OrderRequests
+from transforms.ordering import OrderRequests, remove_runs
 from transforms.process import ProcessArchive
 from transforms.processor import EventProcessor, Policy, Selection
 from transforms.read import ReadSegmentArchive
@@ -74,6 +77,7 @@ class BackfillJob:
     state: Optional[sync.SyncState] = None
     contacts_csv: Optional[str] = None
     csv_rows: int = sync.DEFAULT_ROWS_PER_FILE
+    run_directory: Optional[str] = None
 
 
 def backfill_parser():
@@ -158,7 +162,16 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
         state=sync.sync_state_from_args(args, options, policy),
         contacts_csv=args.contacts_csv,
         csv_rows=args.csv_rows,
+        run_directory=run_directory_for(options),
     )
+
+
+def run_directory_for(options: PipelineOptions) -> str:
+    """Where a hot contact's sorted runs go: under the job's temp location
+    (gs:// on Dataflow, which every worker reads), else this machine's
+    temporary directory (its worker processes read it too)."""
+    base = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
+    return FileSystems.join(base, 'segment-loops-runs', uuid.uuid4().hex)
 
 
 def build_backfill(p: beam.Pipeline, job: BackfillJob,
@@ -168,7 +181,7 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
     chunks, read_failed = p | 'ReadSegmentArchive' >> ReadSegmentArchive(
         job.input.patterns, job.input.since_ms, job.input.until_ms)
     processor = EventProcessor(job.selection, job.policy, account, job.unknown_properties)
-    processed = chunks | 'ProcessArchive' >> ProcessArchive(processor)
+    processed = chunks | 'ProcessArchive' >> ProcessArchive(processor, job.run_directory)
     facts = job.state.read(p) if job.state else None
     contacts = processed.contacts | 'MergeContacts' >> MergeContacts()
     if job.state:
@@ -217,7 +230,10 @@ def start(argv=None, out=sys.stdout) -> tuple:
 def run(argv=None, out=sys.stdout) -> dict:
     """Runs a backfill to completion; returns its summary. Raises UsageError."""
     result, job = start(argv, out)
-    result.wait_until_finish()
+    try:
+        result.wait_until_finish()
+    finally:
+        remove_runs(job.run_directory)
     counters = run_summary.pipeline_counters(result)
     raise_if_key_rejected(counters)
     keys = dict(run_summary.BACKFILL_KEYS)

@@ -6,11 +6,16 @@ payload, so it has the same stamp and key and lands next to its original:
 dropping a request equal to the one before it removes every duplicate
 without remembering what was seen.
 
-A contact with more requests than SPILL_SIZE (a bot, a load test, a
-server-side "system" userId) is sorted in runs written to temporary files
-and merged back in order, and its requests leave in parts of PART_SIZE:
-part k is a ContactSequence with `part=k`, which the writer sends only after
-part k-1. Memory stays bounded whatever one contact's number of events.
+A contact's requests reach the grouping as (sort key, encoded request)
+pairs, in lists, or, for a contact with many (a bot, a load test, a
+server-side "system" userId), as `SortedRun`s: files of pairs already in
+order, written where every worker can read them (the job's temp location),
+so the shuffle carries a reference instead of the requests. The ordering
+merges the runs and the pairs (spilling to a local temporary file past
+SPILL_SIZE), and the requests leave in parts of PART_SIZE: part k is a
+ContactSequence with `part=k`, which the writer sends only after part k-1.
+Memory stays bounded whatever one contact's number of events, in the
+workers and in the runner's shuffle alike.
 
 With a sync state (transforms/sync_state.py), `OrderRequests(delivered=...)`
 also drops the events whose Idempotency-Key the state says were delivered,
@@ -18,62 +23,106 @@ however old: their keys join the contact's group as `DeliveredKeys`.
 """
 import heapq
 import itertools
+import operator
 import pickle
 import tempfile
-from typing import Iterable, Iterator, Optional
+import uuid
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from transforms.kinds import PHASES
 from transforms.metrics import BundleCounts
-from transforms.records import ContactSequence, decode_request, encode_request
+from transforms.records import ContactSequence, decode_request
 from transforms.state_facts import contact_digest, key_digest
 
 PART_SIZE = 10_000
 SPILL_SIZE = 50_000
 
 
+_KEY = operator.itemgetter(0)
+
+
 def sort_key(request) -> tuple:
-    return (request.stamp, request.idempotency_key or '')
+    """(event time, receive time, messageId), then the Idempotency-Key: plain
+    tuples, which Beam's coders encode natively."""
+    return (tuple(request.stamp), request.idempotency_key or '')
 
 
-def in_order(encoded: Iterable[bytes], spill_size: int = SPILL_SIZE) -> Iterator:
-    """Encoded requests -> (sort key, request) in sort-key order; at most
-    `spill_size` requests are held in memory at once."""
-    runs = []
-    buffer = []
-    sequence = itertools.count()   # ties never compare the requests themselves
-    for value in encoded:
-        request = decode_request(value)
-        buffer.append((sort_key(request), next(sequence), request))
+class SortedRun(NamedTuple):
+    """A file of one contact's (sort key, encoded request) pairs in sort-key order."""
+    path: str
+    count: int
+
+
+def write_run(directory: str, pairs: list) -> SortedRun:
+    """Sorts (sort key, encoded request) `pairs` and writes them to a new
+    file under `directory` (any Beam file system)."""
+    pairs.sort(key=_KEY)
+    path = FileSystems.join(directory, f'run-{uuid.uuid4().hex}')
+    with FileSystems.create(path) as out:
+        for pair in pairs:
+            pickle.dump(pair, out, pickle.HIGHEST_PROTOCOL)
+    return SortedRun(path, len(pairs))
+
+
+def remove_runs(directory: str) -> None:
+    """Deletes the SortedRuns under `directory` (after the job that read them)."""
+    found = FileSystems.match([FileSystems.join(directory, 'run-*')])[0].metadata_list
+    if found:
+        FileSystems.delete([metadata.path for metadata in found])
+    if FileSystems.exists(directory):
+        FileSystems.delete([directory])
+
+
+def _read_pairs(readable) -> Iterator[tuple]:
+    while True:
+        try:
+            yield pickle.load(readable)
+        except EOFError:
+            return
+
+
+def read_run(run: SortedRun) -> Iterator[tuple]:
+    """The pairs of a SortedRun, in order."""
+    with FileSystems.open(run.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        yield from _read_pairs(f)
+
+
+def in_order(values: Iterable, spill_size: int = SPILL_SIZE) -> Iterator[tuple]:
+    """(sort key, encoded request) pairs and SortedRuns -> (sort key, request)
+    in sort-key order; at most `spill_size` pairs are held in memory."""
+    runs, buffer = [], []
+    for value in values:
+        if type(value) is SortedRun:
+            runs.append(read_run(value))
+            continue
+        buffer.append(value)
         if len(buffer) >= spill_size:
             runs.append(_spill(buffer))
             buffer = []
-    buffer.sort(key=lambda item: item[:2])
-    if not runs:
-        return ((key, request) for key, _, request in buffer)
-    runs.append(_spill(buffer))
-    return ((key, decode_request(value))
-            for key, _, value in heapq.merge(*(_read_run(run) for run in runs)))
+    buffer.sort(key=_KEY)
+    if runs:
+        buffer = heapq.merge(buffer, *runs, key=_KEY)
+    return ((key, decode_request(encoded)) for key, encoded in buffer)
 
 
-def _spill(buffer: list):
-    """Sorts `buffer` and writes it to a temporary file (removed when closed)."""
-    buffer.sort(key=lambda item: item[:2])
+def _spill(buffer: list) -> Iterator[tuple]:
+    """Sorts `buffer` into a local temporary file (removed once read); ->
+    its pairs, in order."""
+    buffer.sort(key=_KEY)
     run = tempfile.TemporaryFile()
-    for key, number, request in buffer:
-        pickle.dump((key, number, encode_request(request)), run, pickle.HIGHEST_PROTOCOL)
+    for pair in buffer:
+        pickle.dump(pair, run, pickle.HIGHEST_PROTOCOL)
     run.seek(0)
-    return run
+    return _read_local(run)
 
 
-def _read_run(run) -> Iterator[tuple]:
+def _read_local(run) -> Iterator[tuple]:
     with run:
-        while True:
-            try:
-                yield pickle.load(run)
-            except EOFError:
-                return
+        yield from _read_pairs(run)
 
 
 def without_repeats(ordered: Iterable[tuple], counts) -> Iterator[tuple]:
@@ -129,9 +178,9 @@ class _OrderContactRequests(beam.DoFn):
         (phase, contact), lists = keyed
         delivered = DeliveredKeys().union(
             *(value for value in lists if isinstance(value, DeliveredKeys)))
-        encoded = itertools.chain.from_iterable(
+        held = itertools.chain.from_iterable(
             value for value in lists if not isinstance(value, DeliveredKeys))
-        pairs = without_repeats(in_order(encoded, self._spill_size), self._counts)
+        pairs = without_repeats(in_order(held, self._spill_size), self._counts)
         if delivered:
             pairs = not_delivered(pairs, delivered, self._counts)
         requests = (request for _, request in pairs)
@@ -147,8 +196,9 @@ class _OrderContactRequests(beam.DoFn):
 
 
 class OrderRequests(beam.PTransform):
-    """((phase, contact), [encoded request, ...]) -> {phase: PCollection of
-    ContactSequence}, each contact's requests in event-time order, each once.
+    """((phase, contact), [(sort key, encoded request) or SortedRun, ...]) ->
+    {phase: PCollection of ContactSequence}, each contact's requests in
+    event-time order, each once.
     Counts `order/requests` and `order/duplicates`.
 
     `delivered` (optional): a PCollection of ((phase, contact digest),

@@ -4,11 +4,17 @@
 - `ProcessArchive` (the backfill): ArchiveChunks in; contact upserts out as
   partial contact states per contact (merged within the bundle already, so a
   contact's identifies never travel one by one), and every other request
-  out encoded, in lists keyed by (phase, contact) for ordering (gathered
-  within the bundle too: Beam's cost is per element, not per byte).
+  out as (sort key, encoded request) pairs, in lists keyed by (phase,
+  contact) for ordering (gathered within the bundle too: Beam's cost is per
+  element, not per byte). A contact with at least RUN_MIN_REQUESTS of them
+  in a bundle goes out as a SortedRun, a file under `run_directory` that the
+  ordering reads back: the shuffle, which Beam's local runner keeps in
+  memory, then carries a reference instead of a hot contact's requests.
 Both send failure records (whole events, and refused parts) to `failed`, and
 count what the processor counts as Beam metrics.
 """
+from typing import Optional
+
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -16,6 +22,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.contact_state import apply_body
 from transforms.metrics import BundleCounts
+from transforms.ordering import sort_key, write_run
 from transforms.processor import EventProcessor
 from transforms.records import encode_request
 
@@ -28,6 +35,7 @@ CONTACTS, REQUESTS = 'contacts', 'requests'
 # 50,000, about 100 MB).
 MAX_HELD_CONTACTS = 50_000
 MAX_HELD_REQUESTS = 50_000
+RUN_MIN_REQUESTS = 1_000
 
 
 class _ProcessEvent(beam.DoFn):
@@ -50,10 +58,11 @@ class _ProcessEvent(beam.DoFn):
 
 class _ProcessArchive(_ProcessEvent):
     def __init__(self, processor: EventProcessor, max_held_contacts: int,
-                 max_held_requests: int):
+                 max_held_requests: int, run_directory: Optional[str]):
         super().__init__(processor)
         self._max_held_contacts = max_held_contacts
         self._max_held_requests = max_held_requests
+        self._run_directory = run_directory
 
     def start_bundle(self):
         self._contacts = {}
@@ -81,7 +90,7 @@ class _ProcessArchive(_ProcessEvent):
                 held = requests.get(key)
                 if held is None:
                     held = requests[key] = []
-                held.append(encode_request(request))
+                held.append((sort_key(request), encode_request(request)))
                 self._held_requests += 1
         if len(contacts) >= self._max_held_contacts:
             yield from self._held(CONTACTS)
@@ -93,8 +102,11 @@ class _ProcessArchive(_ProcessEvent):
             held, self._contacts = self._contacts, {}
         else:
             held, self._requests, self._held_requests = self._requests, {}, 0
-        for item in held.items():
-            yield beam.pvalue.TaggedOutput(tag, item)
+        for key, value in held.items():
+            if (tag == REQUESTS and self._run_directory is not None
+                    and len(value) >= RUN_MIN_REQUESTS):
+                value = [write_run(self._run_directory, value)]
+            yield beam.pvalue.TaggedOutput(tag, (key, value))
 
     def finish_bundle(self):
         self._counts.flush()
@@ -123,22 +135,27 @@ class ArchiveRequests:
 
     def __init__(self, contacts, requests, failures):
         self.contacts = contacts      # (contact, partial ContactState)
-        self.requests = requests      # ((phase, contact), [encoded request, ...])
+        self.requests = requests      # ((phase, contact), [(sort key, encoded) or SortedRun])
         self.failures = failures      # failure records
 
 
 class ProcessArchive(beam.PTransform):
-    """ArchiveChunk -> ArchiveRequests (see the module docstring)."""
+    """ArchiveChunk -> ArchiveRequests (see the module docstring).
+    `run_directory`: where a hot contact's SortedRuns go (a directory every
+    worker can read, e.g. under the job's temp location); None keeps every
+    request in the shuffle."""
 
-    def __init__(self, processor: EventProcessor, max_held_contacts: int = MAX_HELD_CONTACTS,
+    def __init__(self, processor: EventProcessor, run_directory: Optional[str] = None,
+                 max_held_contacts: int = MAX_HELD_CONTACTS,
                  max_held_requests: int = MAX_HELD_REQUESTS):
         super().__init__()
         self._processor = processor
+        self._run_directory = run_directory
         self._max_held_contacts = max_held_contacts
         self._max_held_requests = max_held_requests
 
     def expand(self, chunks):
         processed = chunks | 'ParseFilterMap' >> beam.ParDo(_ProcessArchive(
-            self._processor, self._max_held_contacts, self._max_held_requests)).with_outputs(
-                CONTACTS, REQUESTS, FAILED, main='unused')
+            self._processor, self._max_held_contacts, self._max_held_requests,
+            self._run_directory)).with_outputs(CONTACTS, REQUESTS, FAILED, main='unused')
         return ArchiveRequests(processed[CONTACTS], processed[REQUESTS], processed[FAILED])
