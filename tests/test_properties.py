@@ -88,7 +88,11 @@ arbitrary_events = st.fixed_dictionaries(
     optional={**optional_fields,
               'userId': st.sampled_from(['u1', ' u1 ', 42, 4.5, True, '', 'u' * 501]) | json_values,
               'event': st.sampled_from(['Signed Up', '', ' ', 'x' * 501]) | json_values})
-events = plausible_events | arbitrary_events
+# Plausible events of a time within the age limit: the ones that reach the
+# account's schema (and so its refusals) rather than being held back.
+recent_events = st.builds(lambda event, at: {**event, 'timestamp': at}, plausible_events,
+                          st.sampled_from(['2026-11-01T10:00:00.000Z', 1791000000000]))
+events = plausible_events | recent_events | arbitrary_events
 # A line as it is read from an archive: mostly an event, sometimes anything.
 lines = (events.map(lambda e: json.dumps(e, ensure_ascii=False).encode())
          | json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=64))
