@@ -6,11 +6,10 @@ events (half identify, half track), then runs `segment-loops backfill --dry_run`
 (identify and track, --max_event_age none) in-process, and prints: N, lines, requests
 written (and how many are the hot user's event sends: every one of its distinct track
 events must be written), wall and CPU seconds, and the peak memory of the whole process
-tree. The hot user's identifies merge into one upsert as they are read, and its events
-are ordered in runs spilled to disk, so the pipeline's own memory does not grow with N;
-what does grow is Beam's in-process runner's shuffle buffer, which keeps every shuffled
-event (a few hundred bytes each) in memory until the next step reads it (on Dataflow
-the shuffle is a service, not the worker's memory).
+tree. The hot user's identifies merge into one upsert as they are read, its events
+are ordered in runs spilled to disk (the shuffle carries a reference to each run),
+and the dry run writes each step's requests where they are made (a Flatten would
+hold them all in the in-process runner's memory), so memory does not grow with N.
 
     .venv/bin/python bench/hot_key.py [--events 300000,600000,1200000]
 """

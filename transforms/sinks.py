@@ -35,21 +35,24 @@ class WriteFailures(beam.PTransform):
 
 class WriteDryRun(beam.PTransform):
     """(ContactSequence PCollections) -> one JSON line per request, exactly as
-    it would be sent. Each input becomes text before they are flattened: the
-    runner materialises a Flatten, and strings cross it far cheaper than
-    pickled requests."""
+    it would be sent, in files starting with the prefix (`<prefix>-<i>-...`,
+    one set per input). Each input is written where it is made, not
+    flattened first: Beam's in-process runner holds a Flatten's whole input
+    in memory until every producer is done, which would make a dry run's
+    memory grow with the number of requests."""
 
     def __init__(self, prefix: str):
         super().__init__()
         self._prefix = output_prefix(prefix, 'requests')
 
     def expand(self, sequence_collections):
-        lines = [
-            sequences | f'ToJson{i}' >> beam.FlatMap(
-                lambda sequence: [request.to_json() for request in sequence.requests])
-            for i, sequences in enumerate(sequence_collections)]
-        return (lines | 'AllRequests' >> beam.Flatten()
-                | 'WriteJsonLines' >> beam.io.WriteToText(self._prefix, file_name_suffix='.jsonl'))
+        for i, sequences in enumerate(sequence_collections):
+            (sequences
+             | f'ToJson{i}' >> beam.FlatMap(
+                 lambda sequence: [request.to_json() for request in sequence.requests])
+             | f'WriteJsonLines{i}' >> beam.io.WriteToText(f'{self._prefix}-{i}',
+                                                           file_name_suffix='.jsonl'))
+        return beam.pvalue.PDone(self.pipeline)
 
 
 def read_failure_records(prefix: str) -> list:
