@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/segment-loops demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info dead-letter demo-output

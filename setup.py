@@ -28,6 +28,7 @@ setup(
             'pytest>=8',
             'hypothesis>=6.100',
             'moto[server]>=5.0',
+            'pytest-xdist>=3.5',
         ],
     },
     entry_points={
