@@ -3,6 +3,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -568,6 +569,24 @@ def test_a_refused_event_spends_its_idempotency_key(client, sandbox, refused, me
     assert again.json()['message'] == 'Idempotency key has already been used'
     assert sandbox.state()['events'] == [] and sandbox.state()['contacts'] == []
     assert client.event(fixed, key='k-new').status_code == 200
+
+
+def test_a_request_cut_off_mid_body_is_not_processed_and_spends_no_key(client, sandbox):
+    """A client killed while sending (a job's SIGKILL) leaves part of a body:
+    like any HTTP server, the sandbox never hands it to the API, so its key
+    stays unspent and the whole request, sent again, is recorded."""
+    body = json.dumps({'eventName': 'Paid', 'email': EMAIL}).encode()
+    host, port = sandbox.base_url.split('//')[1].split('/')[0].split(':')
+    head = (f'POST /api/v1/events/send HTTP/1.1\r\nHost: {host}\r\n'
+            f'Authorization: Bearer {API_KEY}\r\nIdempotency-Key: k-cut\r\n'
+            f'Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n')
+    with socket.create_connection((host, int(port)), timeout=5) as cut:
+        cut.sendall(head.encode() + body[:len(body) // 2])
+        cut.shutdown(socket.SHUT_WR)
+        assert cut.recv(1024) == b''          # closed unanswered
+    assert sandbox.state()['events'] == []
+    assert client.event({'eventName': 'Paid', 'email': EMAIL}, key='k-cut').status_code == 200
+    assert [e['idempotency_key'] for e in sandbox.state()['events']] == ['k-cut']
 
 
 def test_a_spent_key_is_answered_409_before_the_body_is_looked_at(client):

@@ -90,6 +90,10 @@ class SandboxHTTPServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class _IncompleteBody(Exception):
+    """The connection closed before the whole body arrived."""
+
+
 class _SandboxHandler(BaseHTTPRequestHandler):
     """One connection: every method goes to the server's `answer`."""
 
@@ -114,6 +118,12 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             body: Union[bytes, ApiError] = self._read_body()
         except ApiError as error:
             body = error
+        except _IncompleteBody:
+            # The client hung up mid-body (a killed job): like any HTTP
+            # server, never hand a part of a request to the API, where a
+            # refusal would spend its Idempotency-Key.
+            self.close_connection = True
+            return
         reply = self.server.answer(Request(self.command, url.path,
                                            parse_qs(url.query, keep_blank_values=True),
                                            self.headers, body))
@@ -146,7 +156,10 @@ class _SandboxHandler(BaseHTTPRequestHandler):
                     break
                 left -= len(chunk)
             raise ApiError(413, 'Payload too large')
-        return self.rfile.read(length)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise _IncompleteBody()
+        return body
 
     def _respond(self, reply: Reply) -> None:
         data = json.dumps(reply.payload).encode('utf-8')
