@@ -133,9 +133,12 @@ def backfill_command(archive: Archive, out: str, extra: list) -> list:
 
 
 def loop_command(script: str, archive: Archive, out: str) -> list:
-    """One of the benchmark's reference loops (bench/<script>.py) into `out`."""
+    """One of the benchmark's reference loops (bench/<script>.py) into `out`,
+    doing what backfill_command does (the straightforward loop always sends
+    identify and track calls of any age; the plain loop is told to)."""
+    types = ['--types', 'identify,track'] if script == 'plain_loop' else []
     return [PYTHON, os.path.join(ROOT, 'bench', f'{script}.py'), '--input', archive.pattern,
-            '--output', out]
+            '--output', out, *types]
 
 
 def requests_in(out: str) -> set:
