@@ -29,19 +29,20 @@ from typing import Optional
 import requests
 
 from pipeline.local.sandbox import LoopsSandbox
-from processing import MODES, OUTPUT, PYTHON, ROOT, archive_for, load_average
+from runs import MODES, OUTPUT, PYTHON, ROOT, archive_for, load_average
 
 API_KEY = 'bench-key'
 SHARDS = (1, 2, 4, 8)
 UNLIMITED = '1000000'   # requests/s: the writers' token buckets never make them wait
 TYPES = 'identify,track'
+ANY_AGE = ('--max_event_age', 'none')   # the archive's days are not recent
 
 
 def dry_run_requests(pattern: str, out: str) -> list:
     """The requests a backfill of `pattern` would send, upserts first, as dicts."""
     subprocess.run(['rm', '-rf', out], check=True)
     subprocess.run([PYTHON, '-m', 'pipeline', 'backfill', '--input', pattern, '--types', TYPES,
-                    '--dry_run', os.path.join(out, 'requests'),
+                    *ANY_AGE, '--dry_run', os.path.join(out, 'requests'),
                     '--dead_letter', os.path.join(out, 'dead/')],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     lines = [json.loads(line) for path in sorted(glob.glob(os.path.join(out, 'requests*')))
@@ -77,7 +78,7 @@ def run_backfill(sandbox: LoopsSandbox, pattern: str, shards: int, max_in_flight
     started = time.monotonic()
     with open(os.path.join(out, 'backfill.log'), 'w', encoding='utf-8') as log:
         subprocess.run([PYTHON, '-m', 'pipeline', 'backfill', '--input', pattern,
-                        '--types', TYPES, '--loops_base_url', sandbox.base_url,
+                        '--types', TYPES, *ANY_AGE, '--loops_base_url', sandbox.base_url,
                         '--rate_limit', UNLIMITED, '--write_shards', str(shards),
                         '--max_in_flight', str(max_in_flight),
                         '--dead_letter', os.path.join(out, 'dead/'), *mode],
