@@ -14,7 +14,7 @@ import time
 from typing import Optional
 
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.delivery import deliver_sequences, in_flight_for
+from transforms.delivery import deliver_sequences, in_flight_for, steady_pace
 from transforms.loops_client import LoopsClient
 from transforms.records import NO_STAMP, ContactSequence, contact_upsert
 
@@ -32,6 +32,7 @@ def run(requests: int, seed: int) -> dict:
     with LoopsSandbox(api_key=API_KEY, rate_limit=RATE_LIMIT, latency=LATENCY,
                       seed=seed) as sandbox:
         client = LoopsClient(sandbox.base_url, API_KEY, rate=RATE_LIMIT, seed=seed)
+        steady_pace()   # as a writer does before it sends
         start = time.monotonic()
         outcomes = [delivered.outcome for delivered in
                     deliver_sequences(client, sequences, in_flight_for(RATE_LIMIT))]

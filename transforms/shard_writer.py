@@ -26,7 +26,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.connection import LoopsConnection
-from transforms.delivery import Delivered, DeliveryProgress, deliver_sequences, in_flight_for
+from transforms.delivery import (Delivered, DeliveryProgress, deliver_sequences, in_flight_for,
+                                 steady_pace)
 from transforms.loops_client import LoopsClient
 from transforms.metrics import NAMESPACE, CounterFamily
 from transforms.records import ContactSequence, LoopsRequest, failure_record
@@ -100,6 +101,7 @@ class WriteShard(beam.DoFn):
         self._recorder = recorder
 
     def setup(self):
+        steady_pace()
         self._client = self._client_factory()
         self._in_flight = (self._connection.max_in_flight
                            or in_flight_for(self._connection.shard_rate))
