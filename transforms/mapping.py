@@ -241,25 +241,24 @@ def _add_contact_fields(body: dict, fields: dict, rules: ValueRules,
             text = _text_value(name, value, rules, adjustments)
             if text is not DROPPED:
                 body[name] = text
-    subscribed = fields.get('subscribed')
-    if subscribed is not None:
-        flag = yes_or_no(subscribed)
-        if flag is None:
-            adjustments['dropped_subscribed'] += 1
-        else:
-            body['subscribed'] = flag
-    created_at = fields.get('createdAt')
-    if created_at is not None:
-        iso = _iso_date(created_at)
-        if iso is None:
-            adjustments['dropped_date'] += 1
-        else:
-            body['createdAt'] = iso
+    for name, convert, dropped in _CONVERTED_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            converted = convert(value)
+            if converted is None:
+                adjustments[dropped] += 1
+            else:
+                body[name] = converted
     lists = fields.get(MAILING_LISTS)
     if lists is not None:
         mailing_lists = _mailing_lists(lists, adjustments)
         if mailing_lists:
             body[MAILING_LISTS] = mailing_lists
+
+
+# Contact fields whose value is converted (None: unusable, counted as the adjustment named).
+_CONVERTED_FIELDS = (('subscribed', lambda value: yes_or_no(value), 'dropped_subscribed'),
+                     ('createdAt', lambda value: _iso_date(value), 'dropped_date'))
 
 
 def _render(template: Template, data: dict) -> Optional[str]:
