@@ -49,7 +49,7 @@ from transforms.conform import AccountSchema
 from transforms.connection import LoopsConnection
 from transforms.contacts import MergeContacts, UpsertsFromStates
 from transforms.contacts_csv import WriteContactsCsv
-from transforms.kinds import CONTACT_UPSERT
+from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
 from transforms.ordering import OrderRequests, remove_runs
 from transforms.process import ProcessArchive
 from transforms.processor import EventProcessor, Policy, Selection
@@ -198,7 +198,14 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
         upserts | 'WriteContactsCsv' >> WriteContactsCsv(job.contacts_csv, job.csv_rows, recorder)
         phases = {} if not job.dry_run else phases
     else:
-        phases[CONTACT_UPSERT.phase] += (upserts,)
+        # Leads (contacts known only by email) go after every userId contact:
+        # a userId contact that gave up the lead's email in this run must
+        # have let go of it in Loops first, or Loops would find that contact
+        # by the email and the lead's update would land on it.
+        by_user_id, leads = upserts | 'LeadsAfterUsers' >> beam.Partition(
+            lambda sequence, _: int(sequence.contact.startswith('email:')), 2)
+        phases[CONTACT_UPSERT.phase] += (by_user_id,)
+        phases[EVENT_SEND.phase] += (leads,)
     if job.dry_run:
         tuple(itertools.chain(*phases.values())) | 'WriteDryRun' >> WriteDryRun(job.dry_run)
     elif phases:
