@@ -162,5 +162,7 @@ class EventFactory:
         if form == 8:
             return f'personas_{self.rng.getrandbits(120):030x}'
         if form == 9:
-            return f'backfill job 3 / row {count}'
+            # Per archive (its start), as a real backfill job's rows would be:
+            # the same row number in two archives is not the same event.
+            return f'backfill job {self.start_ms // 1000} / row {count}'
         return uuid4_text(self.rng)
