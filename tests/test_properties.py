@@ -92,7 +92,16 @@ arbitrary_events = st.fixed_dictionaries(
 # account's schema (and so its refusals) rather than being held back.
 recent_events = st.builds(lambda event, at: {**event, 'timestamp': at}, plausible_events,
                           st.sampled_from(['2026-11-01T10:00:00.000Z', 1791000000000]))
-events = plausible_events | recent_events | arbitrary_events
+# Recent identifies with a part the account refuses (a list it lacks, a
+# value its property's type can't hold), beside valid traits.
+refusable_events = st.builds(
+    lambda refused, traits: {'type': 'identify', 'userId': 'u1',
+                             'timestamp': '2026-11-01T10:00:00.000Z',
+                             'traits': {**traits, **refused, 'email': 'ada@example.com'}},
+    st.sampled_from([{'mailingLists': {'list_gone': True}}, {'seats': 'many'},
+                     {'beta': 'perhaps'}]),
+    st.dictionaries(names, json_values, max_size=3))
+events = plausible_events | recent_events | refusable_events | arbitrary_events
 # A line as it is read from an archive: mostly an event, sometimes anything.
 lines = (events.map(lambda e: json.dumps(e, ensure_ascii=False).encode())
          | json_values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=64))
