@@ -128,7 +128,7 @@ def to_loops_properties(obj: dict, rules: ValueRules,
             name = f'{parent}{separator}{key}' if parent else key
             # Loops refuses a body with a key over 500 characters (400), which
             # would lose every other update of the contact merged with it.
-            if len(name) > _ALWAYS_SHORT and loops_length(name) > MAX_STRING_LENGTH:
+            if is_too_long(name):
                 adjustments['dropped_long_key'] += 1
                 continue
             kind = type(value)
