@@ -1,10 +1,10 @@
 """segment-loops: Segment customer data into Loops, with Apache Beam.
 
-Installs the packages (pipeline and its pipeline.local, transforms, schemas)
-with the Avro schemas as package data, so `--setup_file ./setup.py` ships
-everything a Dataflow worker needs.
+Installs the packages (pipeline and pipeline.local, transforms and its stage
+packages, schemas) with the Avro schemas as package data, so
+`--setup_file ./setup.py` ships everything a Dataflow worker needs.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='segment-loops',
@@ -13,7 +13,8 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
-    packages=['pipeline', 'pipeline.local', 'transforms', 'schemas'],
+    packages=find_packages(include=['pipeline', 'pipeline.*', 'transforms', 'transforms.*',
+                                    'schemas']),
     package_data={'schemas': ['*.avsc']},
     include_package_data=True,
     install_requires=[

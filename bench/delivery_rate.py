@@ -14,9 +14,9 @@ import time
 from typing import Optional
 
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.delivery import deliver_sequences, in_flight_for, steady_pace
-from transforms.loops_client import LoopsClient
-from transforms.records import NO_STAMP, ContactSequence, contact_upsert
+from transforms.core.records import NO_STAMP, ContactSequence, contact_upsert
+from transforms.delivery.in_flight import deliver_sequences, in_flight_for, steady_pace
+from transforms.loops.client import LoopsClient
 
 RATE_LIMIT = 10.0
 LATENCY = (0.1, 0.3)

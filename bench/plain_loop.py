@@ -32,8 +32,8 @@ import fastavro
 from pipeline.plain_backfill import PlainBackfill, archive_paths, read_events
 from pipeline.selection import mapping_from_option, selected_types
 from schemas import load_schema
-from transforms.processor import EventProcessor, Selection
-from transforms.read import Unreadable
+from transforms.mapping.processor import EventProcessor, Selection
+from transforms.segment.read import Unreadable
 
 
 def run(pattern: str, output: str, types: Optional[str] = None) -> dict:

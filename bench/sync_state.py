@@ -34,8 +34,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from pipeline import backfill  # noqa: E402
 from pipeline.local.account import DEFAULT_MAILING_LISTS  # noqa: E402
 from pipeline.local.samples import write_archive  # noqa: E402
-from transforms.state_files import list_state  # noqa: E402
-from transforms.text import format_duration  # noqa: E402
+from transforms.core.text import format_duration  # noqa: E402
+from transforms.state.files import list_state  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(HERE), 'bench-output', 'sync-state')
 KEY = 'bench-sync-state-key'

@@ -33,30 +33,29 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions,
-                                                  PipelineOptions)
+from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions
 
-from pipeline import summary as run_summary
 from pipeline import state as sync
+from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
-from pipeline.options import (UsageError, add_input_options, add_output_options,
-                              add_safety_options, add_selection_options, job_parser,
-                              DEFAULT_BATCH_RUNNER, require_cloud_paths, set_default_runner)
-from pipeline.selection import (ArchiveInput, archive_input_from_args,
-                                event_selection_from_args, policy_from_args)
-from transforms.conform import AccountSchema
-from transforms.connection import LoopsConnection
-from transforms.contacts import MergeContacts, UpsertsFromStates
-from transforms.contacts_csv import WriteContactsCsv
-from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
-from transforms.ordering import OrderRequests, remove_runs
-from transforms.process import ProcessArchive
-from transforms.processor import EventProcessor, Policy, Selection
-from transforms.read import ReadSegmentArchive
-from transforms.sinks import WriteDryRun, WriteFailures
-from transforms.sync_state import ChangedContacts, DeliveredEvents, contact_facts
-from transforms.write import WriteInPhases, raise_if_key_rejected
+from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, add_input_options,
+                              add_output_options, add_safety_options, add_selection_options,
+                              job_parser, require_cloud_paths, set_default_runner)
+from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
+                                policy_from_args)
+from transforms.contacts.merge import MergeContacts, UpsertsFromStates
+from transforms.contacts.ordering import OrderRequests, remove_runs
+from transforms.contacts.process_archive import ProcessArchive
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
+from transforms.core.sinks import WriteDryRun, WriteFailures
+from transforms.delivery.write import WriteInPhases, raise_if_key_rejected
+from transforms.loops.connection import LoopsConnection
+from transforms.mapping.conform import AccountSchema
+from transforms.mapping.processor import EventProcessor, Policy, Selection
+from transforms.segment.read import ReadSegmentArchive
+from transforms.state.contacts_csv import WriteContactsCsv
+from transforms.state.sync_state import ChangedContacts, DeliveredEvents, contact_facts
 
 DEFAULT_MAX_EVENT_AGE = '24h'
 

@@ -35,18 +35,18 @@ from pipeline import state as sync
 from pipeline.backfill import DEFAULT_MAX_EVENT_AGE
 from pipeline.check_report import CheckRun, Observations, build_report
 from pipeline.check_text import format_report
-from pipeline.loops_options import (add_conform_options, add_loops_options,
-                                    connect_to_loops, preflight)
+from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
+                                    preflight)
 from pipeline.options import (UsageError, add_input_options, add_safety_options,
                               add_selection_options, job_parser)
 from pipeline.plain_backfill import PlainBackfill, archive_paths, read_events
-from pipeline.selection import (ArchiveInput, archive_input_from_args,
-                                event_selection_from_args, policy_from_args)
-from transforms.conform import AccountSchema
-from transforms.connection import LoopsConnection
-from transforms.processor import EventProcessor, Policy, Selection
-from transforms.read import Unreadable
-from transforms.state_files import StateListing, list_state, read_facts
+from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
+                                policy_from_args)
+from transforms.loops.connection import LoopsConnection
+from transforms.mapping.conform import AccountSchema
+from transforms.mapping.processor import EventProcessor, Policy, Selection
+from transforms.segment.read import Unreadable
+from transforms.state.files import StateListing, list_state, read_facts
 
 EXIT_OK = 0
 # Not 1: the CLI uses 1 for a job that failed; a script must tell them apart.

@@ -15,11 +15,11 @@ from typing import Any, NamedTuple, Optional
 
 from pipeline import summary as run_summary
 from pipeline.plain_backfill import FILES_OPENED
-from transforms.conform import AccountSchema, is_changed, is_custom_property
-from transforms.contacts import EMAIL_PREFIX
-from transforms.mapping_file import MAILING_LISTS
-from transforms.processor import Processed
-from transforms.records import LoopsRequest
+from transforms.contacts.merge import EMAIL_PREFIX
+from transforms.core.kinds import MAILING_LISTS
+from transforms.core.records import LoopsRequest
+from transforms.mapping.conform import AccountSchema, is_changed, is_custom_property
+from transforms.mapping.processor import Processed
 
 EXAMPLE_CHARS = 80
 CAMEL_CASE = re.compile(r'[a-z][A-Za-z0-9]*', re.ASCII)

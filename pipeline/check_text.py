@@ -8,7 +8,7 @@ import json
 from pipeline import summary as run_summary
 from pipeline.check_report import (COERCED, COLON_IN_EVENT_NAME, EXAMPLE_CHARS, MISSING,
                                    TYPE_CONFLICT)
-from transforms.text import format_duration
+from transforms.core.text import format_duration
 
 TOP_TRACK_NAMES = 20
 

@@ -75,7 +75,7 @@ COMMANDS: dict[str, Callable[[list], int]] = {
 
 
 def configure_logging() -> None:
-    from transforms.redact import MaskEmails
+    from transforms.core.redact import MaskEmails
     logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(levelname)s %(message)s')
     logging.getLogger('segment_loops').setLevel(logging.INFO)
     # On the handlers, not a logger: records of every library's loggers pass through them.
@@ -95,7 +95,7 @@ def main(argv: Optional[list] = None) -> int:
         return EXIT_USAGE
     configure_logging()
     from pipeline.options import UsageError
-    from transforms.loops_client import AuthError
+    from transforms.loops.client import AuthError
     try:
         return COMMANDS[command](rest)
     except UsageError as error:
@@ -104,7 +104,7 @@ def main(argv: Optional[list] = None) -> int:
     except AuthError as error:
         # By type only: a key Loops rejects during a run does not crash the job
         # inside Beam (where the type would be lost); the job raises AuthError
-        # itself after the run (transforms/write.py, raise_if_key_rejected).
+        # itself after the run (transforms/delivery/write.py, raise_if_key_rejected).
         print(f'segment-loops {command}: {error}', file=sys.stderr)
         return EXIT_AUTH
     except KeyboardInterrupt:

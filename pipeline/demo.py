@@ -14,9 +14,9 @@ import tempfile
 import time
 
 from pipeline import backfill
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
-from transforms.sinks import read_failure_records
+from pipeline.local.sandbox import LoopsSandbox
+from transforms.core.sinks import read_failure_records
 
 DEMO_USERS = 30
 DEMO_DAYS = 3

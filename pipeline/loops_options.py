@@ -2,10 +2,11 @@
 import os
 
 from pipeline.options import UsageError
-from transforms.caller import check_base_url
-from transforms.conform import UNKNOWN_PROPERTY_POLICIES, AccountSchema
-from transforms.connection import LoopsConnection
-from transforms.credentials import ApiKey
+from transforms.loops.account import read_account
+from transforms.loops.caller import check_base_url
+from transforms.loops.connection import LoopsConnection
+from transforms.loops.credentials import ApiKey
+from transforms.mapping.conform import UNKNOWN_PROPERTY_POLICIES
 
 API_KEY_ENV = 'LOOPS_API_KEY'
 DEFAULT_BASE_URL = 'https://app.loops.so/api'
@@ -114,6 +115,6 @@ def preflight(connection: LoopsConnection) -> tuple:
     team = connection.check_key()
     client = connection.client()
     try:
-        return team, AccountSchema.fetch(client)
+        return team, read_account(client)
     finally:
         client.close()

@@ -11,7 +11,7 @@ import argparse
 import datetime
 from typing import Optional
 
-from transforms.read import DAY_MS
+from transforms.segment.read import DAY_MS
 
 
 class UsageError(Exception):

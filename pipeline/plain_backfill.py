@@ -27,14 +27,15 @@ from typing import Iterable, Iterator, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.contact_state import apply_body
-from transforms.contacts import resolved_contacts, upsert_from_state
-from transforms.ordering import not_delivered, sort_key, without_repeats
-from transforms.read import READ, Unreadable, file_choice, read_archive_file
-from transforms.records import LoopsRequest
-from transforms.state_facts import NO_FACTS, contact_digest
-from transforms.state_files import CONTACTS
-from transforms.sync_state import contact_to_send
+from transforms.contacts.merge import resolved_contacts, upsert_from_state
+from transforms.contacts.model import apply_body
+from transforms.contacts.ordering import not_delivered, sort_key, without_repeats
+from transforms.core.digests import contact_digest
+from transforms.core.records import LoopsRequest
+from transforms.segment.read import READ, Unreadable, file_choice, read_archive_file
+from transforms.state.facts import NO_FACTS
+from transforms.state.files import CONTACTS
+from transforms.state.sync_state import contact_to_send
 
 # A counter of this loop's own, not the backfill's: files opened, which is
 # fewer than `read/files` when a sample stops early.

@@ -7,13 +7,13 @@ The pipeline, step by step:
                         (http_4xx) only with --include_permanent; every other record
                         is counted as skipped, by stage and reason
   3. GroupByContact     per phase and contact, the requests in the order they failed
-  4. WriteToLoops       the phases of transforms/kinds.py in order (WriteContacts,
+  4. WriteToLoops       the phases of transforms/core/kinds.py in order (WriteContacts,
                         then WriteEvents once every upsert is done)
   5. WriteFailures      what fails again, as failure records under --replay_dead_letter
 
 Which request is sent, and with which Idempotency-Key:
 - A failure record is data anyone with access to its bucket can edit, so only
-  requests of the kinds in transforms/kinds.py are sent, to `base_url` + the
+  requests of the kinds in transforms/core/kinds.py are sent, to `base_url` + the
   kind's own path, with only the headers this tool sets (`LoopsRequest.from_dict`
   rebuilds them from the kind). A record holding anything else is skipped and
   counted: `replay/skipped_deliver_foreign_request` for a request of a method
@@ -45,13 +45,13 @@ from pipeline.loops_options import (add_loops_options, connect_to_loops,
                                     require_secret_on_remote_runner)
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, require_cloud_paths,
                               set_default_runner)
-from transforms.connection import LoopsConnection
-from transforms.kinds import PHASES, kind_for
-from transforms.metrics import NAMESPACE, CounterFamily
-from transforms.records import ContactSequence, LoopsRequest, Stamp
-from transforms.retry import KEY_REJECTED, RETRIES_EXHAUSTED, derived_key, is_permanent_reason
-from transforms.sinks import WriteFailures, output_prefix
-from transforms.write import WriteInPhases, phase_name, raise_if_key_rejected
+from transforms.core.kinds import PHASES, kind_for
+from transforms.core.metrics import NAMESPACE, CounterFamily
+from transforms.core.records import ContactSequence, LoopsRequest, Stamp
+from transforms.core.sinks import WriteFailures, output_prefix
+from transforms.delivery.write import WriteInPhases, phase_name, raise_if_key_rejected
+from transforms.loops.connection import LoopsConnection
+from transforms.loops.retry import KEY_REJECTED, RETRIES_EXHAUSTED, derived_key, is_permanent_reason
 
 DEFAULT_REPLAY_DEAD_LETTER = 'dead-letter-replay/'
 # Sent again as they were: Loops may have applied them, or never processed them.

@@ -8,8 +8,8 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.options import UsageError, split_list, utc_day_ms
-from transforms.mapping import Mapping, MappingError, default_mapping, load_mapping
-from transforms.processor import Policy, Selection
+from transforms.mapping.language import Mapping, MappingError, default_mapping, load_mapping
+from transforms.mapping.processor import Policy, Selection
 
 SUPPORTED_TYPES = ('identify', 'track', 'page', 'screen', 'group')
 IDENTITY_MODES = ('email_or_user_id', 'user_id')

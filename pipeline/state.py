@@ -2,7 +2,7 @@
 and `segment-loops state compact`.
 
 A job with `--state PREFIX` reads, when it starts, the facts that jobs with
-the same state delivered to Loops (transforms/state_facts.py), sends only
+the same state delivered to Loops (transforms/state/facts.py), sends only
 what they lack, records what it delivers while it runs (a recorder on its
 writers, log files at least every --state_flush_seconds) and, a backfill,
 folds everything into a new snapshot when it ends.
@@ -23,11 +23,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import summary as run_summary
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, require_cloud_paths,
                               set_default_runner)
-from transforms.contacts_csv import DEFAULT_ROWS_PER_FILE
-from transforms.processor import Policy
-from transforms.state_files import StateListing, event_day, list_state, new_run_id
-from transforms.state_recorder import DEFAULT_FLUSH_SECONDS, StateRecorder
-from transforms.sync_state import FoldSyncState, ReadSyncState
+from transforms.mapping.processor import Policy
+from transforms.state.contacts_csv import DEFAULT_ROWS_PER_FILE
+from transforms.state.files import StateListing, event_day, list_state, new_run_id
+from transforms.state.recorder import DEFAULT_FLUSH_SECONDS, StateRecorder
+from transforms.state.sync_state import FoldSyncState, ReadSyncState
+
 
 def add_state_options(parser, records: bool = True) -> None:
     """--state, and --state_flush_seconds for a job that records (backfill,

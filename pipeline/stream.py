@@ -29,20 +29,20 @@ from pipeline import state as sync
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
-from pipeline.options import (UsageError, add_safety_options, add_selection_options,
-                              job_parser, require_cloud_paths, runs_locally, set_default_runner)
+from pipeline.options import (UsageError, add_safety_options, add_selection_options, job_parser,
+                              require_cloud_paths, runs_locally, set_default_runner)
 from pipeline.selection import event_selection_from_args, parse_duration, policy_from_args
-from transforms.conform import AccountSchema
-from transforms.connection import LoopsConnection
-from transforms.contact_wait import ContactWait
-from transforms.dedupe import DropRepeatedMessages
-from transforms.process import ProcessEvents
-from transforms.processor import EventProcessor, Policy, Selection
-from transforms.records import ContactSequence, RawEvent
-from transforms.sinks import PublishFailures, WriteWindowedFailures
-from transforms.state_recorder import StateRecorder
-from transforms.stream_state import KeepLatestPerContact
-from transforms.write import WriteToLoops, raise_if_key_rejected
+from transforms.contacts.stream_state import KeepLatestPerContact
+from transforms.core.records import ContactSequence, RawEvent
+from transforms.core.sinks import PublishFailures, WriteWindowedFailures
+from transforms.delivery.contact_wait import ContactWait
+from transforms.delivery.write import WriteToLoops, raise_if_key_rejected
+from transforms.loops.connection import LoopsConnection
+from transforms.mapping.conform import AccountSchema
+from transforms.mapping.process import ProcessEvents
+from transforms.mapping.processor import EventProcessor, Policy, Selection
+from transforms.segment.dedupe import DropRepeatedMessages
+from transforms.state.recorder import StateRecorder
 
 DEFAULT_STREAM_RUNNER = 'DirectRunner'
 DEFAULT_DEAD_LETTER = 'dead-letter/'

@@ -10,7 +10,7 @@ from typing import Mapping
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.metrics import NAMESPACE
+from transforms.core.metrics import NAMESPACE
 
 # Summary key -> counter name. The first block accounts for every line read:
 # read == parse_failed + filtered_out + map_failed + held_back_events + duplicates

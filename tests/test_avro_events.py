@@ -1,10 +1,10 @@
-"""Segment events survive a real Avro file: transforms.avro_events with fastavro."""
+"""Segment events survive a real Avro file: transforms.segment.avro_events with fastavro."""
 import fastavro
 import pytest
 
 from pipeline.local.samples import generate_events
 from schemas import load_schema
-from transforms.avro_events import from_avro_record, to_avro_record
+from transforms.segment.avro_events import from_avro_record, to_avro_record
 
 SCHEMA = load_schema('segment_event')
 FIELD_NAMES = [field['name'] for field in SCHEMA['fields']]

@@ -13,11 +13,11 @@ import sys
 import pytest
 
 from pipeline import backfill
-from pipeline.options import UsageError
 from pipeline.local.samples import write_archive, write_avro, write_ndjson
+from pipeline.options import UsageError
 from pipeline.summary import unaccounted
-from transforms.records import idempotency_key_for
-from transforms.sinks import read_failure_records
+from transforms.core.records import idempotency_key_for
+from transforms.core.sinks import read_failure_records
 
 DAY_FOLDER = '1761955200000'  # 2025-11-01
 
@@ -297,6 +297,7 @@ def test_an_avro_record_with_undecodable_json_is_one_failure_not_a_crash(tmp_pat
     # Valid JSON text that decodes to a lone surrogate: no coder can encode that
     # string, so the reader must turn the record into a failure, not pass it on.
     import fastavro
+
     from schemas import load_schema
     good = {'type': 'identify', 'messageId': 'ok', 'userId': 'u1',
             'traits': '{"email": "a@example.com"}'}

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from pipeline import backfill
-from pipeline.options import UsageError
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.options import UsageError
 from pipeline.summary import unaccounted
 from tests.test_faults import Expected, assert_loops_holds
-from transforms.sinks import read_failure_records
+from transforms.core.sinks import read_failure_records
 
 KEY = 'backfill-delivery-test-key'
 RATE = 25

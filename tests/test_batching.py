@@ -1,7 +1,7 @@
 """arrange_batch: a stream batch -> one sequence per contact, phase by phase."""
-from transforms.batching import arrange_batch
-from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
-from transforms.records import ContactSequence, Stamp, contact_upsert, event_send
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
+from transforms.core.records import ContactSequence, Stamp, contact_upsert, event_send
+from transforms.delivery.batching import arrange_batch
 
 
 def upsert(user: str, at: int, **body):

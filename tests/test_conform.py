@@ -9,13 +9,14 @@ import pytest
 
 from pipeline.local.rules import DEFAULT_PROPERTIES
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.conform import AccountSchema, coerce_value, conform_body
-from transforms.kinds import EVENT_SEND
-from transforms.loops_client import LoopsClient
-from transforms.mapping import default_mapping
-from transforms.parse import Rejected
-from transforms.processor import EventProcessor, Selection
-from transforms.records import RawEvent
+from transforms.core.kinds import EVENT_SEND
+from transforms.core.records import RawEvent
+from transforms.loops.account import read_account
+from transforms.loops.client import LoopsClient
+from transforms.mapping.conform import AccountSchema, coerce_value, conform_body
+from transforms.mapping.language import default_mapping
+from transforms.mapping.processor import EventProcessor, Selection
+from transforms.segment.parse import Rejected
 
 KEY = 'conform-test-key'
 SCHEMA = AccountSchema(
@@ -203,7 +204,7 @@ def test_schema_fetch_reads_the_account_over_http():
     with LoopsSandbox(KEY, custom_properties=custom, mailing_lists=lists) as sandbox:
         client = LoopsClient(sandbox.base_url, KEY, rate=100)
         try:
-            schema = AccountSchema.fetch(client)
+            schema = read_account(client)
         finally:
             client.close()
 

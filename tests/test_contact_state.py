@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from transforms.contact_state import (apply_body, body_of, latest_stamp, merge, merge_into,
-                                      newer_than, stamps_of, state_of)
-from transforms.records import Stamp
+from transforms.contacts.model import (apply_body, body_of, latest_stamp, merge, merge_into,
+                                       newer_than, stamps_of, state_of)
+from transforms.core.records import Stamp
 
 
 def updates_in_every_order(updates):

@@ -14,14 +14,14 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.summary import pipeline_counters
 from tests.direct_runner_counters import count_every_bundle
-from transforms.connection import LoopsConnection
-from transforms.contact_wait import (ContactWait, HeldEvent, HeldEvents, resend_request,
-                                     waited_out, waits_for_contact)
-from transforms.credentials import ApiKey
-from transforms.delivery import Delivered
-from transforms.records import ContactSequence, Stamp, contact_upsert, event_send
-from transforms.retry import Outcome, derived_key
-from transforms.write import WriteToLoops
+from transforms.core.records import ContactSequence, Stamp, contact_upsert, event_send
+from transforms.delivery.contact_wait import (ContactWait, HeldEvent, HeldEvents, resend_request,
+                                              waited_out, waits_for_contact)
+from transforms.delivery.in_flight import Delivered
+from transforms.delivery.write import WriteToLoops
+from transforms.loops.connection import LoopsConnection
+from transforms.loops.credentials import ApiKey
+from transforms.loops.retry import Outcome, derived_key
 
 NOT_FOUND = Outcome('failed', 400, '{"success": false, "message": "Contact not found."}', 1, 0,
                     'http_400', 'POST /v1/events/send was rejected by Loops: HTTP 400: '

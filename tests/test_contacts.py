@@ -6,10 +6,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.contact_state import body_of, state_of
-from transforms.contacts import (MergeContacts, UpsertsFromStates, resolve_leads,
-                                 upsert_from_state)
-from transforms.records import Stamp
+from transforms.contacts.merge import (MergeContacts, UpsertsFromStates, resolve_leads,
+                                       upsert_from_state)
+from transforms.contacts.model import body_of, state_of
+from transforms.core.records import Stamp
 
 
 def state(body, t, message_id='m'):

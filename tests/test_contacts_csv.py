@@ -12,14 +12,14 @@ import os
 import pytest
 
 from pipeline import backfill
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
 from pipeline.summary import unaccounted
-from transforms.contact_state import state_of
-from transforms.contacts import upsert_from_state
-from transforms.contacts_csv import csv_cell, csv_text, in_a_cell, split_upsert
-from transforms.records import Stamp
+from transforms.contacts.merge import upsert_from_state
+from transforms.contacts.model import state_of
+from transforms.core.records import Stamp
+from transforms.state.contacts_csv import csv_cell, csv_text, in_a_cell, split_upsert
 
 KEY = 'contacts-csv-test-key'
 

@@ -8,8 +8,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.summary import pipeline_counters
 from tests.direct_runner_counters import count_every_bundle
-from transforms.dedupe import DropRepeatedMessages, message_id_of
-from transforms.records import Stamp, contact_upsert
+from transforms.core.records import Stamp, contact_upsert
+from transforms.segment.dedupe import DropRepeatedMessages, message_id_of
 
 
 def upsert(message_id: str, plan: str):

@@ -5,11 +5,11 @@ from collections import Counter, defaultdict
 import pytest
 
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.delivery import (Delivered, DeliveryProgress, deliver_one, deliver_sequences,
-                                 in_flight_for)
-from transforms.loops_client import LoopsClient, Outcome
-from transforms.records import (NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send,
-                                idempotency_key_for)
+from transforms.core.records import (NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send,
+                                     idempotency_key_for)
+from transforms.delivery.in_flight import (Delivered, DeliveryProgress, deliver_one,
+                                           deliver_sequences, in_flight_for)
+from transforms.loops.client import LoopsClient, Outcome
 
 KEY = 'sk-delivery-test-key-42'
 

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.sinks import read_failure_records
+from transforms.core.sinks import read_failure_records
 
 TEN_MB = 10 * 1024 * 1024
 

@@ -18,15 +18,15 @@ from typing import Optional
 import pytest
 
 from pipeline import backfill
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
 from pipeline.summary import unaccounted
-from transforms.contact_state import state_of
-from transforms.contacts import merged_states, upsert_from_state
-from transforms.mapping import default_mapping
-from transforms.processor import EventProcessor, Selection
-from transforms.records import RawEvent, contact_key, idempotency_key_for
-from transforms.sinks import read_failure_records
+from transforms.contacts.merge import merged_states, upsert_from_state
+from transforms.contacts.model import state_of
+from transforms.core.records import RawEvent, contact_key, idempotency_key_for
+from transforms.core.sinks import read_failure_records
+from transforms.mapping.language import default_mapping
+from transforms.mapping.processor import EventProcessor, Selection
 
 API_KEY = 'fault-test-key'
 REASON = re.compile(r'^[a-z][a-z0-9_]*$')

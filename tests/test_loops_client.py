@@ -10,13 +10,13 @@ import pytest
 import requests
 
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.caller import Answer
-from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
-from transforms.loops_client import AuthError, LoopsClient, LoopsError, Outcome
-from transforms.rate_limit import HEADROOM, PAUSE_SECONDS, TokenBucket
-from transforms.records import NO_STAMP, Stamp, contact_upsert, event_send, idempotency_key_for
-from transforms.retry import (KEY_REJECTED, RETRIES_EXHAUSTED, RetryPolicy, Verdict, classify,
-                              derived_key, final_outcome, is_permanent_reason)
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
+from transforms.core.records import NO_STAMP, Stamp, contact_upsert, event_send, idempotency_key_for
+from transforms.loops.caller import Answer
+from transforms.loops.client import AuthError, LoopsClient, LoopsError, Outcome
+from transforms.loops.rate_limit import HEADROOM, PAUSE_SECONDS, TokenBucket
+from transforms.loops.retry import (KEY_REJECTED, RETRIES_EXHAUSTED, RetryPolicy, Verdict, classify,
+                                    derived_key, final_outcome, is_permanent_reason)
 
 KEY = 'sk-test-5ecret-v4lue-0123456789'
 

@@ -1,4 +1,4 @@
-"""Mapping Segment calls to Loops requests (transforms/mapping.py); the mapping
+"""Mapping Segment calls to Loops requests (transforms/mapping/mapper.py); the mapping
 language itself is tested in test_mapping_file.py."""
 import json
 import math
@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
-from transforms.mapping import (default_mapping, is_valid_loops_body, is_valid_property_name,
-                                map_event, map_event_send, map_identify, mapping_from_dict,
-                                yes_or_no)
-from transforms.parse import ParsedEvent, Rejected
-from transforms.records import Stamp, idempotency_key_for
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
+from transforms.core.records import Stamp, idempotency_key_for
+from transforms.mapping.language import default_mapping, mapping_from_dict
+from transforms.mapping.mapper import (is_valid_loops_body, is_valid_property_name, map_event,
+                                       map_event_send, map_identify, yes_or_no)
+from transforms.segment.parse import ParsedEvent, Rejected
 
 DEFAULT = default_mapping()
 SOURCE = 'gs://bucket/file.gz'

@@ -1,4 +1,4 @@
-"""The mapping language (transforms/mapping_file.py): documents, paths,
+"""The mapping language (transforms/mapping/language.py): documents, paths,
 templates, defaults and the errors a person sees."""
 import json
 import pickle
@@ -7,9 +7,9 @@ import textwrap
 import pytest
 import yaml
 
-import transforms.mapping_file
-from transforms.mapping_file import (MappingError, Path, compile_path, compile_template,
-                                     default_mapping, load_mapping, mapping_from_dict)
+import transforms.mapping.language
+from transforms.mapping.language import (MappingError, Path, compile_path, compile_template,
+                                         default_mapping, load_mapping, mapping_from_dict)
 
 DEFAULT = default_mapping()
 PAGES = mapping_from_dict({'page': {'eventName': 'Viewed {name} Page'}})
@@ -23,7 +23,7 @@ def test_default_mapping_is_picklable_and_equal_to_an_empty_document():
 
 
 def test_the_documented_example_is_a_valid_mapping():
-    doc = transforms.mapping_file.__doc__
+    doc = transforms.mapping.language.__doc__
     block = doc[doc.index('    contact:'):doc.index('A source is')]
     mapping = mapping_from_dict(yaml.safe_load(textwrap.dedent(block)))
     assert mapping.rename == {'plan_name': 'plan'} and 'password' in mapping.skip

@@ -8,14 +8,14 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.kinds import EVENT_SEND
-from transforms.mapping import default_mapping
-from transforms.ordering import (OrderRequests, in_order, in_parts, remove_runs, sort_key,
-                                 without_repeats, write_run)
-from transforms.process import RUN_MIN_REQUESTS, ProcessArchive
-from transforms.processor import EventProcessor, Selection
-from transforms.read import ArchiveChunk
-from transforms.records import Stamp, encode_request, event_send, idempotency_key_for
+from transforms.contacts.ordering import (OrderRequests, in_order, in_parts, remove_runs, sort_key,
+                                          without_repeats, write_run)
+from transforms.contacts.process_archive import RUN_MIN_REQUESTS, ProcessArchive
+from transforms.core.kinds import EVENT_SEND
+from transforms.core.records import Stamp, encode_request, event_send, idempotency_key_for
+from transforms.mapping.language import default_mapping
+from transforms.mapping.processor import EventProcessor, Selection
+from transforms.segment.read import ArchiveChunk
 
 
 def send(contact, event_ms, message_id, received_ms=0):

@@ -12,13 +12,14 @@ import zipfile
 import apache_beam
 import pytest
 
-from pipeline.options import UsageError
 from pipeline.local.samples import write_archive
+from pipeline.options import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES = os.path.join(REPO, 'pipeline', 'templates')
 # What setup.py reads besides the packages themselves.
 BUILD_FILES = ('setup.py', 'MANIFEST.in', 'README.md')
+STAGES = ('core', 'segment', 'mapping', 'contacts', 'loops', 'delivery', 'state')
 
 
 def checkout_packages() -> list:
@@ -66,7 +67,8 @@ def distributions(tmp_path_factory):
 
 
 def test_the_checkout_has_the_packages_workers_need():
-    assert {'pipeline', 'pipeline/local', 'transforms', 'schemas'} <= set(checkout_packages())
+    assert {'pipeline', 'pipeline/local', 'transforms', 'schemas'} | {
+        f'transforms/{stage}' for stage in STAGES} <= set(checkout_packages())
     assert {'schemas/failure.avsc', 'schemas/segment_event.avsc'} <= expected_files()
 
 

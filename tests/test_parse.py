@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.parse import (MAX_EVENT_BYTES, SEGMENT_TYPES, ParsedEvent, Rejected,
-                              event_text, parse_event, strict_json_loads)
+from transforms.segment.parse import (MAX_EVENT_BYTES, SEGMENT_TYPES, ParsedEvent, Rejected,
+                                      event_text, parse_event, strict_json_loads)
 
 try:
     import orjson

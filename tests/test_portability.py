@@ -16,11 +16,11 @@ import threading
 import pytest
 
 from pipeline import backfill
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
 from pipeline.summary import unaccounted
-from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
-from transforms.sinks import read_failure_records
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
+from transforms.core.sinks import read_failure_records
 
 WORKERS = 2
 MULTI_PROCESSING = ['--direct_running_mode=multi_processing', f'--direct_num_workers={WORKERS}']

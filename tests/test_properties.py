@@ -21,17 +21,18 @@ import pytest
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
-from pipeline.replay import request_of
 from pipeline.local.rules import (EVENT_ONLY_KEYS, check_contact_body, check_event_properties,
                                   check_idempotency_key, check_scalar, identity_of)
+from pipeline.replay import request_of
 from schemas import load_schema
-from transforms.conform import AccountSchema
-from transforms.contact_state import body_of, merge, state_of
-from transforms.contacts import upsert_from_state
-from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
-from transforms.mapping import default_mapping, is_valid_loops_body
-from transforms.processor import EventProcessor, Policy, Selection
-from transforms.records import LoopsRequest, RawEvent, Stamp, contact_key, failure_record
+from transforms.contacts.merge import upsert_from_state
+from transforms.contacts.model import body_of, merge, state_of
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
+from transforms.core.records import LoopsRequest, RawEvent, Stamp, contact_key, failure_record
+from transforms.mapping.conform import AccountSchema
+from transforms.mapping.language import default_mapping
+from transforms.mapping.mapper import is_valid_loops_body
+from transforms.mapping.processor import EventProcessor, Policy, Selection
 
 LIST_IDS = frozenset({'list_news', 'list_product'})
 ACCOUNT = AccountSchema(

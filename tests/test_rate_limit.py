@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from transforms.rate_limit import (CONTENTION_FLOOR, HEADROOM, MIN_SHARE, PAUSE_SECONDS, RECOVERY,
-                                   TokenBucket)
+from transforms.loops.rate_limit import (CONTENTION_FLOOR, HEADROOM, MIN_SHARE, PAUSE_SECONDS,
+                                         RECOVERY, TokenBucket)
 
 
 class FakeTime:

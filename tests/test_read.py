@@ -8,8 +8,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from pipeline.local.samples import write_avro, write_ndjson
-from transforms.read import (AVRO, GZIP_NDJSON, NDJSON, UTF8_BOM, ReadSegmentArchive,
-                             archive_kind, in_date_range, read_archive_file, received_day_ms)
+from transforms.segment.read import (AVRO, GZIP_NDJSON, NDJSON, UTF8_BOM, ReadSegmentArchive,
+                                     archive_kind, in_date_range, read_archive_file,
+                                     received_day_ms)
 
 DAY = 86_400_000
 NOV_1 = 1_761_955_200_000  # 2025-11-01T00:00:00Z

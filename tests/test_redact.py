@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from transforms.redact import MaskEmails, mask_emails
+from transforms.core.redact import MaskEmails, mask_emails
 
 
 @pytest.mark.parametrize('text, masked', [

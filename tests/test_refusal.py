@@ -1,8 +1,8 @@
 """Which part of a request Loops refused, and cutting it off: pure, table-driven."""
 import pytest
 
-from transforms.records import NO_STAMP, contact_upsert
-from transforms.refusal import RefusedPart, refused_part, split_off
+from transforms.core.records import NO_STAMP, contact_upsert
+from transforms.loops.refusal import RefusedPart, refused_part, split_off
 
 BODY = {'userId': 'u1', 'email': 'u1@example.com', 'bio': {'nested': 1}, 'id': 'x', '': 3,
         ' ': 4, 'plan': 'pro', 'subscribed': 'yes',

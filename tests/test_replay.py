@@ -9,19 +9,18 @@ import os
 import threading
 import time
 
+import apache_beam as beam
 import pytest
 import requests
 
 from pipeline import backfill, replay
-from pipeline.options import UsageError
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
-import apache_beam as beam
-
-from transforms.records import (NO_STAMP, Stamp, contact_key, contact_upsert, event_send,
-                                failure_record, idempotency_key_for)
-from transforms.retry import derived_key
-from transforms.sinks import WriteFailures, read_failure_records
+from pipeline.local.sandbox import LoopsSandbox
+from pipeline.options import UsageError
+from transforms.core.records import (NO_STAMP, Stamp, contact_key, contact_upsert, event_send,
+                                     failure_record, idempotency_key_for)
+from transforms.core.sinks import WriteFailures, read_failure_records
+from transforms.loops.retry import derived_key
 
 API_KEY = 'replay-test-key'
 REQUEST = event_send({'eventName': 'Signed Up', 'userId': 'u1'}, 'user:u1', Stamp(1, 0, 'm1'),

@@ -15,10 +15,10 @@ import pytest
 import requests as http
 
 from pipeline import backfill
-from pipeline.options import UsageError
 from pipeline.local.samples import write_archive
+from pipeline.options import UsageError
 from tests.test_portability import WorkerProcesses
-from transforms.sinks import read_failure_records
+from transforms.core.sinks import read_failure_records
 
 BUCKET = 'segment-archive'
 REGION = 'us-east-1'

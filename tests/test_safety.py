@@ -11,8 +11,8 @@ import os
 from pipeline import backfill
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.summary import unaccounted
-from transforms.records import idempotency_key_for
-from transforms.sinks import read_failure_records
+from transforms.core.records import idempotency_key_for
+from transforms.core.sinks import read_failure_records
 
 KEY = 'safety-test-key'
 NOW = datetime.datetime.now(datetime.timezone.utc)

@@ -19,9 +19,9 @@ from pipeline.local.hot_user import HOT_USER_EMAIL, HOT_USER_ID, PLAN_EVERY
 from pipeline.local.samples import (generate_events, write_archive, write_avro,
                                     write_hot_user_archive, write_ndjson)
 from pipeline.local.samples_cli import main
-from transforms.timestamps import DAY_MS
 from schemas import load_schema
-from transforms.avro_events import from_avro_record
+from transforms.segment.avro_events import from_avro_record
+from transforms.segment.timestamps import DAY_MS
 
 START_DAY_MS = 1_793_491_200_000    # 2026-11-01T00:00:00Z
 UUID4 = r'[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}'

@@ -21,16 +21,16 @@ import fastavro
 import pytest
 
 from pipeline import backfill, check, cli, stream
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from tests.test_edges import segment_cli
 from tests.test_replay import faults_once_sending
-from transforms import credentials
-from transforms.credentials import ApiKey
-from transforms.loops_client import AuthError, LoopsClient, LoopsError
-from transforms.redact import MaskEmails
-from transforms.write import LoopsConnection, WriteToLoops, _WriteShard
+from transforms.core.redact import MaskEmails
+from transforms.delivery.write import LoopsConnection, WriteToLoops, _WriteShard
+from transforms.loops import credentials
+from transforms.loops.client import AuthError, LoopsClient, LoopsError
+from transforms.loops.credentials import ApiKey
 
 KEY = 'sl-SECRET-7f3a9c41d2e8b6-do-not-print'
 # Any address the sample archive holds, unmasked.

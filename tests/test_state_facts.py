@@ -6,16 +6,15 @@ import itertools
 import fastavro
 import pytest
 
-from transforms.contact_state import state_of, stamps_of
-from transforms.contacts import upsert_from_state
-from transforms.records import Stamp, event_send
-from transforms.retry import Outcome
-from transforms.state_facts import (Facts, changed_properties, contact_digest, digests_of,
-                                    facts_of_request, fold, from_record, key_digest, to_record,
-                                    value_digest)
-from transforms.state_files import (list_state, read_facts_file, write_facts_file, event_day,
-                                    SCHEMA)
-from transforms.state_recorder import FactsBuffer, StateRecorder
+from transforms.contacts.merge import upsert_from_state
+from transforms.contacts.model import stamps_of, state_of
+from transforms.core.digests import contact_digest, key_digest, value_digest
+from transforms.core.records import Stamp, event_send
+from transforms.loops.retry import Outcome
+from transforms.state.facts import (Facts, changed_properties, digests_of, facts_of_request, fold,
+                                    from_record, to_record)
+from transforms.state.files import SCHEMA, event_day, list_state, read_facts_file, write_facts_file
+from transforms.state.recorder import FactsBuffer, StateRecorder
 
 DELIVERED = Outcome('delivered', 200, '{}', 1, 0, None, None)
 ALREADY = Outcome('already_delivered', 409, '{}', 1, 0, None, None)

@@ -10,10 +10,10 @@ from pipeline import stream
 from pipeline.local.sandbox import LoopsSandbox
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
 from tests.test_faults import NEW_CONTACT, outage_after
-from transforms.contact_state import body_of, merge, state_of
-from transforms.mapping import default_mapping
-from transforms.processor import EventProcessor, Selection
-from transforms.records import RawEvent
+from transforms.contacts.model import body_of, merge, state_of
+from transforms.core.records import RawEvent
+from transforms.mapping.language import default_mapping
+from transforms.mapping.processor import EventProcessor, Selection
 
 PROJECT = 'segment-loops-faults'
 API_KEY = 'stream-fault-test-key'

@@ -11,8 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.summary import pipeline_counters
 from tests.direct_runner_counters import count_every_bundle
-from transforms.records import Stamp, contact_upsert, event_send
-from transforms.stream_state import NO_MEMORY, KeepLatestPerContact, admit, admit_upsert
+from transforms.contacts.stream_state import NO_MEMORY, KeepLatestPerContact, admit, admit_upsert
+from transforms.core.records import Stamp, contact_upsert, event_send
 
 A = 'user:a'
 

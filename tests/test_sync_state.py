@@ -19,15 +19,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import backfill
 from pipeline import state as state_command
-from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
 from pipeline.summary import unaccounted
-from transforms.records import Stamp, contact_upsert
-from transforms.state_files import list_state, read_facts
-from transforms.state_recorder import StateRecorder
-from transforms.retry import Outcome
-from transforms.write import DeliveryRecorder
+from transforms.core.records import Stamp, contact_upsert
+from transforms.delivery.write import DeliveryRecorder
+from transforms.loops.retry import Outcome
+from transforms.state.files import list_state, read_facts
+from transforms.state.recorder import StateRecorder
 
 KEY = 'sync-state-test-key'
 WORKER_PROCESSES = ['--direct_running_mode=multi_processing', '--direct_num_workers=2']

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms.timestamps import MAX_MS, MIN_MS, parse_timestamp, to_iso8601
+from transforms.segment.timestamps import MAX_MS, MIN_MS, parse_timestamp, to_iso8601
 
 
 @pytest.mark.parametrize('value, expected', [

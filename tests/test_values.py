@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.parse import Rejected
-from transforms.values import (DROPPED, ValueRules, is_loops_scalar, loops_length,
-                               to_loops_properties, to_loops_value, truncate)
+from transforms.mapping.values import (DROPPED, ValueRules, is_loops_scalar, loops_length,
+                                       to_loops_properties, to_loops_value, truncate)
+from transforms.segment.parse import Rejected
 
 LONG = 'x' * 501
 

@@ -11,16 +11,16 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.caller import LoopsCaller
-from transforms.connection import LoopsConnection
-from transforms.credentials import ApiKey
-from transforms.loops_client import AuthError, LoopsClient
-from transforms.metrics import NAMESPACE
-from transforms.rate_limit import HEADROOM, TokenBucket
-from transforms.records import NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send
-from transforms.retry import RetryPolicy
-from transforms.write import (LoopsWriteResult, WriteInPhases, WriteToLoops, phase_name,
-                              raise_if_key_rejected)
+from transforms.core.metrics import NAMESPACE
+from transforms.core.records import NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send
+from transforms.delivery.write import (LoopsWriteResult, WriteInPhases, WriteToLoops, phase_name,
+                                       raise_if_key_rejected)
+from transforms.loops.caller import LoopsCaller
+from transforms.loops.client import AuthError, LoopsClient
+from transforms.loops.connection import LoopsConnection
+from transforms.loops.credentials import ApiKey
+from transforms.loops.rate_limit import HEADROOM, TokenBucket
+from transforms.loops.retry import RetryPolicy
 
 KEY = 'sk-write-test-key-77'
 

@@ -15,7 +15,7 @@ from pipeline.local.endpoints import ApiCall, route
 from pipeline.local.rules import ApiError
 from pipeline.local.server import Reply, Request, error_reply
 from pipeline.local.traffic import TrafficControl
-from transforms.kinds import IDEMPOTENCY_HEADER
+from transforms.core.kinds import IDEMPOTENCY_HEADER
 
 API_PREFIX = '/api'
 SERVER_ERROR = {'success': False, 'message': 'Internal server error'}

@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 
 from pipeline.local.clock import iso_ms
 from pipeline.local.events import hex8, uuid4_text
-from transforms.timestamps import DAY_MS
+from transforms.segment.timestamps import DAY_MS
 
 ARCHIVE_PREFIX = 'segment-logs'
 DUMMY_OBJECT = 'dummy-object.txt'

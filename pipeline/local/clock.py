@@ -6,7 +6,7 @@ texts of days and of the seconds of a day are built once and looked up.
 import datetime
 import functools
 
-from transforms.timestamps import DAY_MS
+from transforms.segment.timestamps import DAY_MS
 
 _EPOCH = datetime.date(1970, 1, 1)
 

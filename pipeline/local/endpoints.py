@@ -8,12 +8,11 @@ from typing import Any, Callable, Optional
 
 from pipeline.local.account import LoopsAccount
 from pipeline.local.rules import (DEFAULT_PROPERTIES, EVENT_ONLY_KEYS, MAX_STRING,
-                                  PROPERTY_NAME_PATTERN, PROPERTY_TYPES, RESERVED_NAMES,
-                                  TOO_LONG, ApiError, apply_to_contact, check_contact_body,
-                                  check_event_name, check_event_properties,
-                                  check_idempotency_key, identity_of, parse_json_object,
-                                  property_label, reserved_name_message)
-from transforms.kinds import CONTACT_UPSERT, EVENT_SEND
+                                  PROPERTY_NAME_PATTERN, PROPERTY_TYPES, RESERVED_NAMES, TOO_LONG,
+                                  ApiError, apply_to_contact, check_contact_body, check_event_name,
+                                  check_event_properties, check_idempotency_key, identity_of,
+                                  parse_json_object, property_label, reserved_name_message)
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
 
 # For events, email and userId only find (or create) the contact.
 EVENT_NON_PROPERTY_KEYS = EVENT_ONLY_KEYS | {'email', 'userId', 'mailingLists'}

@@ -11,10 +11,9 @@ import uuid
 from typing import Optional
 
 from pipeline.local.clock import iso_ms, odd_timestamp
-from pipeline.local.traits import (FIRST_NAMES, LAST_NAMES, User, anonymous_traits,
-                                   group_payload, identify_traits, page_payload,
-                                   track_payload)
-from transforms.timestamps import DAY_MS
+from pipeline.local.traits import (FIRST_NAMES, LAST_NAMES, User, anonymous_traits, group_payload,
+                                   identify_traits, page_payload, track_payload)
+from transforms.segment.timestamps import DAY_MS
 
 CHANNELS = ('server', 'browser', 'mobile', 'client')
 LIBRARIES = {

@@ -13,7 +13,7 @@ from typing import Iterator
 from pipeline.local.clock import iso_ms
 from pipeline.local.events import EventFactory, uuid4_text
 from pipeline.local.traits import PLANS, User
-from transforms.timestamps import DAY_MS
+from transforms.segment.timestamps import DAY_MS
 
 HOT_USER_ID = 'bot_000001'
 HOT_USER_EMAIL = 'system.bot@example.com'

@@ -25,15 +25,14 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import fastavro
 
-from pipeline.local.archive import (ARCHIVE_PREFIX, COMPACT, ArchiveWriter,
-                                    write_other_files)
+from pipeline.local.archive import ARCHIVE_PREFIX, COMPACT, ArchiveWriter, write_other_files
 from pipeline.local.clock import day_start_ms
 from pipeline.local.events import EventFactory
 from pipeline.local.hot_user import HotUser, calls_on_day
 from pipeline.local.traits import User
-from transforms.avro_events import SCHEMA as AVRO_EVENT_SCHEMA
-from transforms.avro_events import to_avro_record
-from transforms.timestamps import DAY_MS
+from transforms.segment.avro_events import SCHEMA as AVRO_EVENT_SCHEMA
+from transforms.segment.avro_events import to_avro_record
+from transforms.segment.timestamps import DAY_MS
 
 EVENTS_PER_USER = (10, 15)   # over all days, inclusive
 # Files of a hot-user archive's day hold at most this many lines (more files

@@ -1,0 +1,6 @@
+"""The records and helpers every stage shares: the records that flow between
+steps (raw events, Loops requests, failure records), the kinds of request as
+data, metrics, sinks (dead letter, dry run), digests, text and log helpers.
+
+May import: nothing else in transforms.
+"""

@@ -1,0 +1,78 @@
+"""Dropping repeated Segment messages in a stream, for a bounded time.
+
+Pub/Sub delivers at least once and Segment itself sends duplicates. A batch
+backfill drops them inside each contact's group (transforms/contacts/ordering.py); a
+stream cannot wait for a whole group, so it remembers each messageId for
+`ttl_seconds` of processing time in keyed state and drops repeats seen in
+that time. Behind it, the stream's per-contact state never sends a
+property again at the same stamp (transforms/contacts/stream_state.py), and
+idempotency keys on event sends are the last line of defence for repeats
+that arrive later than that.
+"""
+import time
+from typing import Callable, Optional
+
+import apache_beam as beam
+from apache_beam.coders import BooleanCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.typehints import Any, Tuple
+from apache_beam.utils.timestamp import Timestamp
+
+from transforms.core.metrics import NAMESPACE
+
+
+def message_id_of(request) -> str:
+    """The Segment messageId a request came from ('' when the event had none)."""
+    return request.stamp.message_id
+
+
+class _DropRepeats(beam.DoFn):
+    SEEN = ReadModifyWriteStateSpec('seen', BooleanCoder())
+    FORGET = TimerSpec('forget', TimeDomain.REAL_TIME)
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float]):
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock
+
+    def setup(self):
+        self._duplicates = Metrics.counter(NAMESPACE, 'dedupe/duplicates')
+
+    def process(self, keyed, seen=beam.DoFn.StateParam(SEEN),
+                forget=beam.DoFn.TimerParam(FORGET)):
+        _, request = keyed
+        if seen.read():
+            self._duplicates.inc()
+            return
+        seen.write(True)
+        forget.set(Timestamp.of(self._clock() + self._ttl_seconds))
+        yield request
+
+    @on_timer(FORGET)
+    def forget_message(self, seen=beam.DoFn.StateParam(SEEN)):
+        seen.clear()
+
+
+class DropRepeatedMessages(beam.PTransform):
+    """LoopsRequest -> LoopsRequest, without repeats of a messageId seen in the
+    last `ttl_seconds` (processing time; `clock`, in seconds, is for tests).
+    Requests of events without a messageId pass through. Repeats are counted
+    (`dedupe/duplicates`), not failures."""
+
+    def __init__(self, ttl_seconds: float, clock: Optional[Callable[[], float]] = None):
+        super().__init__()
+        if not ttl_seconds >= 0:
+            raise ValueError(f'ttl_seconds must not be negative, got {ttl_seconds!r}')
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock or time.time
+
+    def expand(self, requests):
+        with_id = requests | 'HasMessageId' >> beam.Partition(
+            lambda request, _: 0 if message_id_of(request) else 1, 2)
+        deduplicated = (
+            with_id[0]
+            | 'KeyByMessageId' >> beam.Map(lambda request: (message_id_of(request), request))
+            .with_output_types(Tuple[str, Any])
+            | 'DropRepeats' >> beam.ParDo(_DropRepeats(self._ttl_seconds, self._clock)))
+        return (deduplicated, with_id[1]) | 'Rejoin' >> beam.Flatten()

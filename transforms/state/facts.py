@@ -1,0 +1,133 @@
+"""The sync state's facts: what this tool delivered to Loops, as digests.
+
+A contact's facts are a contact state (transforms/contacts/model.py) whose
+values are digests: property -> (stamp, digest of the value delivered),
+plus the set of its delivered events' key digests. Facts fold with the
+contact model's own `merge` (per property the later stamp wins) and a set
+union, so facts written twice, in any order or grouping, fold to the same.
+
+What is stored holds no personal data but the contact's identity, and that
+only as a digest: a contact key ('user:<userId>', 'email:<address>') is
+kept as BLAKE2b-128 of its text (the join only needs equality), values as
+BLAKE2b-64 of their type and text (only "changed or not" is asked of them),
+and events as BLAKE2b-128 of their Idempotency-Key. Property names, stamps
+(event and receive times, the Segment messageId) and list ids are kept as
+they are: they order changes and name what changed.
+
+A property is sent again when its value differs from the one delivered and
+its stamp is not older (`changed_properties`): a later delivery (e.g. by the
+stream) is never overwritten by an older value; an equal stamp with another
+value (the mapping changed) is sent.
+"""
+from typing import Iterable, NamedTuple, Optional
+
+from transforms.contacts.model import ContactState, merge_into, state_of
+from transforms.core.digests import contact_digest, key_digest, value_digest
+from transforms.core.kinds import kind_named
+from transforms.core.records import LoopsRequest
+
+IDENTITY_KEYS = ('userId', 'email')
+
+
+class Facts(NamedTuple):
+    """One contact's delivered facts: property -> (stamp tuple, value digest),
+    and the digests of its delivered events' keys."""
+    properties: dict
+    events: frozenset = frozenset()
+
+
+NO_FACTS = Facts({}, frozenset())
+
+
+def fold(facts: Iterable[Facts]) -> Facts:
+    """Facts of one contact, from any number of records, in any order -> one."""
+    properties, events = {}, set()
+    for fact in facts:
+        merge_into(properties, fact.properties)
+        events.update(fact.events)
+    return Facts(properties, frozenset(events))
+
+
+def digests_of(state: ContactState) -> dict:
+    """A contact state -> its facts' properties: each value as its digest."""
+    return {key: (tuple(stamp), value_digest(value)) for key, (stamp, value) in state.items()}
+
+
+def changed_properties(state: ContactState, delivered: dict) -> ContactState:
+    """The part of `state` to send, given the `delivered` facts' properties:
+    each property whose value differs from the one delivered and whose stamp
+    is not older than the delivered one's."""
+    changed = {}
+    for key, entry in state.items():
+        fact = delivered.get(key)
+        if fact is None or (entry[0] >= fact[0] and value_digest(entry[1]) != fact[1]):
+            changed[key] = entry
+    return changed
+
+
+def identity_key(contact: str) -> str:
+    """The property that identifies a contact in an update: userId, or the
+    email of a contact known only by its email."""
+    return 'email' if contact.startswith('email:') else 'userId'
+
+
+def delivered_state(request: LoopsRequest) -> ContactState:
+    """The contact properties a delivered request set, each at its own stamp
+    (`request.stamps`, else the request's stamp): an upsert's body; an event's
+    contact properties (not its own fields, nor the userId and email that
+    only find its contact)."""
+    kind = kind_named(request.kind)
+    body = request.body
+    if not kind.mergeable:
+        body = {key: value for key, value in body.items()
+                if key not in kind.own_fields and key not in IDENTITY_KEYS}
+    state = state_of(body, request.stamp)
+    stamps = request.stamps
+    if stamps:
+        for key, entry in state.items():
+            stamp = stamps.get(key)
+            if stamp is not None:
+                state[key] = (tuple(stamp), entry[1])
+    return state
+
+
+def facts_of_request(request: LoopsRequest) -> Optional[tuple]:
+    """(contact digest, Facts, event day ms or None) that a delivered request
+    adds to the state; None when it adds nothing."""
+    properties = digests_of(delivered_state(request))
+    key = request.idempotency_key
+    if key is None:
+        if not properties:
+            return None
+        return contact_digest(request.contact), Facts(properties), None
+    return (contact_digest(request.contact),
+            Facts(properties, frozenset((key_digest(key),))), request.stamp.event_ms)
+
+
+def to_record(contact: bytes, facts: Facts) -> dict:
+    """Facts -> one record of schemas/sync_state.avsc (stamps stored once each)."""
+    stamp_index, stamps, properties = {}, [], []
+    for key, (stamp, digest) in facts.properties.items():
+        index = stamp_index.get(stamp)
+        if index is None:
+            index = stamp_index[stamp] = len(stamps)
+            stamps.append({'event_ms': stamp[0], 'received_ms': stamp[1],
+                           'message_id': stamp[2]})
+        if type(key) is tuple:
+            properties.append({'name': key[0], 'list_id': key[1], 'stamp': index,
+                               'digest': digest})
+        else:
+            properties.append({'name': key, 'list_id': None, 'stamp': index, 'digest': digest})
+    return {'contact': contact, 'stamps': stamps, 'properties': properties,
+            'events': sorted(facts.events)}
+
+
+def from_record(record: dict) -> tuple:
+    """A record of schemas/sync_state.avsc -> (contact digest, Facts)."""
+    stamps = [(s['event_ms'], s['received_ms'], s['message_id']) for s in record['stamps']]
+    properties = {}
+    for fact in record['properties']:
+        list_id = fact['list_id']
+        key = fact['name'] if list_id is None else (fact['name'], list_id)
+        properties[key] = (stamps[fact['stamp']], fact['digest'])
+    return record['contact'], Facts(properties, frozenset(record['events']))

@@ -1,0 +1,235 @@
+"""The sync state in a pipeline: read it, send only what it lacks, fold it.
+
+    StateListing (the files when the run starts)
+      -> ReadSyncState: (partition, contact digest, Facts), the partition
+         'contacts' (property facts) or an event day (event keys)
+    (contact, ContactState) of this run + contact facts
+      -> ChangedContacts (a CoGroupByKey by contact): per contact, the
+         properties to send and what identifies the contact, or nothing
+         (counted `state/unchanged`)
+    event facts -> DeliveredEvents -> OrderRequests(delivered=...), which
+         drops the events already sent (counted `state/events_already_sent`)
+    after the run's last write: everything read plus the run's own log
+      files -> FoldSyncState: one snapshot per partition, then the folded
+         files are deleted
+
+The pure parts are in transforms/state/facts.py, the files in
+transforms/state/files.py, the recorder in transforms/state/recorder.py.
+"""
+import math
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.contacts.ordering import DeliveredKeys
+from transforms.core.digests import contact_digest
+from transforms.core.kinds import EVENT_SEND
+from transforms.core.metrics import BundleCounts
+from transforms.state.facts import Facts, changed_properties, fold, identity_key, to_record
+from transforms.state.files import (CONTACTS, LOG, StateListing, delete_files, list_state,
+                                    parent_name, partition_dir, read_facts_file, snapshot_name,
+                                    state_root, write_facts_file)
+
+# A contact snapshot file per this many bytes of contact facts read.
+SNAPSHOT_SHARD_BYTES = 64 * 2 ** 20
+RUN, STATE = 'run', 'state'
+
+
+class _ReadFactsFiles(beam.DoFn):
+    def process(self, metadata):
+        partition = parent_name(metadata.path)
+        for contact, facts in read_facts_file(metadata.path):
+            yield partition, contact, facts
+
+
+class ReadStateFiles(beam.PTransform):
+    """FileMetadata of state files -> (partition, contact digest, Facts).
+    Files are read whole, spread over workers (a snapshot is cut in shards
+    of SNAPSHOT_SHARD_BYTES); one that is gone fails the read."""
+
+    def expand(self, files):
+        return (files
+                | 'SpreadFiles' >> beam.Reshuffle()
+                | 'ReadFacts' >> beam.ParDo(_ReadFactsFiles()))
+
+
+class ReadSyncState(beam.PTransform):
+    """A StateListing -> (partition, contact digest, Facts) of every listed
+    file. A file deleted since the listing fails the read (a concurrent
+    `state compact`), rather than silently forgetting what it held."""
+
+    def __init__(self, listing: StateListing):
+        super().__init__()
+        self._listing = listing
+
+    def expand(self, p):
+        return (p | 'ListedFiles' >> beam.Create(list(self._listing.files))
+                | 'Read' >> ReadStateFiles())
+
+
+def contact_facts(facts):
+    """(partition, digest, Facts) -> (digest, Facts) of the contact partition."""
+    return facts | 'ContactFacts' >> beam.FlatMap(
+        lambda f: [(f[1], f[2])] if f[0] == CONTACTS else [])
+
+
+class _Changed(beam.DoFn):
+    def __init__(self, resubscribe: bool):
+        self._resubscribe = resubscribe
+
+    def setup(self):
+        self._counts = BundleCounts()
+
+    def process(self, joined):
+        _, grouped = joined
+        contacts = list(grouped[RUN])
+        if not contacts:
+            return
+        delivered = fold(grouped[STATE]).properties
+        for contact, state in contacts:
+            to_send = contact_to_send(contact, state, delivered, self._resubscribe,
+                                      self._counts)
+            if to_send is not None:
+                yield contact, to_send
+
+    def finish_bundle(self):
+        self._counts.flush()
+
+
+def changes_to_send(contact: str, state: dict, delivered: dict, resubscribe: bool):
+    """The part of a contact's state to send, given what was delivered: the
+    changed properties and the property that identifies the contact; None
+    when nothing would be sent (a `subscribed: true` that the consent rule
+    holds back is not a change to send)."""
+    changed = changed_properties(state, delivered)
+    sendable = [key for key, (_, value) in changed.items()
+                if resubscribe or not (key == 'subscribed' and value is True)]
+    if not sendable:
+        return None
+    identity = identity_key(contact)
+    if identity in state:
+        changed[identity] = state[identity]
+    return changed
+
+
+def contact_to_send(contact: str, state: dict, delivered: dict, resubscribe: bool,
+                    counts) -> Optional[dict]:
+    """changes_to_send, counted: `state/unchanged` when nothing is to be
+    sent (None), else `state/changed`."""
+    to_send = changes_to_send(contact, state, delivered, resubscribe)
+    counts['state/unchanged' if to_send is None else 'state/changed'] += 1
+    return to_send
+
+
+class ChangedContacts(beam.PTransform):
+    """(contact, ContactState) + contact facts (digest, Facts) -> (contact,
+    ContactState to send): see changes_to_send. Counts `state/unchanged`
+    and `state/changed`."""
+
+    def __init__(self, facts, resubscribe: bool):
+        super().__init__()
+        self._facts = facts
+        self._resubscribe = resubscribe
+
+    def expand(self, states):
+        keyed = states | 'KeyByDigest' >> beam.Map(
+            lambda keyed_state: (contact_digest(keyed_state[0]), keyed_state))
+        return ({RUN: keyed, STATE: self._facts}
+                | 'JoinWithState' >> beam.CoGroupByKey()
+                | 'KeepChanges' >> beam.ParDo(_Changed(self._resubscribe)))
+
+
+class DeliveredEvents(beam.PTransform):
+    """Event facts (partition, digest, Facts) -> ((event phase, digest),
+    DeliveredKeys), the `delivered` input of OrderRequests."""
+
+    def expand(self, facts):
+        return facts | 'DeliveredKeys' >> beam.FlatMap(
+            lambda f: [((EVENT_SEND.phase, f[1]), DeliveredKeys(f[2].events))]
+            if f[0] != CONTACTS and f[2].events else [])
+
+
+class _FoldFacts(beam.CombineFn):
+    def create_accumulator(self):
+        return Facts({}, frozenset())
+
+    def add_input(self, accumulator, facts):
+        return fold((accumulator, facts))
+
+    def merge_accumulators(self, accumulators):
+        return fold(accumulators)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class _WriteSnapshot(beam.DoFn):
+    def __init__(self, prefix: str, run_id: str):
+        self._prefix = prefix
+        self._run_id = run_id
+
+    def setup(self):
+        self._counts = BundleCounts()
+
+    def process(self, grouped):
+        (partition, shard), facts = grouped
+        path = FileSystems.join(partition_dir(self._prefix, partition),
+                                snapshot_name(self._run_id, shard))
+        records = (to_record(contact, fact) for contact, fact in facts)
+        written = write_facts_file(path, records)
+        self._counts['state/snapshot_files'] += 1
+        self._counts['state/snapshot_contacts' if partition == CONTACTS
+                     else 'state/snapshot_event_contacts'] += written
+        yield path
+
+    def finish_bundle(self):
+        self._counts.flush()
+
+
+def run_logs(prefix: str, run_id: str) -> list:
+    """FileMetadata of the log files a run wrote (listed once it is done)."""
+    mark = f'{LOG}-{run_id}-'
+    return [f for f in list_state(prefix).files
+            if FileSystems.split(f.path)[1].startswith(mark)]
+
+
+class FoldSyncState(beam.PTransform):
+    """Folds the facts read at the start (`facts`, from ReadSyncState) and
+    the log files this run wrote into one snapshot per partition, once
+    `after` (a PCollection: the last write's `done`) is complete; then
+    deletes the files folded. Returns the snapshot paths."""
+
+    def __init__(self, prefix: str, run_id: str, listing: StateListing, after=None):
+        super().__init__()
+        self._prefix = state_root(prefix)
+        self._run_id = run_id
+        self._listing = listing
+        self._after = after
+        self._contact_shards = max(1, math.ceil(
+            sum(f.size_in_bytes for f in listing.contacts) / SNAPSHOT_SHARD_BYTES))
+
+    def expand(self, facts):
+        prefix, run_id, shards = self._prefix, self._run_id, self._contact_shards
+        start = facts.pipeline | 'Start' >> beam.Create([None])
+        if self._after is not None:
+            start = start | 'AfterWrites' >> beam.Map(
+                lambda none, _done: none, beam.pvalue.AsList(self._after))
+        own_logs = start | 'ListRunLogs' >> beam.FlatMap(lambda _: run_logs(prefix, run_id))
+        own_facts = own_logs | 'ReadRunLogs' >> ReadStateFiles()
+        snapshots = (
+            (facts, own_facts) | 'AllFacts' >> beam.Flatten()
+            | 'ByContact' >> beam.Map(lambda f: ((f[0], f[1]), f[2]))
+            | 'Fold' >> beam.CombinePerKey(_FoldFacts())
+            | 'ByShard' >> beam.Map(lambda kv: (
+                (kv[0][0], kv[0][1][0] % shards if kv[0][0] == CONTACTS else 0),
+                (kv[0][1], kv[1])))
+            | 'GroupByShard' >> beam.GroupByKey()
+            | 'WriteSnapshots' >> beam.ParDo(_WriteSnapshot(prefix, run_id)))
+        folded = list(self._listing.paths)
+        logs = own_logs | 'OwnLogPaths' >> beam.Map(lambda metadata: metadata.path)
+        (start
+         | 'DeleteFolded' >> beam.FlatMap(
+             lambda _, _written, own: [delete_files(folded + sorted(set(own)))],
+             beam.pvalue.AsList(snapshots), beam.pvalue.AsList(logs)))
+        return snapshots
