@@ -41,7 +41,7 @@ from pipeline.loops_options import (add_conform_options, add_loops_options, conn
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, add_input_options,
                               add_output_options, add_safety_options, add_selection_options,
-                              job_parser, require_cloud_paths, set_default_runner)
+                              job_parser, parse_job_args, require_cloud_paths, set_default_runner)
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
                                 policy_from_args)
 from transforms.contacts.merge import MergeContacts, UpsertsFromStates
@@ -219,7 +219,7 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
 def start(argv=None, out=sys.stdout) -> tuple:
     """Validates, checks the key and the account, and submits the backfill
     without waiting: -> (PipelineResult, BackfillJob). Raises UsageError."""
-    args, beam_args = backfill_parser().parse_known_args(argv)
+    args, beam_args = parse_job_args(backfill_parser(), argv)
     options = PipelineOptions(beam_args)
     use_worker_processes_for_large_dry_runs(args, beam_args, options)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)

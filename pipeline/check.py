@@ -38,7 +38,7 @@ from pipeline.check_text import format_report
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight)
 from pipeline.options import (UsageError, add_input_options, add_safety_options,
-                              add_selection_options, job_parser)
+                              add_selection_options, job_parser, parse_job_args)
 from pipeline.plain_backfill import PlainBackfill, archive_paths, read_events
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
                                 policy_from_args)
@@ -166,7 +166,7 @@ def main(argv: Optional[list] = None, out=sys.stdout) -> int:
     """Runs the check; returns the exit status: EXIT_DATA_LOSS (4) when data
     would be lost (0 with --warn_only), else 0. Raises UsageError, AuthError,
     LoopsError."""
-    args, beam_args = check_parser().parse_known_args(argv)
+    args, beam_args = parse_job_args(check_parser(), argv)
     job = job_from_args(args, PipelineOptions(beam_args))
     team, account = preflight(job.loops)
     report = build_report(scan(job, account), job, team)

@@ -9,6 +9,7 @@ deliberately not an option: options are logged and shown in job UIs.
 """
 import argparse
 import datetime
+import difflib
 from typing import Optional
 
 from transforms.segment.read import DAY_MS
@@ -25,6 +26,45 @@ def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
         prog=prog, description=description, allow_abbrev=False,
         epilog='Other options go to Apache Beam, e.g. --runner, --direct_running_mode, '
                '--direct_num_workers, --s3_endpoint_url, --project, --region, --temp_location.')
+
+
+def parse_job_args(parser: argparse.ArgumentParser, argv: Optional[list]) -> tuple:
+    """-> (our options, the words for Beam). A word that is neither one of our
+    options nor one of Beam's registered pipeline options is a UsageError naming
+    the closest option: Beam itself only logs "Unparseable argument" and runs on,
+    so `--max_event_agee none` would run with the default, and a mistyped
+    `--resubscrib` without it."""
+    args, beam_args = parser.parse_known_args(argv)
+    beam_parser = _beam_option_parser()
+    _, unknown = beam_parser.parse_known_args(beam_args)
+    if unknown:
+        word = unknown[0]
+        if not word.startswith('-'):
+            raise UsageError(f'unexpected argument {word!r} (every option is written --name value)')
+        name = word.split('=', 1)[0]
+        known = _option_strings(parser) + _option_strings(beam_parser)
+        closest = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f'; did you mean {closest[0]}?' if closest else f'; see {parser.prog} --help'
+        raise UsageError(f'unknown option {name}{hint}')
+    return args, beam_args
+
+
+def _beam_option_parser() -> argparse.ArgumentParser:
+    """A parser of every pipeline option Beam has registered (as Beam's own
+    PipelineOptions.get_all_options builds it)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes = {}
+    for cls in PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list:
+    return [option for action in parser._actions for option in action.option_strings
+            if option.startswith('--')]
 
 
 def add_input_options(parser):

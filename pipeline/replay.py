@@ -43,8 +43,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_loops_options, connect_to_loops,
                                     require_secret_on_remote_runner)
-from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, require_cloud_paths,
-                              set_default_runner)
+from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, parse_job_args,
+                              require_cloud_paths, set_default_runner)
 from transforms.core.kinds import PHASES, kind_for
 from transforms.core.metrics import NAMESPACE, CounterFamily
 from transforms.core.records import ContactSequence, LoopsRequest, Stamp
@@ -280,7 +280,7 @@ def run(argv=None, out=sys.stdout) -> dict:
     UsageError for options that can't be used (the message says what to fix),
     AuthError when Loops rejects the key (before the run, or during it: then
     after the summary is printed and written)."""
-    args, beam_args = replay_parser().parse_known_args(argv)
+    args, beam_args = parse_job_args(replay_parser(), argv)
     if not args.dead_letter:
         raise UsageError('--dead_letter is required (the failure records to replay, '
                          'e.g. --dead_letter dead-letter/)')

@@ -21,8 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import summary as run_summary
-from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, require_cloud_paths,
-                              set_default_runner)
+from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, parse_job_args,
+                              require_cloud_paths, set_default_runner)
 from transforms.mapping.processor import Policy
 from transforms.state.contacts_csv import DEFAULT_ROWS_PER_FILE
 from transforms.state.files import StateListing, event_day, list_state, new_run_id
@@ -161,7 +161,7 @@ def compact_parser():
 def compact(argv=None, out=sys.stdout) -> dict:
     """Compacts a state; -> its figures (files and bytes before and after,
     contacts, contacts with event facts)."""
-    args, beam_args = compact_parser().parse_known_args(argv)
+    args, beam_args = parse_job_args(compact_parser(), argv)
     options = PipelineOptions(beam_args)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
     FileSystems.set_options(options)

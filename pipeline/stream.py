@@ -30,7 +30,7 @@ from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_safety_options, add_selection_options, job_parser,
-                              require_cloud_paths, runs_locally, set_default_runner)
+                              parse_job_args, require_cloud_paths, runs_locally, set_default_runner)
 from pipeline.selection import event_selection_from_args, parse_duration, policy_from_args
 from transforms.contacts.stream_state import KeepLatestPerContact
 from transforms.core.records import ContactSequence, RawEvent
@@ -253,7 +253,7 @@ def start(argv=None, out=sys.stdout):
 
 def _launch(argv, out) -> tuple:
     """-> (PipelineResult, the job's PipelineOptions)."""
-    args, beam_args = stream_parser().parse_known_args(argv)
+    args, beam_args = parse_job_args(stream_parser(), argv)
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
     set_default_runner(options, DEFAULT_STREAM_RUNNER)
