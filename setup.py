@@ -23,6 +23,7 @@ setup(
         'fastavro>=1.9',
         'PyYAML>=6.0',
         'orjson>=3.9',  # about 3x faster event parsing than the json module
+        'python-liquid>=2.3,<3',  # Mapping Kit's @liquid, as Segment's subscriptions use it
     ],
     extras_require={
         'test': [

@@ -1,4 +1,4 @@
-"""Segment's FQL (transforms/mapping/fql.py) against Segment's own test cases and against
+"""Segment's FQL (transforms/mapping/fql/parser.py) against Segment's own test cases and against
 results Segment's code gives for inputs of ours (both kept as data in tests/data/segment/),
 and our error messages."""
 import json

@@ -29,6 +29,7 @@ def allowed_imports(stage: str) -> set:
 
 
 def modules(stage: str) -> list:
+    """A stage's own modules (a subpackage is one room of its own)."""
     folder = os.path.join(TRANSFORMS, stage)
     return sorted(name for name in os.listdir(folder)
                   if name.endswith('.py') and name != '__init__.py')
@@ -48,10 +49,17 @@ def imported_modules(path: str) -> set:
     return found
 
 
+def files_of(stage: str) -> list:
+    """Every Python file of a stage, its subpackages' included, relative to it."""
+    folder = os.path.join(TRANSFORMS, stage)
+    return sorted(os.path.relpath(os.path.join(root, name), folder)
+                  for root, _, names in os.walk(folder) for name in names if name.endswith('.py'))
+
+
 def wrong_way(stage: str) -> list:
     allowed = allowed_imports(stage)
     found = []
-    for name in ['__init__.py'] + modules(stage):
+    for name in files_of(stage):
         for module in sorted(imported_modules(os.path.join(TRANSFORMS, stage, name))):
             top, _, rest = module.partition('.')
             if top in ('pipeline', 'tests', 'bench'):
@@ -91,7 +99,11 @@ def test_the_check_finds_an_import_that_runs_back_up(tmp_path, monkeypatch):
             (fake / stage / '__init__.py').write_text(f.read())
     (fake / 'mapping' / 'bad.py').write_text('from transforms.loops.client import LoopsClient\n')
     (fake / 'core' / 'worse.py').write_text('def f():\n    import pipeline.cli\n')
+    (fake / 'segment' / 'sub').mkdir()
+    (fake / 'segment' / 'sub' / 'deep.py').write_text('from transforms.state import files\n')
     monkeypatch.setattr(sys.modules[__name__], 'TRANSFORMS', str(fake))
     assert wrong_way('mapping') == ['mapping/bad.py imports transforms.loops.client',
                                     'mapping/bad.py imports transforms.loops.client.LoopsClient']
     assert wrong_way('core') == ['core/worse.py imports pipeline.cli']
+    assert wrong_way('segment') == ['segment/sub/deep.py imports transforms.state',
+                                    'segment/sub/deep.py imports transforms.state.files']

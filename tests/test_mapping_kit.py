@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from transforms.mapping.mapping_kit import MappingKitError, transform, transform_batch, validate_mapping
-from transforms.mapping.mapping_kit_js import UNDEFINED
-from transforms.mapping.mapping_kit_keys import field_value_keys
-from transforms.mapping.mapping_kit_paths import flatten_object, get_path, render_template
+from transforms.mapping.mapping_kit import (MappingKitError, transform, transform_batch,
+                                            validate_mapping)
+from transforms.mapping.mapping_kit.js import UNDEFINED
+from transforms.mapping.mapping_kit.keys import field_value_keys
+from transforms.mapping.mapping_kit.paths import flatten_object, get_path, render_template
 
 DATA = Path(__file__).parent / "data" / "segment"
 

@@ -8,8 +8,8 @@ is not there is UNDEFINED, never None: null is a value a payload can hold.
 import re
 from typing import Any, Union
 
-from transforms.mapping.mapping_kit_js import (UNDEFINED, is_truthy, property_order, to_string, type_name,
-                                               utf16_length)
+from transforms.mapping.mapping_kit.js import (UNDEFINED, is_truthy, property_order, to_string,
+                                               type_name, utf16_length)
 
 # Splits "a.b[0]['c d']" into its keys. A bracket only separates when it holds
 # a number or a quoted name, so a key like "[txt] non" stays whole.

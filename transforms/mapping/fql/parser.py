@@ -26,7 +26,7 @@ must select the same events here as in Segment:
 - Parentheses do not nest: the first `)` closes the open `(`.
 - `=` / `!=` against `null` are exists tests, except on `type` and `event`.
 Segment returns `{"error": Error}` for an unreadable trigger; parse_fql raises FqlError.
-The tokens come from fql_lexer.py, which keeps the rules of Segment's lexer.
+The tokens come from lexer.py, which keeps the rules of Segment's lexer.
 """
 import math
 import re
@@ -35,7 +35,7 @@ from decimal import Decimal
 from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
-from transforms.mapping.fql_lexer import FqlError, Token, lex
+from transforms.mapping.fql.lexer import FqlError, Token, lex
 
 Condition = dict[str, Any]
 

@@ -16,14 +16,14 @@ Segment's: see tests/data/segment/mapping_kit_*.json for its own cases.
 import re
 from typing import Any, Callable, Optional
 
-from transforms.mapping.mapping_kit_js import (UNDEFINED, is_truthy, json_parse, json_stringify,
-                                               loosely_equals_empty_string, property_order, remove_undefined,
-                                               to_string, type_name, utf16_length)
-from transforms.mapping.mapping_kit_liquid import LiquidTemplateError, evaluate_liquid
-from transforms.mapping.mapping_kit_paths import flatten_object, get_path, render_template
-from transforms.mapping.mapping_kit_validate import (MAX_PATTERN_LENGTH, MAX_REPLACEMENT_LENGTH, Location,
-                                                     MappingIssue, MappingKitError, pointer, validate_at,
-                                                     validate_mapping)
+from transforms.mapping.mapping_kit.js import (UNDEFINED, is_truthy, json_parse, json_stringify,
+                                               loosely_equals_empty_string, property_order,
+                                               remove_undefined, to_string, type_name, utf16_length)
+from transforms.mapping.mapping_kit.liquid import LiquidTemplateError, evaluate_liquid
+from transforms.mapping.mapping_kit.paths import flatten_object, get_path, render_template
+from transforms.mapping.mapping_kit.validate import (MAX_PATTERN_LENGTH, MAX_REPLACEMENT_LENGTH,
+                                                     Location, MappingIssue, MappingKitError,
+                                                     pointer, validate_at, validate_mapping)
 
 __all__ = ["MappingIssue", "MappingKitError", "transform", "transform_batch", "validate_mapping"]
 
