@@ -21,7 +21,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from runs import archive_for, fresh_directory, loop_command, measure
 
-# Step names as the README's diagram calls them, in the order Beam's stage
+# Step names as the backfill's pipeline labels them, in the order Beam's stage
 # names may contain them: the first match names a stage.
 STEPS = (('ProcessArchive', 'read + process'), ('ReadSegmentArchive', 'read + process'),
          ('MergePerContact', 'merge contacts'), ('ResolveLeads', 'leads'),

@@ -132,7 +132,8 @@ def check_s3_reaches_workers(patterns, options: PipelineOptions, what: str = 'in
         raise UsageError(f's3:// {what} cannot be read with --direct_running_mode='
                          'multi_processing (Beam does not pass the --s3_* options to those '
                          'workers); run in-process or with --runner=PortableRunner '
-                         '--job_endpoint=embed (see README)')
+                         '--job_endpoint=embed (see docs/dataflow.md, "Running distributed '
+                         'locally")')
 
 
 def job_from_args(args, options: PipelineOptions) -> BackfillJob:

@@ -5,8 +5,8 @@ mapped and as fitted to the account (so a property's coercions and type
 conflicts are what `EventProcessor.fit` did, not a second opinion), each
 whole-event failure, and each upsert the backfill would send. The
 backfill's own figures come from its counters (pipeline/plain_backfill.py);
-`build_report` puts both together. The JSON keys are listed in the README
-(`check`, "The report").
+`build_report` puts both together. The JSON keys are listed in docs/commands.md
+(`check`).
 """
 import collections
 import re

@@ -97,7 +97,7 @@ def add_selection_options(parser):
     group.add_argument(
         '--mapping', default=None, metavar='FILE',
         help='YAML or JSON file overriding where each Loops field comes from '
-             '(see README, "Mapping"). Default: the Segment Loops destination\'s mapping.')
+             '(see docs/mapping.md). Default: the Segment Loops destination\'s mapping.')
     group.add_argument(
         '--identity', choices=('email_or_user_id', 'user_id'), default='email_or_user_id',
         help='How contacts are found: by userId, or by email when an event has no userId '

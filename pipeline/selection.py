@@ -47,7 +47,7 @@ def selected_types(value: Optional[str], default: tuple, mapping: Mapping) -> tu
     unmapped = [t for t in types if t not in ('identify',) and t not in mapping.event_types]
     if unmapped:
         raise UsageError(f'--types: {", ".join(unmapped)} calls are sent only when the mapping '
-                         'says how (a page, screen or group section; see README, "Mapping")')
+                         'says how (a page, screen or group section; see docs/mapping.md)')
     return types
 
 

@@ -8,7 +8,7 @@ Every place that turns Segment events into requests calls `EventProcessor`:
 the backfill's and the stream's DoFns, `check`, the plain-loop benchmark and
 the property tests, so "check mirrors the backfill" holds by construction.
 What happens is counted in a `collections.Counter` the caller passes (the
-DoFns turn it into Beam metrics), under the names the summary and the README
+DoFns turn it into Beam metrics), under the names the summary and docs/metrics.md
 use: `parse/<reason>`, `filter/...`, `map/<reason or change>`,
 `held_back/<reason>`, `conform/<change>`, `refused/<reason>`.
 """
