@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from transforms.mapping.mapping_kit import (MappingKitError, transform, transform_batch,
-                                            validate_mapping)
+from transforms.mapping.mapping_kit import (MappingKitError, prepare_mapping, transform,
+                                            transform_batch, transform_validated, validate_mapping)
 from transforms.mapping.mapping_kit.js import UNDEFINED
 from transforms.mapping.mapping_kit.keys import field_value_keys
 from transforms.mapping.mapping_kit.paths import flatten_object, get_path, render_template
@@ -102,6 +102,29 @@ def test_batch_validates_once_and_maps_each_payload():
                                                                      "else": "free"}}}
     payloads = [{"traits": {"email": "a@example.com", "plan": "pro"}}, {"traits": {}}]
     assert transform_batch(mapping, payloads) == [{"email": "a@example.com", "plan": "pro"}, {"plan": "free"}]
+
+
+@pytest.mark.parametrize("case", cases("mapping_kit_index.json") + cases("mapping_kit_readme.json"))
+def test_a_prepared_mapping_gives_what_transform_gives(case):
+    payload = {} if case.get("payload") is None else case["payload"]
+    if "error" in case:
+        with pytest.raises(MappingKitError) as raised:
+            transform_validated(prepare_mapping(case["mapping"]), payload)
+        assert case["error"] in str(raised.value)
+    else:
+        actual = transform_validated(prepare_mapping(case["mapping"]), payload)
+        assert same(actual, case["expected"]), actual
+
+
+def test_a_prepared_mapping_is_validated_once_not_on_each_call():
+    # A directive mixed with a raw key: validation refuses it, resolution copies it as a raw object.
+    mapping = {"email": {"@path": "$.traits.email", "note": 1}}
+    with pytest.raises(MappingKitError, match="should only have one @-prefixed key"):
+        prepare_mapping(mapping)
+    assert transform_validated(mapping, {}) == mapping
+    prepared = prepare_mapping({"email": {"@path": "$.traits.email"}})
+    assert [transform_validated(prepared, {"traits": {"email": email}}) for email in ("a@x.io", "b@x.io")] == [
+        {"email": "a@x.io"}, {"email": "b@x.io"}]
 
 
 def test_every_validation_issue_is_reported_at_its_location():

@@ -25,7 +25,8 @@ from transforms.mapping.mapping_kit.validate import (MAX_PATTERN_LENGTH, MAX_REP
                                                      Location, MappingIssue, MappingKitError,
                                                      pointer, validate_at, validate_mapping)
 
-__all__ = ["MappingIssue", "MappingKitError", "transform", "transform_batch", "validate_mapping"]
+__all__ = ["MappingIssue", "MappingKitError", "prepare_mapping", "transform", "transform_batch",
+           "transform_validated", "validate_mapping"]
 
 # Segment's hook for a destination-wide directive: the other fields become its "mapping".
 ROOT_DIRECTIVE_KEY = "__segment_internal_directive"
@@ -52,6 +53,30 @@ def transform_batch(mapping: Any, payloads: list) -> list:
     to_process = _mapping_to_process(mapping)
     validate_mapping(to_process)
     return remove_undefined([_resolve(to_process, payload, ()) for payload in payloads])
+
+
+def prepare_mapping(mapping: Any) -> dict:
+    """The mapping as transform() runs it, validated as transform() validates it.
+
+    Raises MappingKitError. Give the result to transform_validated(), which
+    then skips the validation that transform() repeats on every call.
+    """
+    to_process = _mapping_to_process(mapping)
+    validate_mapping(to_process)
+    return to_process
+
+
+def transform_validated(prepared: dict, payload: dict) -> Any:
+    """transform() of a mapping that prepare_mapping() returned, without validating it again.
+
+    For a mapping applied to many payloads one at a time (every event of a
+    stream): validating is close to half of transform()'s time on a typical
+    field mapping.
+    """
+    if not isinstance(payload, dict):
+        raise _failure((), f"data must be an object, got {type_name(payload)}")
+    result = remove_undefined(_resolve(prepared, payload, ()))
+    return None if result is UNDEFINED else result
 
 
 def _transform(mapping: Any, payload: Any, location: Location) -> Any:
