@@ -123,8 +123,9 @@ def test_a_prepared_mapping_is_validated_once_not_on_each_call():
         prepare_mapping(mapping)
     assert transform_validated(mapping, {}) == mapping
     prepared = prepare_mapping({"email": {"@path": "$.traits.email"}})
-    assert [transform_validated(prepared, {"traits": {"email": email}}) for email in ("a@x.io", "b@x.io")] == [
-        {"email": "a@x.io"}, {"email": "b@x.io"}]
+    payloads = [{"traits": {"email": email}} for email in ("a@x.io", "b@x.io")]
+    assert [transform_validated(prepared, payload) for payload in payloads] == [{"email": "a@x.io"},
+                                                                               {"email": "b@x.io"}]
 
 
 def test_every_validation_issue_is_reported_at_its_location():
