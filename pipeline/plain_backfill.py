@@ -9,7 +9,8 @@
     ChangedContacts (--state)                contact_to_send, against the facts read
     UpsertsFromStates                        upsert_from_state (consent)
     OrderRequests                            PlainBackfill.event_sends: sort_key order,
-                                             without_repeats, not_delivered (--state)
+                                             without_repeats, not_delivered and
+                                             after_deletion (--state)
 
 Counts go into a collections.Counter under the backfill's counter names
 (`read/lines`, `contacts/upserts`, `order/requests`, ... and the processor's
@@ -29,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.contacts.merge import resolved_contacts, upsert_from_state
 from transforms.contacts.model import apply_body
-from transforms.contacts.ordering import not_delivered, sort_key, without_repeats
+from transforms.contacts.ordering import after_deletion, not_delivered, sort_key, without_repeats
 from transforms.core.digests import contact_digest
 from transforms.core.records import LoopsRequest
 from transforms.segment.read import READ, Unreadable, file_choice, read_archive_file
@@ -147,7 +148,7 @@ class PlainBackfill:
             if self._delivered is not None:
                 facts = self._delivered.get((CONTACTS, contact_digest(contact)), NO_FACTS)
                 state = contact_to_send(contact, state, facts.properties, self._resubscribe,
-                                        self._counts)
+                                        self._counts, facts.deleted)
                 if state is None:
                     continue
             self._counts['contacts/upserts'] += 1
@@ -160,8 +161,11 @@ class PlainBackfill:
             held.sort(key=_FIRST)
             pairs = without_repeats(held, self._counts)
             if self._delivered is not None:
-                pairs = not_delivered(pairs, self._event_keys.get(contact_digest(contact), ()),
-                                      self._counts)
+                digest = contact_digest(contact)
+                pairs = not_delivered(pairs, self._event_keys.get(digest, ()), self._counts)
+                deleted = self._delivered.get((CONTACTS, digest), NO_FACTS).deleted
+                if deleted is not None:
+                    pairs = after_deletion(pairs, deleted, self._counts)
             requests = [request for _, request in pairs]
             self._counts['order/requests'] += len(requests)
             yield phase, contact, requests

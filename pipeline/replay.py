@@ -17,8 +17,12 @@ Which request is sent, and with which Idempotency-Key:
   kind's own path, with only the headers this tool sets (`LoopsRequest.from_dict`
   rebuilds them from the kind). A record holding anything else is skipped and
   counted: `replay/skipped_deliver_foreign_request` for a request of a method
-  and path this tool never makes (say, `POST /v1/contacts/delete`),
+  and path this tool never makes (say, `DELETE /v1/contacts/update`),
   `replay/skipped_deliver_invalid_request` for one that can't be read back.
+- Nor is a deletion ever sent again (`replay/skipped_deliver_deletion`): an
+  edited record must not be able to delete a contact. A deletion that
+  failed is done again by `segment-loops delete` with its input (a contact
+  already deleted then counts as already gone).
 - retries_exhausted (Loops may have applied it) and key_rejected (Loops never
   processed it): the same Idempotency-Key, so an event that did reach Loops is
   answered 409 and counted as already delivered, never sent twice.
@@ -66,6 +70,10 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 class ForeignRequest(ValueError):
     """A record's request is valid JSON but not a kind of request this tool makes."""
+
+
+class DeletionRequest(ValueError):
+    """A record's request deletes a contact: never replayed."""
 
 
 def failure_pattern(value: str) -> str:
@@ -130,14 +138,19 @@ def request_of(record: dict) -> LoopsRequest:
 
     The body as it was; the headers rebuilt from the request's kind; a keyed
     request refused with a 4xx under a derived new Idempotency-Key. Raises
-    ForeignRequest for a request of a kind this tool never makes, ValueError,
-    KeyError or TypeError for one that can't be read."""
+    ForeignRequest for a request of a kind this tool never makes,
+    DeletionRequest for a deletion, ValueError, KeyError or TypeError for one
+    that can't be read."""
     as_sent = json.loads(record['request'])
     if (isinstance(as_sent, dict) and isinstance(as_sent.get('method'), str)
-            and isinstance(as_sent.get('path'), str)
-            and kind_for(as_sent['method'], as_sent['path']) is None):
-        raise ForeignRequest(f'{as_sent["method"]} {as_sent["path"]} is not a request this '
-                             'tool makes')
+            and isinstance(as_sent.get('path'), str)):
+        kind = kind_for(as_sent['method'], as_sent['path'])
+        if kind is None:
+            raise ForeignRequest(f'{as_sent["method"]} {as_sent["path"]} is not a request this '
+                                 'tool makes')
+        if kind.removes_contact:
+            raise DeletionRequest(f'{kind.method} {kind.path} deletes a contact: run '
+                                  '`segment-loops delete` again instead')
     request = LoopsRequest.from_dict(as_sent, source=record.get('source') or '')
     failed_at = _epoch_ms(record.get('failed_at'))
     if needs_new_key(request, record['reason']):
@@ -161,8 +174,8 @@ def _epoch_ms(value: object) -> int:
 
 def replayable(record: dict, include_permanent: bool) -> tuple:
     """A failure record -> (its request to send again, None), or (None, why
-    it is skipped: a skip_reason, 'deliver_foreign_request' or
-    'deliver_invalid_request')."""
+    it is skipped: a skip_reason, 'deliver_foreign_request',
+    'deliver_deletion' or 'deliver_invalid_request')."""
     reason = skip_reason(record, include_permanent)
     if reason is not None:
         return None, reason
@@ -170,6 +183,8 @@ def replayable(record: dict, include_permanent: bool) -> tuple:
         return request_of(record), None
     except ForeignRequest:
         return None, 'deliver_foreign_request'
+    except DeletionRequest:
+        return None, 'deliver_deletion'
     except (ValueError, KeyError, TypeError, AttributeError):
         return None, 'deliver_invalid_request'
 

@@ -127,10 +127,16 @@ def state_note(summary: dict, state: Optional[SyncState]) -> str:
     """What the state saved this run, for a person ('' without a state)."""
     if state is None:
         return ''
-    return (f'Sync state {state.prefix}: read {len(state.listing.files):,} files '
+    note = (f'Sync state {state.prefix}: read {len(state.listing.files):,} files '
             f'({state.listing.size_in_bytes:,} bytes); {summary.get("contacts_unchanged", 0):,} '
             f'contacts unchanged, {summary.get("events_already_sent", 0):,} events already '
             'sent: not sent again.')
+    contacts = summary.get('contacts_before_deletion', 0)
+    events = summary.get('events_before_deletion', 0)
+    if contacts or events:
+        note += (f' Deleted since: {contacts:,} contacts and {events:,} events whose data '
+                 'predates their deletion: not sent.')
+    return note
 
 
 def csv_note(summary: dict, csv_prefix: str, state: SyncState) -> str:

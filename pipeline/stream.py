@@ -3,15 +3,18 @@
 The pipeline, step by step:
   1. ReadFromPubSub        one Segment event per message (Segment's Pub/Sub destination)
   2. ProcessEvents         the backfill's parse, filter, map, hold back and fit to the
-                           account, one event at a time (failures: parse, map, conform)
+                           account, one event at a time (failures: parse, map, conform);
+                           a Segment delete message becomes its contact's deletion
   3. DropRepeatedMessages  a messageId seen in the last --dedupe_seconds is dropped
   4. KeepLatestPerContact  per contact: an upsert goes on with only the properties newer
-                           than those already sent, an event gets the contact's latest email
+                           than those already sent, an event gets the contact's latest email;
+                           after a deletion, calls from before it are dropped
   5. WriteToLoops          per shard, batches of at most --max_buffering_seconds, merged
                            per contact; an event that reaches Loops before its contact
                            waits for it up to --contact_wait_seconds (failures: deliver);
                            with --state, what Loops accepted is recorded, so a backfill
-                           sharing the state never sends a value older than the stream's
+                           sharing the state never sends a value older than the stream's,
+                           nor a deleted contact's data from before its deletion
   6. failures              to --dead_letter_topic (JSON, attributes stage and reason)
                            and/or windowed Avro files under --dead_letter
 """
@@ -194,7 +197,7 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
     return StreamJob(
         subscription=args.subscription,
         topic=args.topic,
-        selection=event_selection_from_args(args, ('identify', 'track')),
+        selection=replace(event_selection_from_args(args, ('identify', 'track')), deletions=True),
         policy=ArrivalPolicy(policy.require_user_id, policy.max_event_age_ms, policy.now_ms),
         resubscribe=args.resubscribe,
         dedupe_seconds=args.dedupe_seconds,

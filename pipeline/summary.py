@@ -14,7 +14,8 @@ from transforms.core.metrics import NAMESPACE
 
 # Summary key -> counter name. The first block accounts for every line read:
 # read == parse_failed + filtered_out + map_failed + held_back_events + duplicates
-#         + merged + [contacts_unchanged] + contacts + [events_already_sent] + events
+#         + merged + [contacts_unchanged] + [contacts_before_deletion] + contacts
+#         + [events_already_sent] + [events_before_deletion] + events
 # (the bracketed keys with --state, STATE_KEYS)
 BACKFILL_KEYS = {
     'read': 'read/lines',
@@ -40,11 +41,14 @@ DELIVERY_KEYS = {
     'retries': 'deliver/retries',
     'rate_limited': 'deliver/rate_limited',
 }
-# With a sync state (--state), what it kept from being sent again; with
-# --contacts_csv, what went into the CSV files instead of upserts.
+# With a sync state (--state), what it kept from being sent again, and what
+# of deleted contacts predates their deletion; with --contacts_csv, what went
+# into the CSV files instead of upserts.
 STATE_KEYS = {
     'contacts_unchanged': 'state/unchanged',
     'events_already_sent': 'state/events_already_sent',
+    'contacts_before_deletion': 'state/contacts_before_deletion',
+    'events_before_deletion': 'state/events_before_deletion',
 }
 CSV_KEYS = {
     'csv_rows': 'csv/rows',
@@ -52,7 +56,8 @@ CSV_KEYS = {
     'csv_left_for_api': 'csv/left_for_api',
 }
 ACCOUNTED = ('parse_failed', 'filtered_out', 'map_failed', 'held_back_events', 'duplicates',
-             'merged', 'contacts_unchanged', 'contacts', 'events_already_sent', 'events')
+             'merged', 'contacts_unchanged', 'contacts_before_deletion', 'contacts',
+             'events_already_sent', 'events_before_deletion', 'events')
 DETAIL_PREFIXES = ('filter/filtered_out_', 'parse/', 'map/', 'conform/', 'refused/',
                    'held_back/', 'deliver/failed_', 'state/')
 
@@ -61,10 +66,11 @@ def backfill_summary(counters: Mapping[str, int], keys: Mapping[str, str]) -> di
     """A backfill's summary: the named figures, `merged` (contact updates
     folded into another update of the same contact: every mapped update
     that did not become an upsert of its own, nor a contact the sync state
-    found unchanged), then the details."""
+    found unchanged or deleted since), then the details."""
     summary = build_summary(counters, keys, DETAIL_PREFIXES)
     merged = (int(counters.get('map/contact_updates', 0)) - summary['contacts']
-              - summary.get('contacts_unchanged', 0))
+              - summary.get('contacts_unchanged', 0)
+              - summary.get('contacts_before_deletion', 0))
     figures = list(summary.items())
     at = [key for key, _ in figures].index('contacts')
     return dict(figures[:at] + [('merged', merged)] + figures[at:])

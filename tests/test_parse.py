@@ -117,7 +117,7 @@ def test_type_is_lower_cased(loads, event_type):
 
 
 def test_segment_types():
-    assert SEGMENT_TYPES == {'identify', 'track', 'page', 'screen', 'group', 'alias'}
+    assert SEGMENT_TYPES == {'identify', 'track', 'page', 'screen', 'group', 'alias', 'delete'}
 
 
 @pytest.mark.parametrize('fields, expected', [

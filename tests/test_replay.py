@@ -217,8 +217,11 @@ def test_a_refusal_that_is_not_fixed_fails_again_into_the_new_dead_letter(faulty
       'request': json.dumps({**REQUEST.to_dict(), 'method': 'DELETE'})}, False,
      'deliver_foreign_request'),
     ({**failure_record('deliver', 'retries_exhausted', 'm'),
-      'request': json.dumps({**REQUEST.to_dict(), 'path': '/v1/contacts/delete'})}, False,
+      'request': json.dumps({**REQUEST.to_dict(), 'path': '/v1/contacts/create'})}, False,
      'deliver_foreign_request'),
+    ({**failure_record('deliver', 'retries_exhausted', 'm'),
+      'request': json.dumps({**REQUEST.to_dict(), 'path': '/v1/contacts/delete',
+                             'body': {'userId': 'u1'}})}, True, 'deliver_deletion'),
     ({'name': 'not a failure record'}, True, 'not_a_failure_record'),
 ])
 def test_which_records_are_replayed(record, include_permanent, reason):
@@ -285,7 +288,7 @@ def test_an_edited_record_cannot_make_the_replay_delete_a_contact(tmp_path):
                                                '--loops_api_key_file', str(key_file)],
                                     'edited', 'replay-1')
         state = sandbox.state()
-    assert summary['replay/skipped_deliver_foreign_request'] == 1
+    assert summary['replay/skipped_deliver_deletion'] == 1
     assert (summary['read'], summary['replayed'], summary['recovered']) == (2, 1, 1)
     assert again == []
     assert not [r for r in state['requests'] if r['path'] != '/v1/contacts/update'

@@ -19,7 +19,9 @@ workers and in the runner's shuffle alike.
 
 With a sync state (transforms/state/sync_state.py), `OrderRequests(delivered=...)`
 also drops the events whose Idempotency-Key the state says were delivered,
-however old: their keys join the contact's group as `DeliveredKeys`.
+however old: their keys join the contact's group as `DeliveredKeys`; and,
+of a contact deleted since, the events from before its deletion: its
+tombstone joins the group as `ContactDeleted`.
 """
 import heapq
 import itertools
@@ -142,6 +144,21 @@ class DeliveredKeys(frozenset):
     the sync state says were delivered."""
 
 
+class ContactDeleted(NamedTuple):
+    """The stamp of a contact's deletion, from the sync state's tombstone."""
+    stamp: tuple
+
+
+def after_deletion(ordered: Iterable[tuple], deleted: tuple, counts) -> Iterator[tuple]:
+    """The (sort key, request) pairs stamped after `deleted` (the sort key's
+    first part); the others are counted as `state/events_before_deletion`."""
+    for pair in ordered:
+        if pair[0][0] <= deleted:
+            counts['state/events_before_deletion'] += 1
+            continue
+        yield pair
+
+
 def not_delivered(ordered: Iterable[tuple], delivered: frozenset, counts) -> Iterator[tuple]:
     """The (sort key, request) pairs whose Idempotency-Key (the sort key's
     second part) is not among the `delivered` digests; the others are
@@ -178,11 +195,15 @@ class _OrderContactRequests(beam.DoFn):
         (phase, contact), lists = keyed
         delivered = DeliveredKeys().union(
             *(value for value in lists if isinstance(value, DeliveredKeys)))
+        deleted = max((value.stamp for value in lists if isinstance(value, ContactDeleted)),
+                      default=None)
         held = itertools.chain.from_iterable(
-            value for value in lists if not isinstance(value, DeliveredKeys))
+            value for value in lists if not isinstance(value, (DeliveredKeys, ContactDeleted)))
         pairs = without_repeats(in_order(held, self._spill_size), self._counts)
         if delivered:
             pairs = not_delivered(pairs, delivered, self._counts)
+        if deleted is not None:
+            pairs = after_deletion(pairs, deleted, self._counts)
         requests = (request for _, request in pairs)
         # Keyed by the contact's digest when joined with delivered keys.
         if not isinstance(contact, str):
@@ -202,8 +223,10 @@ class OrderRequests(beam.PTransform):
     Counts `order/requests` and `order/duplicates`.
 
     `delivered` (optional): a PCollection of ((phase, contact digest),
-    DeliveredKeys) (transforms/state/sync_state.py, DeliveredEvents): those
-    requests are dropped (counted `state/events_already_sent`)."""
+    DeliveredKeys or ContactDeleted) (transforms/state/sync_state.py,
+    DeliveredEvents): those requests, and a deleted contact's requests from
+    before its deletion, are dropped (counted `state/events_already_sent`,
+    `state/events_before_deletion`)."""
 
     def __init__(self, part_size: int = PART_SIZE, spill_size: int = SPILL_SIZE,
                  delivered: Optional[beam.PCollection] = None):

@@ -21,6 +21,13 @@ in Beam keyed state:
   (`stream/events_given_email`): Loops then finds the contact by either, or
   creates it, even before the contact's upsert has landed.
 
+- a deletion always goes on; the memory then keeps only its stamp (a
+  tombstone): a later-arriving call of the contact from before the
+  deletion is dropped (`stream/before_deletion`: an upsert of which nothing
+  is left, or an event), and one from after it goes on as for a contact
+  never seen (the writer sends a contact's requests of one batch before or
+  after its deletion by their stamps, transforms/delivery/batching.py).
+
 "Let through" is not "applied by Loops": the writer sends a contact's
 requests in the order this step emits them, and a refused upsert is a
 failure record (replayable), not something this step learns of.
@@ -53,9 +60,11 @@ DEFAULT_TTL_SECONDS = 7 * 24 * 3600.0
 
 class ContactMemory(NamedTuple):
     """What a stream has let through for one contact: property -> stamp
-    (mailing lists per list id, as in a contact state), and its latest email."""
+    (mailing lists per list id, as in a contact state), its latest email,
+    and the stamp of its latest deletion (None: never deleted)."""
     stamps: dict
     email: Optional[str]
+    deleted: Optional[tuple] = None
 
 
 NO_MEMORY = ContactMemory({}, None)
@@ -72,12 +81,15 @@ def admit_upsert(request: LoopsRequest, memory: ContactMemory, resubscribe: bool
     """An upsert and the contact's memory -> (the upsert to send, or None;
     the memory after it). See the module docstring."""
     state = state_of(request.body, request.stamp)
+    if memory.deleted is not None and tuple(request.stamp) <= memory.deleted:
+        counts['stream/before_deletion'] += 1
+        return None, memory
     fresh = newer_than(state, memory.stamps)
     name = naming_key(request.contact)
     stale = [key for key in state if key not in fresh and key != name]
     counts['stream/stale_dropped'] += len(stale)
     remembered = ContactMemory({**memory.stamps, **stamps_of(fresh)},
-                               email_of(fresh) or memory.email)
+                               email_of(fresh) or memory.email, memory.deleted)
     if all(key == name for key in fresh):
         counts['stream/stale_requests'] += 1
         return None, remembered
@@ -98,10 +110,24 @@ def with_known_email(request: LoopsRequest, memory: ContactMemory, counts) -> Lo
     return dataclasses.replace(request, body={**request.body, 'email': memory.email})
 
 
+def admit_deletion(request: LoopsRequest, memory: ContactMemory) -> tuple:
+    """A deletion -> (itself, a memory of nothing but the latest deletion's stamp)."""
+    deleted = tuple(request.stamp)
+    if memory.deleted is not None and memory.deleted > deleted:
+        deleted = memory.deleted
+    return request, ContactMemory({}, None, deleted)
+
+
 def admit(request: LoopsRequest, memory: ContactMemory, resubscribe: bool, counts) -> tuple:
     """Any request and its contact's memory -> (what to send or None, the memory after)."""
-    if request.spec.mergeable:
+    spec = request.spec
+    if spec.removes_contact:
+        return admit_deletion(request, memory)
+    if spec.mergeable:
         return admit_upsert(request, memory, resubscribe, counts)
+    if memory.deleted is not None and tuple(request.stamp) <= memory.deleted:
+        counts['stream/before_deletion'] += 1
+        return None, memory
     return with_known_email(request, memory, counts), memory
 
 

@@ -6,7 +6,10 @@ its mapping (transforms/mapping/mapper.py) and its rules in the local sandbox.
 
 - `phase`: the write order. Every request of a phase is delivered before
   the next phase starts (an event that names its contact only by userId
-  must not overtake the upsert that creates the contact).
+  must not overtake the upsert that creates the contact). None for a kind
+  that is never written in phases: a deletion is sent by
+  `segment-loops delete` on its own, and in a stream between the contact's
+  other requests by stamp (see `removes_contact`).
 - `mergeable`: several requests of one contact fold into one, property by
   property, the latest value winning (transforms/contacts/model.py).
 - `idempotent`: sending it twice leaves Loops as sending it once. A kind
@@ -15,6 +18,12 @@ its mapping (transforms/mapping/mapper.py) and its rules in the local sandbox.
 - `own_fields`: body keys that belong to the request itself rather than to
   the contact (an event's name and properties); every other key is a
   contact field or property, fitted to the account like any other.
+- `removes_contact`: the contact is gone once it is delivered. A 404 (no
+  such contact) then means what it asks for is already so: the outcome
+  `already_gone`, not a failure. A contact's other requests are never
+  merged across it, but sent before or after it by their stamps; the sync
+  state records it as a tombstone; `segment-loops replay` never sends one
+  (a failure record is data anyone with access to its bucket can edit).
 """
 from dataclasses import dataclass, field
 from typing import Optional
@@ -31,10 +40,11 @@ class RequestKind:
     name: str
     method: str
     path: str
-    phase: int
+    phase: Optional[int]
     mergeable: bool
     idempotent: bool
     own_fields: frozenset = field(default=frozenset())
+    removes_contact: bool = False
 
     @property
     def keyed(self) -> bool:
@@ -57,8 +67,15 @@ EVENT_SEND = RequestKind('event_send', 'POST', '/v1/events/send',
                          phase=1, mergeable=False, idempotent=False,
                          own_fields=frozenset({'eventName', 'eventProperties'}))
 
-KINDS = {kind.name: kind for kind in (CONTACT_UPSERT, EVENT_SEND)}
-PHASES = tuple(sorted({kind.phase for kind in KINDS.values()}))
+# Sent as Loops documents the endpoint: exactly one of `userId` or `email`,
+# a string. (Segment's own destination sends {"userId": [<userId>]}, an array
+# Loops does not document.) Deleting twice leaves Loops as deleting once.
+CONTACT_DELETE = RequestKind('contact_delete', 'POST', '/v1/contacts/delete',
+                             phase=None, mergeable=False, idempotent=True,
+                             removes_contact=True)
+
+KINDS = {kind.name: kind for kind in (CONTACT_UPSERT, EVENT_SEND, CONTACT_DELETE)}
+PHASES = tuple(sorted({kind.phase for kind in KINDS.values() if kind.phase is not None}))
 
 
 def kind_named(name: str) -> RequestKind:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 from schemas import load_schema
-from transforms.core.kinds import (CONTACT_UPSERT, EVENT_SEND, IDEMPOTENCY_HEADER, RequestKind,
-                                   kind_for, kind_named)
+from transforms.core.kinds import (CONTACT_DELETE, CONTACT_UPSERT, EVENT_SEND, IDEMPOTENCY_HEADER,
+                                   RequestKind, kind_for, kind_named)
 from transforms.core.text import compact_json
 
 # The failure stages, from schemas/failure.avsc alone.
@@ -153,6 +153,18 @@ def event_send(body: dict, contact: str, stamp: Stamp, source: str,
                idempotency_key: str) -> LoopsRequest:
     return LoopsRequest(EVENT_SEND.name, body, EVENT_SEND.headers(idempotency_key), contact,
                         stamp, source)
+
+
+def contact_delete(user_id: Optional[str], email: Optional[str], stamp: Stamp,
+                   source: str) -> LoopsRequest:
+    """The deletion of a contact by exactly one of its ids, as Loops documents
+    it (`{"userId": ...}` or `{"email": ...}`); `stamp` dates the deletion
+    (the sync state's tombstone)."""
+    if (user_id is None) == (email is None):
+        raise ValueError('a deletion names its contact by exactly one of userId or email')
+    body = {'userId': user_id} if user_id is not None else {'email': email}
+    return LoopsRequest(CONTACT_DELETE.name, body, CONTACT_DELETE.headers(),
+                        contact_key(user_id, email), stamp, source)
 
 
 class ContactSequence(NamedTuple):

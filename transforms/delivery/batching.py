@@ -4,8 +4,11 @@ A stream writes as it reads: `BatchPerShard` emits a shard's batch when it is
 full or its oldest request has waited long enough, and `arrange_batch` turns
 the batch into one sequence per contact, phase by phase (transforms/core/kinds.py:
 the contact exists before an event that names it only by userId), the
-requests of a mergeable kind folded into one.
+requests of a mergeable kind folded into one. A deletion of the contact
+splits its requests by stamp: those from before it are sent (arranged so)
+before it, those from after it after it, never merged across it.
 """
+import bisect
 import itertools
 import time
 from typing import Iterable, List
@@ -34,9 +37,34 @@ def merge_requests(requests: List[LoopsRequest]) -> LoopsRequest:
 
 
 def arrange_contact(requests: Iterable[LoopsRequest]) -> List[LoopsRequest]:
-    """One contact's requests -> the order to send them: phase by phase, each
-    kind's in event-time order, a mergeable kind's merged into one, a
-    repeated messageId sent once."""
+    """One contact's requests -> the order to send them: around its
+    deletions by stamp (each deletion once), and between them phase by
+    phase, each kind's in event-time order, a mergeable kind's merged into
+    one, a repeated messageId sent once."""
+    requests = list(requests)
+    deletions = _once_each(sorted((r for r in requests if r.spec.removes_contact),
+                                  key=lambda r: r.stamp))
+    if not deletions:
+        return _arrange_between_deletions(requests)
+    between = [[] for _ in range(len(deletions) + 1)]
+    deleted_at = [deletion.stamp for deletion in deletions]
+    for request in requests:
+        if not request.spec.removes_contact:
+            between[bisect.bisect_left(deleted_at, request.stamp)].append(request)
+    arranged = _arrange_between_deletions(between[0])
+    for deletion, after in zip(deletions, between[1:]):
+        arranged.append(deletion)
+        arranged.extend(_arrange_between_deletions(after))
+    return arranged
+
+
+def _once_each(deletions: List[LoopsRequest]) -> List[LoopsRequest]:
+    """Deletions in stamp order, a repeated one (the same stamp) once."""
+    return [deletion for i, deletion in enumerate(deletions)
+            if i == 0 or deletion.stamp != deletions[i - 1].stamp]
+
+
+def _arrange_between_deletions(requests: List[LoopsRequest]) -> List[LoopsRequest]:
     ordered = sorted(requests, key=lambda r: (r.spec.phase, r.kind, r.stamp))
     arranged = []
     for _, group in itertools.groupby(ordered, key=lambda r: r.kind):

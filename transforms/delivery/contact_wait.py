@@ -163,7 +163,9 @@ class WriteShardWaitingForContacts(WriteShard):
         accepted, sent = set(), 0
         for delivered in self._deliver(shard, sequences):
             sent += 1
-            if delivered.outcome.status != 'failed':
+            # A deletion is no sign that the contact now exists.
+            if (delivered.outcome.status != 'failed'
+                    and not delivered.request.spec.removes_contact):
                 accepted.add(delivered.request.contact)
             if waits_for_contact(delivered):
                 held.add(HeldEvent(delivered.request, 0, now, self._wait.next_try(now, 0, now)))

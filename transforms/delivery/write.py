@@ -19,7 +19,8 @@ reach Loops before their contact) and the client
 `WriteInPhases` writes the phases of transforms/core/kinds.py in order, each
 waiting for the previous one's `done`.
 
-Counters (`deliver/...`): `delivered`, `already_delivered`, `failed` and
+Counters (`deliver/...`): `delivered`, `already_delivered`, `already_gone`
+(a deletion of a contact Loops does not have), `failed` and
 `failed_<reason>` (one per request), `retries`, `rate_limited`,
 `refused_parts` (parts of a request Loops refused and that were split off:
 each is a failure record of its own, not counted in `failed`), and

@@ -98,7 +98,8 @@ class LoopsClient:
         return self.throttler.throttled_seconds
 
     def _exchange(self, method: str, path: str, body: Optional[dict] = None,
-                  headers: Optional[dict] = None, keyed: bool = False) -> _Exchange:
+                  headers: Optional[dict] = None, keyed: bool = False,
+                  removes_contact: bool = False) -> _Exchange:
         """The retry loop: paced attempts until one is final or the policy
         says stop. Raises AuthError on 401 (and ever after)."""
         if self._key_rejected:
@@ -116,7 +117,7 @@ class LoopsClient:
             if answer.http_status == RATE_LIMITED_STATUS:
                 rate_limited += 1
                 self.throttler.on_rate_limited()
-            verdict = classify(answer.http_status, keyed)
+            verdict = classify(answer.http_status, keyed, removes_contact)
             if verdict is Verdict.KEY_REJECTED:
                 self._key_rejected = True
                 raise AuthError(KEY_REJECTED_MESSAGE)
@@ -126,7 +127,8 @@ class LoopsClient:
     def send(self, request: LoopsRequest) -> Outcome:
         """Send one request until it reaches a final Outcome. Raises AuthError on 401."""
         done = self._exchange(request.method, request.path, request.body, request.headers,
-                              keyed=bool(request.idempotency_key))
+                              keyed=bool(request.idempotency_key),
+                              removes_contact=request.spec.removes_contact)
         answer = done.answer
         return final_outcome(done.verdict, answer.http_status, answer.body, answer.error,
                              done.attempts, done.rate_limited,

@@ -3,12 +3,14 @@
 Like the `Repeater` of Beam's RequestResponseIO, but as pure functions over
 declared data, so it is tested without a server:
 
-- `classify(http_status, keyed)` -> a `Verdict`:
+- `classify(http_status, keyed, removes_contact)` -> a `Verdict`:
   2xx DELIVERED; 409 on a request carrying our own Idempotency-Key
   ALREADY_DELIVERED (an earlier attempt or run delivered it: sending again
-  would repeat its emails); 401 KEY_REJECTED (no request can succeed); 429,
-  5xx and no answer at all (timeouts, dropped connections) TRANSIENT; any
-  other status PERMANENT (400, 404, 405, 409 without our key, 413, ...).
+  would repeat its emails); 404 on a deletion ALREADY_GONE (Loops has no
+  such contact: what it asks for is so); 401 KEY_REJECTED (no request can
+  succeed); 429, 5xx and no answer at all (timeouts, dropped connections)
+  TRANSIENT; any other status PERMANENT (400, 404, 405, 409 without our
+  key, 413, ...).
 - `RetryPolicy.backoff_seconds(retry, draw)`: exponential backoff with full
   jitter, `draw * min(backoff_max, backoff_base * 2**retry)` with `draw`
   uniform in [0, 1), so writers that failed together don't retry together.
@@ -34,6 +36,7 @@ KEY_REJECTED = 'key_rejected'
 PERMANENT_REASON = re.compile(r'http_4\d\d')
 RATE_LIMITED_STATUS = 429
 KEY_REJECTED_STATUS = 401
+NOT_FOUND_STATUS = 404
 CONFLICT_STATUS = 409
 KEY_PREFIX = 'segment-'
 
@@ -56,6 +59,7 @@ class LoopsError(ConnectionError):
 class Verdict(enum.Enum):
     DELIVERED = 'delivered'
     ALREADY_DELIVERED = 'already_delivered'
+    ALREADY_GONE = 'already_gone'
     PERMANENT = 'permanent'
     TRANSIENT = 'transient'
     KEY_REJECTED = 'key_rejected'
@@ -64,7 +68,7 @@ class Verdict(enum.Enum):
 class Outcome(NamedTuple):
     """How one request ended.
 
-    status: 'delivered' | 'already_delivered' | 'failed'.
+    status: 'delivered' | 'already_delivered' | 'already_gone' | 'failed'.
     reason (failed only): 'http_<status>', RETRIES_EXHAUSTED or KEY_REJECTED.
     message (failed only): for a person, with Loops' own "message" if any.
     attempts: HTTP attempts made (0: never sent); rate_limited: 429s among them.
@@ -78,8 +82,9 @@ class Outcome(NamedTuple):
     message: Optional[str]
 
 
-def classify(http_status: Optional[int], keyed: bool) -> Verdict:
-    """What an answer means for a request (`keyed`: it carried our Idempotency-Key)."""
+def classify(http_status: Optional[int], keyed: bool, removes_contact: bool = False) -> Verdict:
+    """What an answer means for a request (`keyed`: it carried our
+    Idempotency-Key; `removes_contact`: it deletes its contact)."""
     if http_status is None or http_status == RATE_LIMITED_STATUS or http_status >= 500:
         return Verdict.TRANSIENT
     if 200 <= http_status < 300:
@@ -88,6 +93,8 @@ def classify(http_status: Optional[int], keyed: bool) -> Verdict:
         return Verdict.KEY_REJECTED
     if http_status == CONFLICT_STATUS and keyed:
         return Verdict.ALREADY_DELIVERED
+    if http_status == NOT_FOUND_STATUS and removes_contact:
+        return Verdict.ALREADY_GONE
     return Verdict.PERMANENT
 
 
@@ -144,6 +151,8 @@ def final_outcome(verdict: Verdict, status: Optional[int], body: Optional[str],
         return Outcome('delivered', status, None, attempts, rate_limited, None, None)
     if verdict is Verdict.ALREADY_DELIVERED:
         return Outcome('already_delivered', status, body, attempts, rate_limited, None, None)
+    if verdict is Verdict.ALREADY_GONE:
+        return Outcome('already_gone', status, body, attempts, rate_limited, None, None)
     if verdict is Verdict.TRANSIENT:
         reason = RETRIES_EXHAUSTED
         message = failure_message(where, f'failed after {attempts} attempts', status, body,

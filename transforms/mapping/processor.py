@@ -4,6 +4,10 @@ records with their stage and reason, out.
     parse -> filter -> map -> hold back what the owner would not send
           -> fit to the account (a refused part costs only itself)
 
+A Segment delete message, when the Selection takes deletions (the
+stream), skips the filter, the holding back and the fitting: it becomes
+its contact's deletion (transforms/segment/deletions.py).
+
 Every place that turns Segment events into requests calls `EventProcessor`:
 the backfill's and the stream's DoFns, `check`, the plain-loop benchmark and
 the property tests, so "check mirrors the backfill" holds by construction.
@@ -14,6 +18,7 @@ use: `parse/<reason>`, `filter/...`, `map/<reason or change>`,
 """
 import collections
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -23,6 +28,7 @@ from transforms.core.text import compact_json
 from transforms.mapping.conform import AccountSchema, check_policy, conform_body
 from transforms.mapping.language import Mapping
 from transforms.mapping.mapper import map_event
+from transforms.segment.deletions import DELETE_TYPE, deletion_of_event
 from transforms.segment.parse import ParsedEvent, Rejected, event_text, parse_event
 
 Counts = collections.Counter
@@ -30,10 +36,14 @@ Counts = collections.Counter
 
 @dataclass(frozen=True)
 class Selection:
-    """Which events become requests (call types, track names) and how they map."""
+    """Which events become requests (call types, track names) and how they
+    map. `deletions`: a Segment delete message (a user-deletion request)
+    deletes its contact, whatever `types` says; without it, it is filtered
+    out like any type not selected (`filter/filtered_out_delete`)."""
     types: tuple
     event_names: Optional[tuple]
     mapping: Mapping
+    deletions: bool = False
 
     def keeps(self, event: ParsedEvent) -> bool:
         """Whether the filter keeps an event: its type is selected and, for
@@ -93,7 +103,8 @@ class EventProcessor:
 
     def process(self, raw: RawEvent, counts: Counts) -> Processed:
         processed = self.to_request(raw, counts)
-        if processed.request is None or self.account is None:
+        if (processed.request is None or self.account is None
+                or processed.request.spec.removes_contact):
             return processed
         return self.fit(processed, counts)
 
@@ -107,6 +118,8 @@ class EventProcessor:
             return Processed(None, (failure_record(
                 'parse', rejected.reason, rejected.message, event=event_text(raw.data),
                 source=raw.where),))
+        if event.type == DELETE_TYPE and self.selection.deletions:
+            return self._deletion(event, counts)
         if not self.selection.keeps(event):
             counts['filter/filtered_out'] += 1
             counts['filter/filtered_out_' + event.type] += 1
@@ -128,6 +141,21 @@ class EventProcessor:
         if self.policy.too_old(request):
             counts['held_back/old_events'] += 1
             return Processed(None, (), event)
+        return Processed(request, (), event)
+
+    def _deletion(self, event: ParsedEvent, counts: Counts) -> Processed:
+        """A delete message -> its contact's deletion (never held back: a
+        deletion is not an email to trigger), dated by the message, else by
+        when it is read."""
+        try:
+            request = deletion_of_event(event, int(time.time() * 1000))
+        except Rejected as rejected:
+            counts['map/failed'] += 1
+            counts['map/' + rejected.reason] += 1
+            return Processed(None, (failure_record(
+                'map', rejected.reason, rejected.message, event=compact_json(event.data),
+                source=event.source),), event)
+        counts['map/contact_deletions'] += 1
         return Processed(request, (), event)
 
     def fit(self, processed: Processed, counts: Counts) -> Processed:

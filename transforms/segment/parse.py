@@ -17,7 +17,9 @@ try:
 except ImportError:
     orjson = None
 
-SEGMENT_TYPES = frozenset({'identify', 'track', 'page', 'screen', 'group', 'alias'})
+# The five spec calls, alias, and the user-deletion request Segment forwards
+# to destinations (transforms/segment/deletions.py).
+SEGMENT_TYPES = frozenset({'identify', 'track', 'page', 'screen', 'group', 'alias', 'delete'})
 # Where an event's own time is, most trusted first (receivedAt when none is).
 _EVENT_TIME_KEYS = ('timestamp', 'originalTimestamp', 'sentAt')
 MAX_EVENT_BYTES = 32 * 1024
@@ -64,7 +66,7 @@ class ParsedEvent(NamedTuple):
     do (numbers as their digits); `stamp` is (event time ms, received time ms,
     message_id) with unknown times as 0; `data` is the decoded event itself.
     """
-    type: str                 # identify, track, page, screen, group, alias
+    type: str                 # identify, track, page, screen, group, alias, delete
     message_id: str           # '' when the event has none
     user_id: Optional[str]    # stringified; None when missing, null or empty
     stamp: Stamp              # (event time ms, received time ms, message_id)

@@ -18,6 +18,13 @@ A property is sent again when its value differs from the one delivered and
 its stamp is not older (`changed_properties`): a later delivery (e.g. by the
 stream) is never overwritten by an older value; an equal stamp with another
 value (the mapping changed) is sent.
+
+A deletion (`segment-loops delete`, or a stream's delete message) leaves a
+tombstone: `deleted`, the stamp of the deletion. Folding forgets every
+property fact stamped at or before it (Loops no longer holds those values),
+and keeps the tombstone, so that data from before the deletion is never
+sent again (`changes_after_deletion`) while data from after it is sent as
+for a contact never seen.
 """
 from typing import Iterable, NamedTuple, Optional
 
@@ -31,21 +38,40 @@ IDENTITY_KEYS = ('userId', 'email')
 
 class Facts(NamedTuple):
     """One contact's delivered facts: property -> (stamp tuple, value digest),
-    and the digests of its delivered events' keys."""
+    the digests of its delivered events' keys, and the stamp of its latest
+    deletion (None when it was never deleted)."""
     properties: dict
     events: frozenset = frozenset()
+    deleted: Optional[tuple] = None
 
 
 NO_FACTS = Facts({}, frozenset())
 
 
 def fold(facts: Iterable[Facts]) -> Facts:
-    """Facts of one contact, from any number of records, in any order -> one."""
-    properties, events = {}, set()
+    """Facts of one contact, from any number of records, in any order -> one:
+    the latest tombstone, and the property facts stamped after it."""
+    properties, events, deleted = {}, set(), None
     for fact in facts:
         merge_into(properties, fact.properties)
         events.update(fact.events)
-    return Facts(properties, frozenset(events))
+        if fact.deleted is not None and (deleted is None or fact.deleted > deleted):
+            deleted = fact.deleted
+    if deleted is not None:
+        properties = {key: entry for key, entry in properties.items() if entry[0] > deleted}
+    return Facts(properties, frozenset(events), deleted)
+
+
+def changes_after_deletion(contact: str, state: ContactState, deleted: tuple) -> ContactState:
+    """The part of a contact's state set after its deletion at `deleted`
+    (stamps later than it). When anything is left, the property that
+    identifies the contact goes with it, stamped as the latest change left:
+    a contact is sent with its id, and a tombstone never forgets that fact."""
+    kept = {key: entry for key, entry in state.items() if entry[0] > deleted}
+    identity = identity_key(contact)
+    if kept and identity not in kept and identity in state:
+        kept[identity] = (max(stamp for stamp, _ in kept.values()), state[identity][1])
+    return kept
 
 
 def digests_of(state: ContactState) -> dict:
@@ -93,7 +119,10 @@ def delivered_state(request: LoopsRequest) -> ContactState:
 
 def facts_of_request(request: LoopsRequest) -> Optional[tuple]:
     """(contact digest, Facts, event day ms or None) that a delivered request
-    adds to the state; None when it adds nothing."""
+    adds to the state; None when it adds nothing. A deletion adds its
+    tombstone."""
+    if kind_named(request.kind).removes_contact:
+        return contact_digest(request.contact), Facts({}, deleted=tuple(request.stamp)), None
     properties = digests_of(delivered_state(request))
     key = request.idempotency_key
     if key is None:
@@ -118,8 +147,11 @@ def to_record(contact: bytes, facts: Facts) -> dict:
                                'digest': digest})
         else:
             properties.append({'name': key, 'list_id': None, 'stamp': index, 'digest': digest})
+    deleted = facts.deleted
+    if deleted is not None:
+        deleted = {'event_ms': deleted[0], 'received_ms': deleted[1], 'message_id': deleted[2]}
     return {'contact': contact, 'stamps': stamps, 'properties': properties,
-            'events': sorted(facts.events)}
+            'events': sorted(facts.events), 'deleted': deleted}
 
 
 def from_record(record: dict) -> tuple:
@@ -130,4 +162,8 @@ def from_record(record: dict) -> tuple:
         list_id = fact['list_id']
         key = fact['name'] if list_id is None else (fact['name'], list_id)
         properties[key] = (stamps[fact['stamp']], fact['digest'])
-    return record['contact'], Facts(properties, frozenset(record['events']))
+    # Files written before tombstones existed have no `deleted` field.
+    deleted = record.get('deleted')
+    if deleted is not None:
+        deleted = (deleted['event_ms'], deleted['received_ms'], deleted['message_id'])
+    return record['contact'], Facts(properties, frozenset(record['events']), deleted)

@@ -1,8 +1,9 @@
 """Recording what was delivered, while a job delivers it.
 
 `StateRecorder` is the writers' recorder (transforms/delivery/write.py,
-DeliveryRecorder): every request Loops accepted (delivered, or a 409 on our
-key: already delivered) adds its facts to a buffer, and the buffer is
+DeliveryRecorder): every request Loops accepted (delivered, a 409 on our
+key: already delivered, a 404 on a deletion: already gone) adds its facts
+to a buffer, and the buffer is
 written as small log files under the state's prefix once its oldest fact
 has waited `flush_seconds`, and at the end of every bundle. A job killed at
 any moment has lost the record of at most the last `flush_seconds` (plus
@@ -25,7 +26,9 @@ from transforms.state.facts import Facts, facts_of_request, fold, to_record
 from transforms.state.files import CONTACTS, event_day, log_name, partition_dir, write_facts_file
 
 DEFAULT_FLUSH_SECONDS = 30.0
-DELIVERED_STATUSES = frozenset({'delivered', 'already_delivered'})
+# What Loops holds after these is what the request asked for (a deletion
+# answered 404 found nothing to delete: its tombstone is recorded too).
+DELIVERED_STATUSES = frozenset({'delivered', 'already_delivered', 'already_gone'})
 
 
 class FactsBuffer:
@@ -41,8 +44,8 @@ class FactsBuffer:
         if found is None:
             return
         contact, facts, event_ms = found
-        if facts.properties:
-            self._add(CONTACTS, contact, Facts(facts.properties))
+        if facts.properties or facts.deleted is not None:
+            self._add(CONTACTS, contact, Facts(facts.properties, deleted=facts.deleted))
         if facts.events:
             self._add(event_day(event_ms), contact, Facts({}, facts.events))
 

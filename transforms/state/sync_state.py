@@ -6,9 +6,12 @@
     (contact, ContactState) of this run + contact facts
       -> ChangedContacts (a CoGroupByKey by contact): per contact, the
          properties to send and what identifies the contact, or nothing
-         (counted `state/unchanged`)
-    event facts -> DeliveredEvents -> OrderRequests(delivered=...), which
-         drops the events already sent (counted `state/events_already_sent`)
+         (counted `state/unchanged`); of a deleted contact only what was
+         set after its deletion (nothing: `state/contacts_before_deletion`)
+    event facts and tombstones -> DeliveredEvents -> OrderRequests(delivered=...),
+         which drops the events already sent (counted `state/events_already_sent`)
+         and those of a deleted contact from before its deletion
+         (`state/events_before_deletion`)
     after the run's last write: everything read plus the run's own log
       files -> FoldSyncState: one snapshot per partition, then the folded
          files are deleted
@@ -22,11 +25,12 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.contacts.ordering import DeliveredKeys
+from transforms.contacts.ordering import ContactDeleted, DeliveredKeys
 from transforms.core.digests import contact_digest
 from transforms.core.kinds import EVENT_SEND
 from transforms.core.metrics import BundleCounts
-from transforms.state.facts import Facts, changed_properties, fold, identity_key, to_record
+from transforms.state.facts import (Facts, changed_properties, changes_after_deletion, fold,
+                                    identity_key, to_record)
 from transforms.state.files import (CONTACTS, LOG, StateListing, delete_files, list_state,
                                     parent_name, partition_dir, read_facts_file, snapshot_name,
                                     state_root, write_facts_file)
@@ -86,10 +90,10 @@ class _Changed(beam.DoFn):
         contacts = list(grouped[RUN])
         if not contacts:
             return
-        delivered = fold(grouped[STATE]).properties
+        delivered = fold(grouped[STATE])
         for contact, state in contacts:
-            to_send = contact_to_send(contact, state, delivered, self._resubscribe,
-                                      self._counts)
+            to_send = contact_to_send(contact, state, delivered.properties, self._resubscribe,
+                                      self._counts, delivered.deleted)
             if to_send is not None:
                 yield contact, to_send
 
@@ -114,9 +118,16 @@ def changes_to_send(contact: str, state: dict, delivered: dict, resubscribe: boo
 
 
 def contact_to_send(contact: str, state: dict, delivered: dict, resubscribe: bool,
-                    counts) -> Optional[dict]:
+                    counts, deleted: Optional[tuple] = None) -> Optional[dict]:
     """changes_to_send, counted: `state/unchanged` when nothing is to be
-    sent (None), else `state/changed`."""
+    sent (None), else `state/changed`. Of a contact deleted at `deleted`
+    (the tombstone of its facts), only what was set after the deletion;
+    `state/contacts_before_deletion` when that is nothing."""
+    if deleted is not None:
+        state = changes_after_deletion(contact, state, deleted)
+        if not state:
+            counts['state/contacts_before_deletion'] += 1
+            return None
     to_send = changes_to_send(contact, state, delivered, resubscribe)
     counts['state/unchanged' if to_send is None else 'state/changed'] += 1
     return to_send
@@ -140,14 +151,25 @@ class ChangedContacts(beam.PTransform):
                 | 'KeepChanges' >> beam.ParDo(_Changed(self._resubscribe)))
 
 
+def delivered_events(fact: tuple) -> list:
+    """(partition, digest, Facts) -> what OrderRequests needs of it: the
+    delivered keys of an event partition's facts, the tombstone of a contact
+    partition's ([] when neither)."""
+    partition, digest, facts = fact
+    if partition != CONTACTS and facts.events:
+        return [((EVENT_SEND.phase, digest), DeliveredKeys(facts.events))]
+    if partition == CONTACTS and facts.deleted is not None:
+        return [((EVENT_SEND.phase, digest), ContactDeleted(facts.deleted))]
+    return []
+
+
 class DeliveredEvents(beam.PTransform):
-    """Event facts (partition, digest, Facts) -> ((event phase, digest),
-    DeliveredKeys), the `delivered` input of OrderRequests."""
+    """Event facts and tombstones (partition, digest, Facts) -> ((event
+    phase, digest), DeliveredKeys or ContactDeleted), the `delivered` input
+    of OrderRequests."""
 
     def expand(self, facts):
-        return facts | 'DeliveredKeys' >> beam.FlatMap(
-            lambda f: [((EVENT_SEND.phase, f[1]), DeliveredKeys(f[2].events))]
-            if f[0] != CONTACTS and f[2].events else [])
+        return facts | 'DeliveredKeys' >> beam.FlatMap(delivered_events)
 
 
 class _FoldFacts(beam.CombineFn):
