@@ -10,6 +10,7 @@ commands:
   stream     a Pub/Sub subscription of Segment events -> Loops, continuously
   check      preflight: what a backfill would send, and what the Loops account would lose
   replay     re-send the requests of delivery failures from a dead letter
+  delete     delete contacts from Loops (userIds, emails or Segment's delete messages)
   state      `state compact --state PREFIX`: fold a sync state's files into one snapshot
   demo       a backfill of a generated archive into a local Loops sandbox (no account needed)
   sandbox    serve a local Loops-compatible API for tests and trials
@@ -42,6 +43,11 @@ def _replay(argv):
     return replay.main(argv)
 
 
+def _delete(argv):
+    from pipeline import delete
+    return delete.main(argv)
+
+
 def _state(argv):
     from pipeline import state
     return state.main(argv)
@@ -67,6 +73,7 @@ COMMANDS: dict[str, Callable[[list], int]] = {
     'stream': _stream,
     'check': _check,
     'replay': _replay,
+    'delete': _delete,
     'state': _state,
     'demo': _demo,
     'sandbox': _sandbox,
