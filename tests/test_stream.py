@@ -291,6 +291,58 @@ def test_events_that_arrive_before_their_contact_are_delivered_once_when_it_come
     assert counters.get('deliver/failed', 0) == 0
 
 
+def delete_message(user, day):
+    """Segment's forwarded deletion (segment-docs src/partners/subscriptions/build-functions.md)."""
+    at = f'2026-11-{day:02d}T10:00:00.000Z'
+    return {'type': 'delete', 'channel': 'server', 'messageId': f'delete-{user}',
+            'projectId': 'abcd123', 'userId': f'user-{user}', 'context': [], 'integrations': [],
+            'receivedAt': at, 'sentAt': at, 'originalTimestamp': at, 'timestamp': at}
+
+
+def test_a_delete_message_deletes_its_contact_and_only_later_calls_bring_it_back(
+        topics, tmp_path, monkeypatch):
+    count_every_bundle(monkeypatch)
+    publisher, subscriber, names = topics
+
+    def contacts():
+        return {c['userId'] for c in sandbox.state()['contacts']}
+
+    sync_state = str(tmp_path / 'state') + '/'
+    with LoopsSandbox(api_key=API_KEY, rate_limit=20, latency=(0.01, 0.05), seed=6) as sandbox:
+        with running_stream(sandbox, topics, tmp_path, '--state', sync_state) as result:
+            publish_all(publisher, names['events'],
+                        [json.dumps(identify(u, 0)).encode() for u in range(3)])
+            assert wait_until(lambda: len(contacts()) == 3, 60)
+            # user-9 was never a contact: Loops answers 404, already gone.
+            publish_all(publisher, names['events'],
+                        [json.dumps(delete_message(u, 5)).encode() for u in (0, 1, 9)])
+            assert wait_until(lambda: contacts() == {'user-2'}, 60)
+            # Arriving after the deletion: user-0's call from before it, user-1's from after.
+            publish_all(publisher, names['events'], [
+                json.dumps(identify(0, 1, plan='pro')).encode(),
+                json.dumps(identify(1, 5, email='user1@example.com', plan='pro')).encode()])
+            assert wait_until(lambda: contacts() == {'user-1', 'user-2'}, 60)
+            counters = stream_counters_reach(result, {'stream/before_deletion': 1,
+                                                      'deliver/already_gone': 1})
+            state = sandbox.state()
+        failures = pull(subscriber, names['failures_sub'], 1, timeout=2)
+
+    assert failures == []
+    assert counters['map/contact_deletions'] == 3
+    assert (counters['stream/before_deletion'], counters['deliver/already_gone']) == (1, 1)
+    assert counters.get('deliver/failed', 0) == 0
+    user_1 = next(c for c in state['contacts'] if c['userId'] == 'user-1')
+    assert (user_1['email'], user_1['plan']) == ('user1@example.com', 'pro')
+    # A backfill sharing the stream's state does not bring user-0 back from history.
+    archive = tmp_path / 'history.jsonl'
+    archive.write_text(json.dumps(identify(0, 0, plan='free')) + '\n')
+    summary = backfill.run(['--input', str(archive), '--state', sync_state,
+                            '--dry_run', str(tmp_path / 'dry' / 'requests'),
+                            '--dead_letter', str(tmp_path / 'dry-dl') + '/'],
+                           out=open(os.devnull, 'w'))
+    assert (summary['contacts'], summary['contacts_before_deletion']) == (0, 1)
+
+
 def job_of(tmp_path, *options):
     key_file = tmp_path / 'key'
     key_file.write_text(API_KEY)
