@@ -109,7 +109,11 @@ def delete_parser() -> argparse.ArgumentParser:
         '--summary', default=None, metavar='PATH',
         help='Write the run\'s counts as a JSON object to PATH (also printed as a table).')
     add_loops_options(parser)
-    sync.add_state_options(parser)
+    sync.add_state_options(parser, state_help=(
+        'The sync state of the backfills (and streams) that send these contacts: each '
+        'deletion Loops confirms is recorded there (a tombstone, digests only), so that a '
+        'backfill with it never sends their data from before the deletion. Default: none (a '
+        'later backfill would create them again).'))
     return parser
 
 

@@ -30,16 +30,17 @@ from transforms.state.recorder import DEFAULT_FLUSH_SECONDS, StateRecorder
 from transforms.state.sync_state import FoldSyncState, ReadSyncState
 
 
-def add_state_options(parser, records: bool = True) -> None:
-    """--state, and --state_flush_seconds for a job that records (backfill,
-    stream; `check` only reads)."""
+STATE_HELP = ('Where this tool remembers what it delivered to Loops (local, gs:// or s3://): '
+              'a run sends only the contact properties that changed since and events never '
+              'sent, and a rerun of a run that stopped sends only what it had not delivered. '
+              'Digests only: no values, no userIds or emails. Default: none (send everything).')
+
+
+def add_state_options(parser, records: bool = True, state_help: str = STATE_HELP) -> None:
+    """--state (described by `state_help`), and --state_flush_seconds for a
+    job that records (backfill, stream, delete; `check` only reads)."""
     group = parser.add_argument_group('sync state')
-    group.add_argument(
-        '--state', default=None, metavar='PREFIX',
-        help='Where this tool remembers what it delivered to Loops (local, gs:// or s3://): '
-             'a run sends only the contact properties that changed since and events never '
-             'sent, and a rerun of a run that stopped sends only what it had not delivered. '
-             'Digests only: no values, no userIds or emails. Default: none (send everything).')
+    group.add_argument('--state', default=None, metavar='PREFIX', help=state_help)
     if not records:
         return
     group.add_argument(
