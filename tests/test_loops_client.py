@@ -16,7 +16,8 @@ from transforms.loops.caller import Answer
 from transforms.loops.client import AuthError, LoopsClient, LoopsError, Outcome
 from transforms.loops.rate_limit import HEADROOM, PAUSE_SECONDS, TokenBucket
 from transforms.loops.retry import (KEY_REJECTED, RETRIES_EXHAUSTED, RetryPolicy, Verdict, classify,
-                                    derived_key, final_outcome, is_permanent_reason)
+                                    derived_key, final_outcome, is_permanent_reason,
+                                    loops_message)
 
 KEY = 'sk-test-5ecret-v4lue-0123456789'
 
@@ -109,7 +110,11 @@ def test_a_policy_that_cannot_work_is_refused(arguments):
     (Verdict.PERMANENT, 400, '{"message":"Invalid email address."}', None,
      ('failed', 'http_400', 'PUT /x was rejected by Loops: HTTP 400: Invalid email address.')),
     (Verdict.PERMANENT, 413, 'not json', None,
-     ('failed', 'http_413', 'PUT /x was rejected by Loops: HTTP 413')),
+     ('failed', 'http_413', 'PUT /x was rejected by Loops: HTTP 413: not json')),
+    (Verdict.PERMANENT, 400, '{"success": false, "error": "Invalid event name"}', None,
+     ('failed', 'http_400', 'PUT /x was rejected by Loops: HTTP 400: Invalid event name')),
+    (Verdict.PERMANENT, 400, '', None, ('failed', 'http_400', 'PUT /x was rejected by Loops: '
+                                                               'HTTP 400')),
     (Verdict.TRANSIENT, 503, '{"message":"down"}', None,
      ('failed', RETRIES_EXHAUSTED, 'PUT /x failed after 4 attempts: HTTP 503: down')),
     (Verdict.TRANSIENT, None, None, 'ReadTimeout: slow',
@@ -120,6 +125,42 @@ def test_final_outcomes(verdict, status, body, error, outcome):
     made = final_outcome(verdict, status, body, error, 4, 1, 'PUT /x')
     assert (made.status, made.reason, made.message) == outcome
     assert (made.http_status, made.attempts, made.rate_limited) == (status, 4, 1)
+
+
+# Error bodies in every shape Loops' SDKs and spec show, and what the JS SDK's
+# APIError (npm loops 7.3.0, dist/index.cjs:39-63) takes as the message.
+@pytest.mark.parametrize('body, text', [
+    # OpenAPI spec: ContactFailureResponse (loops-openapi.yaml 4357-4373)
+    ('{"success": false, "message": "Invalid email address."}', 'Invalid email address.'),
+    # OpenAPI spec: WorkflowFailureResponse, no "success" (8250-8258)
+    ('{"message": "Workflow not found."}', 'Workflow not found.'),
+    # JS SDK README "testApiKey" and type ApiKeyErrorResponse
+    ('{"error": "Invalid API key"}', 'Invalid API key'),
+    # JS SDK test "should handle API error response" (LoopsClient.test.ts:407-410)
+    ('{"success": false, "error": "Invalid event name"}', 'Invalid event name'),
+    # OpenAPI spec: api-key 401, "error" deprecated (82-101)
+    ('{"success": false, "message": "Invalid API key", "error": "Invalid API key"}',
+     'Invalid API key'),
+    # JS SDK README sendTransactionalEmail, nested error
+    ('{"success": false, "error": {"path": "dataVariables", "message": "Missing required '
+     'fields: login_url"}, "transactionalId": "x"}', 'Missing required fields: login_url'),
+    # OpenAPI spec: TransactionalFailure4Response, error without a message (4750-4769)
+    ('{"success": false, "message": "Bad data.", "error": {"path": "p", "reason": "r"}}',
+     'Bad data.'),
+    ('{"success": false, "error": "", "message": "Contact not found."}', 'Contact not found.'),
+    # JS SDK tests "non-JSON error responses" (LoopsClient.test.ts:566-621)
+    ('<html><body>502 Bad Gateway</body></html>', '502 Bad Gateway'),
+    ('Service Unavailable', 'Service Unavailable'),
+    ('', None), ('  \n', None), (None, None),
+    ('{"success": false}', None), ('[1, 2]', None), ('{"message": 7}', None),
+])
+def test_loops_words_are_read_from_every_error_shape(body, text):
+    assert loops_message(body) == text
+
+
+def test_a_long_page_is_cut_to_a_line():
+    text = loops_message('<html><title>Oops</title><body>' + 'x ' * 500 + '</body></html>')
+    assert text.startswith('Oops x x') and text.endswith('...') and len(text) == 200
 
 
 def test_derived_keys_are_new_stable_and_short():

@@ -39,6 +39,9 @@ KEY_REJECTED_STATUS = 401
 NOT_FOUND_STATUS = 404
 CONFLICT_STATUS = 409
 KEY_PREFIX = 'segment-'
+# A non-JSON error body (an HTML page) is shown this long at most, tags removed.
+MAX_PLAIN_TEXT = 200
+_MARKUP = re.compile(r'<[^>]*>')
 
 
 class AuthError(Exception):
@@ -70,7 +73,8 @@ class Outcome(NamedTuple):
 
     status: 'delivered' | 'already_delivered' | 'already_gone' | 'failed'.
     reason (failed only): 'http_<status>', RETRIES_EXHAUSTED or KEY_REJECTED.
-    message (failed only): for a person, with Loops' own "message" if any.
+    message (failed only): for a person, with Loops' own words if any
+    (`loops_message`).
     attempts: HTTP attempts made (0: never sent); rate_limited: 429s among them.
     """
     status: str
@@ -169,16 +173,42 @@ def not_sent(reason: str, message: str) -> Outcome:
 
 
 def loops_message(body: Optional[str]) -> Optional[str]:
-    """The "message" of a Loops JSON error envelope, or None."""
-    if not body:
+    """The text of a Loops error answer, read as Loops' official SDKs read it,
+    or None when it has none.
+
+    JSON bodies come in several shapes: `{"success": false, "message"}` (the
+    OpenAPI spec's failure responses), `{"error": "Invalid API key"}` (the JS
+    SDK's README and its `ApiKeyErrorResponse` type), `{"success": false,
+    "error": "..."}` (the JS SDK's tests, Loops-so/loops-js
+    src/__tests__/LoopsClient.test.ts:407-410) and `{"success": false,
+    "error": {"path", "message"}}` (transactional). Read like the JS SDK's
+    `APIError` (npm loops 7.3.0, dist/index.cjs:39-63): `error.message` when
+    `error` is an object, else `error` when it is text, else `message`. A
+    body that is not JSON (a proxy's or load balancer's page, which the SDK
+    keeps as `rawBody`) is its own text, markup removed, cut to a line.
+    """
+    if not body or not body.strip():
         return None
     try:
         parsed = json.loads(body)
     except ValueError:
+        return _plain_text(body)
+    if not isinstance(parsed, dict):
         return None
-    if isinstance(parsed, dict) and isinstance(parsed.get('message'), str):
-        return parsed['message']
-    return None
+    error = parsed.get('error')
+    if isinstance(error, dict) and isinstance(error.get('message'), str) and error['message']:
+        return error['message']
+    if isinstance(error, str) and error:
+        return error
+    message = parsed.get('message')
+    return message if isinstance(message, str) and message else None
+
+
+def _plain_text(body: str) -> Optional[str]:
+    text = ' '.join(_MARKUP.sub(' ', body).split())
+    if len(text) > MAX_PLAIN_TEXT:
+        text = text[:MAX_PLAIN_TEXT - 3] + '...'
+    return text or None
 
 
 def failure_message(where: str, what: str, http_status: Optional[int],
