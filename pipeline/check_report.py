@@ -211,7 +211,7 @@ def _input_section(counts, seen: Observations, job) -> dict:
 
 def _account_section(schema: AccountSchema, team: str, unknown_properties: str) -> dict:
     return {'team': team,
-            'custom_properties': sum(1 for key in schema.properties if is_custom_property(key)),
+            'custom_properties': len(schema.custom_properties),
             'mailing_lists': sorted(schema.mailing_lists),
             'unknown_properties': unknown_properties}
 

@@ -148,17 +148,24 @@ def test_tick_is_called_while_waiting():
     assert set(ticks) == {threading.get_ident()}   # on the consuming thread
 
 
-def refusals_against_the_sandbox(*requests) -> tuple:
-    with LoopsSandbox(api_key=KEY, rate_limit=None) as sandbox:
+# Every error body shape the sandbox can answer in (pipeline/local/error_shapes.py):
+# the split must find Loops' words in each.
+SHAPES = ('documented', 'error', 'nested', 'text')
+
+
+def refusals_against_the_sandbox(*requests, error_shape: str = 'documented') -> tuple:
+    with LoopsSandbox(api_key=KEY, rate_limit=None, error_shape=error_shape) as sandbox:
         client = LoopsClient(sandbox.base_url, KEY, rate=100)
         delivered = [deliver_one(client, request) for request in requests]
         return delivered, sandbox.state()
 
 
-def test_a_refused_part_of_an_upsert_costs_only_itself():
+@pytest.mark.parametrize('error_shape', SHAPES)
+def test_a_refused_part_of_an_upsert_costs_only_itself(error_shape):
     [bio, lists], state = refusals_against_the_sandbox(
         upsert('a', firstName='Ada', bio={'nested': 1}),
-        upsert('b', plan='pro', mailingLists={'list_news': True, 'list_gone': True}))
+        upsert('b', plan='pro', mailingLists={'list_news': True, 'list_gone': True}),
+        error_shape=error_shape)
     assert (bio.outcome.status, bio.outcome.attempts) == ('delivered', 1)
     assert bio.request.body == {'email': 'a@example.com', 'userId': 'a', 'firstName': 'Ada'}
     [part] = bio.refused
@@ -178,12 +185,15 @@ def test_a_refused_part_of_an_upsert_costs_only_itself():
     assert [r['status'] for r in state['requests']] == [400, 200, 400, 200]
 
 
-def test_a_refused_part_is_split_off_once_and_a_refusal_naming_nothing_stays_whole():
+@pytest.mark.parametrize('error_shape', SHAPES)
+def test_a_refused_part_is_split_off_once_and_a_refusal_naming_nothing_stays_whole(
+        error_shape):
     [twice, ghost, event_], state = refusals_against_the_sandbox(
         upsert('a', id='x', bio={'nested': 1}),
         contact_upsert({'userId': 'ghost', 'plan': 'pro'}, 'user:ghost', NO_STAMP, 'test'),
         event_send({'eventName': 'x', 'userId': 'a', 'eventProperties': {'n': {'deep': 1}}},
-                   'user:a', NO_STAMP, 'test', 'segment-k'))
+                   'user:a', NO_STAMP, 'test', 'segment-k'),
+        error_shape=error_shape)
     # The first refusal names "id"; the rest, sent once more, is refused for "bio".
     assert [d.request.body for d in twice.refused] == [
         {'userId': 'a', 'email': 'a@example.com', 'id': 'x'}]

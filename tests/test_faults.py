@@ -30,9 +30,11 @@ from transforms.mapping.processor import EventProcessor, Selection
 
 API_KEY = 'fault-test-key'
 REASON = re.compile(r'^[a-z][a-z0-9_]*$')
-# What the sandbox holds for a contact before any property is set.
+# What the sandbox holds for a contact before any property is set (find's
+# contact, loops-openapi.yaml `Contact`).
 NEW_CONTACT = {'email': None, 'userId': None, 'firstName': None, 'lastName': None,
-               'source': 'API', 'subscribed': True, 'userGroup': None, 'mailingLists': {}}
+               'source': 'API', 'subscribed': True, 'userGroup': '', 'mailingLists': {},
+               'optInStatus': None}
 
 
 # ------------------------------------------------------------------ the oracle
@@ -78,7 +80,9 @@ class Expected:
 def contact_state(body: dict) -> dict:
     """A merged upsert body -> the contact Loops holds after it (on a new contact)."""
     state = {**NEW_CONTACT, **body}
-    state['mailingLists'] = dict(body.get('mailingLists', {}))
+    # Loops keeps the lists a contact is on, each true.
+    state['mailingLists'] = {list_id: True for list_id, on in
+                             body.get('mailingLists', {}).items() if on}
     return state
 
 

@@ -140,7 +140,7 @@ def assert_loops_accepts(request: LoopsRequest) -> None:
     if request.kind == CONTACT_UPSERT.name:
         assert (request.method, request.path) == (CONTACT_UPSERT.method, CONTACT_UPSERT.path)
         assert request.idempotency_key is None
-        check_contact_body(body, LIST_IDS)
+        check_contact_body(body, LIST_IDS, ACCOUNT.properties)
     else:
         assert request.kind == EVENT_SEND.name
         assert (request.method, request.path) == (EVENT_SEND.method, EVENT_SEND.path)
@@ -148,7 +148,7 @@ def assert_loops_accepts(request: LoopsRequest) -> None:
         check_scalar('eventName', body['eventName'])
         check_idempotency_key(request.idempotency_key)
         assert request.idempotency_key
-        check_contact_body(body, LIST_IDS, skip=EVENT_ONLY_KEYS)
+        check_contact_body(body, LIST_IDS, ACCOUNT.properties, skip=EVENT_ONLY_KEYS)
         check_event_properties(body.get('eventProperties', {}))
 
 

@@ -71,7 +71,9 @@ def test_a_bad_authorization_header_gets_401(sandbox, authorization):
     headers = {'Authorization': authorization} if authorization else {}
     response = requests.get(sandbox.base_url + '/v1/api-key', headers=headers, timeout=5)
     assert response.status_code == 401
-    assert response.json() == {'success': False, 'message': 'Invalid API key'}
+    # loops-openapi.yaml 82-101: "error" is there, deprecated.
+    assert response.json() == {'success': False, 'message': 'Invalid API key',
+                               'error': 'Invalid API key'}
     assert sandbox.state()['requests'][0]['status'] == 401
 
 
@@ -94,6 +96,49 @@ def test_every_answer_is_json_with_rate_limit_headers(sandbox, authorized):
         assert response.headers['Content-Type'] == 'application/json'
         assert int(response.headers['x-ratelimit-remaining']) >= 0
         assert int(response.headers['x-ratelimit-limit']) > 0
+
+
+# ---------------------------------------------------------------- error shapes
+
+# Each shape as Loops' spec and SDKs show it (pipeline/local/error_shapes.py).
+@pytest.mark.parametrize('shape, refused, key_rejected, workflow_missing', [
+    ('documented', {'success': False, 'message': 'Contact not found.'},
+     {'success': False, 'message': 'Invalid API key', 'error': 'Invalid API key'},
+     {'message': 'Workflow not found.'}),
+    ('message', {'success': False, 'message': 'Contact not found.'},
+     {'success': False, 'message': 'Invalid API key'},
+     {'success': False, 'message': 'Workflow not found.'}),
+    ('error', {'success': False, 'error': 'Contact not found.'}, {'error': 'Invalid API key'},
+     {'success': False, 'error': 'Workflow not found.'}),
+    ('nested', {'success': False, 'error': {'message': 'Contact not found.'}},
+     {'success': False, 'error': {'message': 'Invalid API key'}},
+     {'success': False, 'error': {'message': 'Workflow not found.'}}),
+])
+def test_errors_come_in_the_shape_set(sandbox, shape, refused, key_rejected,
+                                      workflow_missing):
+    sandbox.configure(error_shape=shape)
+    client = Client(sandbox)
+    answer = client.event({'eventName': 'Paid', 'userId': 'nobody'})
+    assert (answer.status_code, answer.json()) == (400, refused)
+    answer = Client(sandbox, 'wrong').call('GET', '/v1/lists')
+    assert (answer.status_code, answer.json()) == (401, key_rejected)
+    answer = client.call('GET', '/v1/workflows/nope')
+    assert (answer.status_code, answer.json()) == (404, workflow_missing)
+
+
+def test_errors_as_plain_text(sandbox):
+    sandbox.configure(error_shape='text')
+    answer = Client(sandbox).event({'eventName': 'Paid', 'userId': 'nobody'})
+    assert (answer.status_code, answer.text) == (400, 'Contact not found.')
+    assert answer.headers['Content-Type'].startswith('text/plain')
+    assert Client(sandbox).call('GET', '/v1/api-key').json()['success'] is True
+
+
+def test_an_unknown_shape_is_refused(sandbox):
+    with pytest.raises(ValueError, match='error_shape'):
+        sandbox.configure(error_shape='xml')
+    with pytest.raises(ValueError, match='error_shape'):
+        LoopsSandbox(error_shape='xml')
 
 
 # ----------------------------------------------------------------- validation
@@ -240,11 +285,15 @@ def test_update_creates_a_subscribed_contact_then_merges(client, sandbox):
     assert created.status_code == 200 and created.json()['success'] is True
     client.update({'email': EMAIL, 'lastName': 'Lovelace', 'plan': 'pro',
                    'mailingLists': {'list_product': False}})
+    # The contact as find returns it (loops-openapi.yaml `Contact` 4161-4240): a
+    # list it is not on is not there, userGroup is "" and optInStatus null.
     assert only_contact(sandbox) == {
         'id': created.json()['id'], 'email': EMAIL, 'userId': None, 'firstName': 'Ada',
-        'lastName': 'Lovelace', 'source': 'API', 'subscribed': True, 'userGroup': None,
-        'mailingLists': {'list_news': True, 'list_product': False}, 'plan': 'pro',
+        'lastName': 'Lovelace', 'source': 'API', 'subscribed': True, 'userGroup': '',
+        'mailingLists': {'list_news': True}, 'optInStatus': None, 'plan': 'pro',
     }
+    client.update({'email': EMAIL, 'mailingLists': {'list_news': False}})
+    assert only_contact(sandbox)['mailingLists'] == {}
 
 
 def test_subscribed_true_resubscribes_and_leaving_it_out_does_not(client, sandbox):
@@ -320,10 +369,83 @@ def test_lists_and_properties(client):
     custom = client.call('GET', '/v1/contacts/properties?list=custom').json()
     assert custom == [{'key': 'planTier', 'label': 'Plan Tier', 'type': 'string'}]
     every = client.call('GET', '/v1/contacts/properties?list=all').json()
-    assert {'email', 'userId', 'subscribed', 'planTier'} <= {p['key'] for p in every}
-    for body in ({'name': 'planTier', 'type': 'string'}, {'name': 'seats', 'type': 'list'},
-                 {'name': 'teamId', 'type': 'string'}):
-        assert client.call('POST', '/v1/contacts/properties', json=body).status_code == 400
+    assert every == DEFAULT_PROPERTIES + custom
+
+
+# GET /v1/contacts/properties?list=all, verbatim from the JS SDK's README
+# (npm loops 7.3.0, "listContactProperties") and
+# https://loops.so/docs/api-reference/list-contact-properties.
+DEFAULT_PROPERTIES = [
+    {'key': 'firstName', 'label': 'First Name', 'type': 'string'},
+    {'key': 'lastName', 'label': 'Last Name', 'type': 'string'},
+    {'key': 'email', 'label': 'Email', 'type': 'string'},
+    {'key': 'notes', 'label': 'Notes', 'type': 'string'},
+    {'key': 'source', 'label': 'Source', 'type': 'string'},
+    {'key': 'userGroup', 'label': 'User Group', 'type': 'string'},
+    {'key': 'userId', 'label': 'User Id', 'type': 'string'},
+    {'key': 'subscribed', 'label': 'Subscribed', 'type': 'boolean'},
+    {'key': 'createdAt', 'label': 'Created At', 'type': 'date'},
+]
+
+
+@pytest.mark.parametrize('body, message', [
+    ({'name': 'planTier', 'type': 'string'}, 'Property already exists.'),
+    ({'name': 'createdAt', 'type': 'date'}, 'Property already exists.'),
+    ({'name': 'notes', 'type': 'string'}, 'Property already exists.'),
+    ({'name': 'seats', 'type': 'list'}, 'Invalid property type'),
+    ({'name': 'seats'}, 'Invalid property type'),
+    ({'name': 'teamId', 'type': 'string'}, 'reserved'),
+    ({'type': 'string'}, 'name is required'),
+    ({'name': 'plan_tier', 'type': 'string'}, 'camelCase'),
+])
+def test_property_creation_refusals(client, body, message):
+    client.call('POST', '/v1/contacts/properties', json={'name': 'planTier', 'type': 'string'})
+    refused = client.call('POST', '/v1/contacts/properties', json=body)
+    assert refused.status_code == 400 and message in refused.json()['message']
+    assert [p['key'] for p in client.call(
+        'GET', '/v1/contacts/properties?list=custom').json()] == ['planTier']
+
+
+@pytest.mark.parametrize('body, message', [
+    ({'notes': 'VIP'}, '"notes" cannot be set through the API.'),
+    ({'optInStatus': 'accepted'}, '"optInStatus" cannot be set through the API.'),
+    ({'createdAt': 'yesterday'}, 'Invalid value for "createdAt": must be a date.'),
+    ({'createdAt': True}, 'Invalid value for "createdAt": must be a date.'),
+    ({'seats': '12'}, 'Invalid value for "seats": must be a number.'),
+    ({'beta': 'yes'}, 'Invalid value for "beta": must be a boolean.'),
+    ({'firstName': 7}, 'Invalid value for "firstName": must be a string.'),
+])
+def test_values_must_fit_their_property(sandbox, client, body, message):
+    for name, kind in (('seats', 'number'), ('beta', 'boolean')):
+        client.call('POST', '/v1/contacts/properties', json={'name': name, 'type': kind})
+    refused = client.update({'email': EMAIL, **body})
+    assert (refused.status_code, refused.json()['message']) == (400, message)
+    assert sandbox.state()['contacts'] == []
+
+
+def test_typed_values_that_fit_are_stored(sandbox, client):
+    client.call('POST', '/v1/contacts/properties', json={'name': 'seats', 'type': 'number'})
+    for created_at in ('2026-11-01T10:00:00.000Z', 1793491200000, None):
+        assert client.update({'email': EMAIL, 'createdAt': created_at, 'seats': 3,
+                              'undeclared': 1}).status_code == 200
+    contact = only_contact(sandbox)
+    assert (contact['createdAt'], contact['seats'], contact['undeclared']) == (None, 3, 1)
+
+
+def test_find_refuses_an_invalid_email(client):
+    refused = client.call('GET', '/v1/contacts/find?email=not-an-email')
+    assert refused.status_code == 400 and refused.json()['message'] == 'Invalid email address.'
+
+
+def test_event_property_names_are_trimmed_and_nulls_refused_when_set(client, sandbox):
+    assert client.event({'eventName': 'Paid', 'email': EMAIL,
+                         'eventProperties': {' plan ': 'pro', 'coupon': None}}).status_code == 200
+    assert sandbox.state()['events'][0]['eventProperties'] == {'plan': 'pro', 'coupon': None}
+    sandbox.configure(null_event_properties='refuse')
+    refused = client.event({'eventName': 'Paid', 'email': EMAIL,
+                            'eventProperties': {'coupon': None}})
+    assert refused.status_code == 400
+    assert refused.json()['message'].startswith('Invalid value for "eventProperties.coupon"')
 
 
 UNSUBSCRIBED = {'email': 'x@example.com', 'userId': 'u1', 'subscribed': False}
@@ -335,11 +457,12 @@ def test_a_sandbox_starts_with_the_contacts_it_is_given():
                            'mailingLists': {'list_news': True}}]) as sandbox:
         assert sandbox.state()['contacts'] == [
             {'id': 'contact-1', 'email': 'x@example.com', 'userId': 'u1', 'firstName': None,
-             'lastName': None, 'source': 'API', 'subscribed': False, 'userGroup': None,
-             'mailingLists': {}},
+             'lastName': None, 'source': 'API', 'subscribed': False, 'userGroup': '',
+             'mailingLists': {}, 'optInStatus': None},
             {'id': 'contact-2', 'email': 'bob@example.com', 'userId': None,
              'firstName': None, 'lastName': None, 'source': 'API', 'subscribed': True,
-             'userGroup': None, 'mailingLists': {'list_news': True}, 'plan': 'pro'},
+             'userGroup': '', 'mailingLists': {'list_news': True}, 'optInStatus': None,
+             'plan': 'pro'},
         ]
         client = Client(sandbox)
         found = client.call('GET', '/v1/contacts/find?userId=u1').json()
@@ -413,7 +536,7 @@ def test_csv_import_creates_contacts_with_typed_values(audience):
     assert {k: v for k, v in ada.items() if k != 'id'} == {
         'email': 'ada@example.com', 'userId': 'u2', 'firstName': 'Ada', 'lastName': 'Lovelace',
         'source': 'CSV Upload', 'subscribed': True, 'userGroup': 'admins', 'mailingLists': {},
-        'plan': 'pro', 'seats': 12, 'beta': True, 'renewsAt': '2026-11-01'}
+        'optInStatus': None, 'plan': 'pro', 'seats': 12, 'beta': True, 'renewsAt': '2026-11-01'}
     bob = contact_by_email(audience, 'bob@example.com')
     assert (bob['source'], bob['subscribed'], bob['seats'], bob['beta'], bob['lastName']) == (
         'Webinar', False, 2.5, False, None)
@@ -521,13 +644,27 @@ def test_an_event_with_a_new_email_creates_the_contact(client, sandbox):
         'contact_id': contact['id']}
 
 
-def test_an_event_uses_the_contact_either_id_finds(client, sandbox):
+def test_an_event_uses_the_contact_either_id_finds_and_sets_the_other(client, sandbox):
+    # "If a contact is found for one of the values (e.g. `email`), the other
+    # value (e.g. `userId`) will be updated" (loops-openapi.yaml 1520-1526).
     contact_id = client.update({'email': EMAIL, 'userId': 'u1'}).json()['id']
     for ids in ({'userId': 'u1'}, {'email': EMAIL}, {'email': EMAIL, 'userId': 'u9'}):
         assert client.event({'eventName': 'Paid', 'plan': 'pro', **ids}).status_code == 200
-    assert {e['contact_id'] for e in sandbox.state()['events']} == {contact_id}
     contact = only_contact(sandbox)
-    assert (contact['userId'], contact['plan']) == ('u1', 'pro')
+    assert (contact['userId'], contact['plan']) == ('u9', 'pro')
+    assert client.event({'eventName': 'Paid', 'userId': 'u9',
+                         'email': 'ada@new.example'}).status_code == 200
+    assert only_contact(sandbox)['email'] == 'ada@new.example'
+    assert {e['contact_id'] for e in sandbox.state()['events']} == {contact_id}
+
+
+def test_an_event_whose_ids_name_two_contacts_goes_to_the_user_ids(client, sandbox):
+    client.update({'email': EMAIL, 'userId': 'u1'})
+    bob = client.update({'email': 'bob@example.com', 'userId': 'u2'}).json()['id']
+    response = client.event({'eventName': 'Paid', 'email': EMAIL, 'userId': 'u2'})
+    assert response.status_code == 200
+    assert [e['contact_id'] for e in sandbox.state()['events']] == [bob]
+    assert [c['email'] for c in sandbox.state()['contacts']] == [EMAIL, 'bob@example.com']
 
 
 def test_an_event_for_an_unknown_user_id_alone_is_refused(client, sandbox):
@@ -779,7 +916,7 @@ def test_inspection_endpoints(client, sandbox):
     assert bad.status_code == 400 and 'nope' in bad.json()['message']
 
     assert requests.post(inspect_url + '/reset', timeout=5).json() == {'success': True}
-    assert sandbox.state() == {'contacts': [], 'events': [], 'requests': []}
+    assert sandbox.state() == {'contacts': [], 'events': [], 'triggers': [], 'requests': []}
     sandbox.configure(fail_before=0)
     assert client.event({'eventName': 'Paid', 'email': EMAIL}, key='k1').status_code == 200
 

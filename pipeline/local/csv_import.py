@@ -11,20 +11,24 @@ import can unsubscribe (`Subscribed` false) but never re-subscribes. A row
 that cannot be imported changes nothing and is reported with its row number,
 the header being row 1.
 """
+import copy
 import csv
 import io
 import math
 import re
 from typing import TYPE_CHECKING, Any, Optional
 
-from pipeline.local.rules import (DEFAULT_PROPERTIES, EMAIL_PATTERN, MAX_STRING,
-                                  PROPERTY_NAME_PATTERN, RESERVED_NAMES, TOO_LONG, ApiError,
-                                  reserved_name_message)
+from pipeline.local.rules import (EMAIL_PATTERN, MAX_STRING, PROPERTY_NAME_PATTERN,
+                                  RESERVED_NAMES, TOO_LONG, ApiError, reserved_name_message)
 
 if TYPE_CHECKING:
     from pipeline.local.account import LoopsAccount
 
-COLUMN_KEYS = {item['label']: item['key'] for item in DEFAULT_PROPERTIES}
+# The import's column names of the default properties (REF; its "User ID" is
+# not the API's label "User Id").
+COLUMN_KEYS = {'Email': 'email', 'First Name': 'firstName', 'Last Name': 'lastName',
+               'User Group': 'userGroup', 'Source': 'source', 'User ID': 'userId',
+               'Subscribed': 'subscribed'}
 COLUMN_LABELS = {key: label for label, key in COLUMN_KEYS.items()}
 CLEAR = 'null'
 DEFAULT_SOURCE = 'CSV Upload'
@@ -86,15 +90,18 @@ def _import_row(account: 'LoopsAccount', keys: list[str], cells: list[str],
     if contact is None:
         if email is None:
             raise ApiError(400, 'An email is required to create a contact.')
+        before = None
         contact = account.new_contact()
         contact['source'] = DEFAULT_SOURCE
         outcome = 'created'
     else:
+        before = copy.deepcopy(contact)
         outcome = 'updated'
     contact.update({'email': email or contact['email'], 'userId': user_id or contact['userId']})
     contact.update(values)
     if subscribed is False:
         contact['subscribed'] = False
+    account.workflows.imported(before, contact)
     return outcome
 
 

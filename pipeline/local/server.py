@@ -1,7 +1,7 @@
 """The HTTP side of the sandbox (standard library only): a threading server
 that turns each request into a `Request`, asks its `answer` function for a
-`Reply` (None: drop the connection unanswered) and writes it as JSON with the
-rate limit headers. It knows nothing about Loops.
+`Reply` (None: drop the connection unanswered) and writes it as JSON (or
+plain text) with the rate limit headers. It knows nothing about Loops.
 """
 import json
 import socket
@@ -34,10 +34,12 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
-    """A JSON answer; `remaining` overrides the x-ratelimit-remaining header."""
+    """A JSON answer, or (`text` set) a plain-text one; `remaining` overrides
+    the x-ratelimit-remaining header."""
     status: int
     payload: Any
     remaining: Optional[int] = None
+    text: Optional[str] = None
 
 
 def error_reply(status: int, message: str, remaining: Optional[int] = None) -> Reply:
@@ -162,10 +164,13 @@ class _SandboxHandler(BaseHTTPRequestHandler):
         return body
 
     def _respond(self, reply: Reply) -> None:
-        data = json.dumps(reply.payload).encode('utf-8')
+        if reply.text is None:
+            data, content_type = json.dumps(reply.payload).encode('utf-8'), 'application/json'
+        else:
+            data, content_type = reply.text.encode('utf-8'), 'text/plain; charset=utf-8'
         try:
             self.send_response(reply.status)
-            self.send_header('Content-Type', 'application/json')
+            self.send_header('Content-Type', content_type)
             self.send_header('Content-Length', str(len(data)))
             for name, value in self.server.rate_headers(reply.remaining).items():
                 self.send_header(name, value)

@@ -29,6 +29,11 @@ from transforms.segment.parse import Rejected
 from transforms.segment.timestamps import parse_timestamp, to_iso8601
 
 LOOPS_TYPES = ('string', 'number', 'boolean', 'date')
+# The properties every Loops account has, which `GET /v1/contacts/properties`
+# lists before the custom ones (npm loops 7.3.0 README "listContactProperties";
+# https://loops.so/docs/api-reference/list-contact-properties).
+DEFAULT_PROPERTY_KEYS = frozenset({'firstName', 'lastName', 'email', 'notes', 'source',
+                                   'userGroup', 'userId', 'subscribed', 'createdAt'})
 UNKNOWN_PROPERTY_POLICIES = ('send', 'drop', 'fail')
 
 # Loops stores numbers as doubles: integers beyond this lose digits.
@@ -63,6 +68,11 @@ class AccountSchema:
                              f'{preview(lists, _PREVIEW_CHARS)}')
         return cls({item['key']: item['type'] for item in properties},
                    frozenset(item['id'] for item in lists))
+
+    @property
+    def custom_properties(self) -> list:
+        """The keys of the account's own properties, Loops' defaults left out."""
+        return [key for key in self.properties if key not in DEFAULT_PROPERTY_KEYS]
 
 
 def check_policy(unknown_properties: str) -> None:
