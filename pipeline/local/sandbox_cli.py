@@ -7,7 +7,9 @@ import sys
 import threading
 from typing import Optional
 
-from pipeline.local.sandbox import LoopsSandbox
+from pipeline.local.api import NULL_EVENT_PROPERTIES, WORKFLOW_ENDPOINTS
+from pipeline.local.error_shapes import ERROR_SHAPES
+from pipeline.local.sandbox import LoopsSandbox, account_fixture
 from pipeline.local.traffic import DEFAULT_SETTINGS, SHARE_SETTINGS
 
 
@@ -34,12 +36,23 @@ def _argument_parser() -> argparse.ArgumentParser:
                         help='requests per second per team; 0 turns limiting off')
     parser.add_argument('--latency_ms', type=parse_latency_ms, default=(0.0, 0.0),
                         help='added latency per request: MS or LOW-HIGH')
-    parser.add_argument('--team_name', default='Sandbox team')
+    parser.add_argument('--team_name', help="the team's name (default: the account file's, "
+                                            "else 'Sandbox team')")
     parser.add_argument('--seed', type=int, default=None)
     for name in SHARE_SETTINGS:
         parser.add_argument(f'--{name}', type=float, default=0.0,
                             help='share of requests (0..1) with this fault')
     parser.add_argument('--slow_seconds', type=float, default=DEFAULT_SETTINGS['slow_seconds'])
+    parser.add_argument('--account', metavar='FILE',
+                        help='a JSON file of the account: team_name, mailing_lists, '
+                             'custom_properties, contacts, workflows, event_patterns')
+    parser.add_argument('--error_shape', choices=ERROR_SHAPES, default='documented',
+                        help='the body of error answers')
+    parser.add_argument('--workflow_endpoints', choices=WORKFLOW_ENDPOINTS,
+                        default='available',
+                        help='forbidden: 403 on workflows and event patterns; missing: 404')
+    parser.add_argument('--null_event_properties', choices=NULL_EVENT_PROPERTIES,
+                        default='accept')
     return parser
 
 
@@ -50,11 +63,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     generated = not api_key
     if generated:
         api_key = secrets.token_urlsafe(24)
-    faults = {name: getattr(args, name) for name in SHARE_SETTINGS + ('slow_seconds',)}
+    settings = {name: getattr(args, name) for name in SHARE_SETTINGS + (
+        'slow_seconds', 'error_shape', 'workflow_endpoints', 'null_event_properties')}
     try:
-        sandbox = LoopsSandbox(api_key, team_name=args.team_name, host=args.host,
-                               port=args.port, rate_limit=args.rate_limit,
-                               latency=args.latency_ms, seed=args.seed, **faults)
+        account = account_fixture(args.account) if args.account else {}
+        if args.team_name:
+            account['team_name'] = args.team_name
+        sandbox = LoopsSandbox(api_key, host=args.host, port=args.port,
+                               rate_limit=args.rate_limit, latency=args.latency_ms,
+                               seed=args.seed, **account, **settings)
         sandbox.start()
     except (ValueError, OSError) as error:
         print(f'segment-loops sandbox: {error}', file=sys.stderr)

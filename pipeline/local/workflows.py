@@ -30,7 +30,7 @@ What sets a trigger off (the record `sandbox.state()['triggers']` keeps, one
 entry per contact entering a workflow: {workflow_id, workflow_name,
 trigger, contact_id, email, userId, detail}):
 - only a live workflow, status `Sending` ("Draft", "Paused" and
-  "PausedAndQueueing" never; the status enum, OAS 6467-6474);
+  "PausedAndQueueing" never; the status enum of `SimplifiedWorkflow`, OAS 6465-6471);
 - SignupTrigger: a contact created through the API ("This trigger works
   for contacts added via an integration, a form, or an API call. Contacts
   uploaded via CSV ... will not be included", https://loops.so/docs/workflows/triggers
@@ -91,7 +91,7 @@ class AccountWorkflows:
         self._pattern_numbers = count(1)
         self.event_patterns: list[dict] = []
         for number, item in enumerate(event_patterns):
-            pattern = event_pattern_from_fixture(item, f'workflows.event_patterns[{number}]')
+            pattern = event_pattern_from_fixture(item, f'event_patterns[{number}]')
             if self.event_pattern_named(pattern['eventName']) is not None:
                 raise ValueError(f'event_patterns: "{pattern["eventName"]}" is there twice')
             self.event_patterns.append(
