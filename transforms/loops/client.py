@@ -12,7 +12,8 @@ Loops has no batch endpoint: each contact upsert or event is its own request.
   rate-limit headers and every 429.
 
 One retry loop serves both `send(request) -> Outcome` (every answer becomes
-an Outcome) and `get(path) -> JSON` (anything but success is a LoopsError).
+an Outcome) and `get(path)` / `post(path, body)` -> JSON (anything but
+success is a LoopsError).
 A rejected API key (401) raises `AuthError`, and from then on the client
 raises it at once for every call, without sending: no later request can
 succeed, and a key Loops refused should not be offered again and again.
@@ -24,11 +25,13 @@ import random
 import time
 from typing import Callable, NamedTuple, Optional
 
+from transforms.core.kinds import JSON_HEADERS
 from transforms.core.records import LoopsRequest
 from transforms.loops.caller import REDACTED, Answer, LoopsCaller, check_base_url
 from transforms.loops.rate_limit import TokenBucket
 from transforms.loops.retry import (RATE_LIMITED_STATUS, AuthError, LoopsError, Outcome,
-                                    RetryPolicy, Verdict, classify, final_outcome)
+                                    RetryPolicy, Verdict, classify, final_outcome,
+                                    loops_message)
 
 __all__ = ['API_KEY_PATH', 'AuthError', 'LoopsClient', 'LoopsError', 'Outcome',
            'check_base_url']
@@ -140,16 +143,27 @@ class LoopsClient:
         Retries transient failures like send(); raises AuthError on 401 and
         LoopsError when no successful answer came.
         """
-        done = self._exchange('GET', path)
+        return self._json_call('GET', path)
+
+    def post(self, path: str, body: dict) -> object:
+        """Authenticated POST of the JSON `body` to `path`, returning the
+        answer's JSON; errors as get(). A transient failure is retried, so
+        the call must be safe to repeat (creating what exists is refused)."""
+        return self._json_call('POST', path, body, JSON_HEADERS)
+
+    def _json_call(self, method: str, path: str, body: Optional[dict] = None,
+                   headers: Optional[dict] = None) -> object:
+        done = self._exchange(method, path, body, headers)
         answer = done.answer
+        where = f'{method} {path}'
         if done.verdict is not Verdict.DELIVERED:
             outcome = final_outcome(done.verdict, answer.http_status, answer.body, answer.error,
-                                    done.attempts, done.rate_limited, f'GET {path}')
-            raise LoopsError(outcome.message, answer.http_status)
+                                    done.attempts, done.rate_limited, where)
+            raise LoopsError(outcome.message, answer.http_status, loops_message(answer.body))
         try:
             return json.loads(answer.body)
         except ValueError:
-            raise LoopsError(f'GET {path}: Loops answered with non-JSON text: '
+            raise LoopsError(f'{where}: Loops answered with non-JSON text: '
                              f'{answer.body[:200]!r}', answer.http_status) from None
 
     def check_key(self) -> str:

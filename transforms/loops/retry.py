@@ -49,14 +49,17 @@ class AuthError(Exception):
 
 
 class LoopsError(ConnectionError):
-    """Loops could not be reached, or did not answer a read with success.
+    """Loops could not be reached, or did not answer a call with success.
 
-    `http_status` is the last HTTP status, None when there was no answer.
+    `http_status` is the last HTTP status, None when there was no answer;
+    `loops_says` Loops' own words in its answer (`loops_message`), if any.
     """
 
-    def __init__(self, message: str, http_status: Optional[int] = None):
+    def __init__(self, message: str, http_status: Optional[int] = None,
+                 loops_says: Optional[str] = None):
         super().__init__(message)
         self.http_status = http_status
+        self.loops_says = loops_says
 
 
 class Verdict(enum.Enum):
