@@ -20,6 +20,11 @@ from transforms.core.sinks import read_failure_records
 
 DEMO_USERS = 30
 DEMO_DAYS = 3
+# The demo account's workflows: a live welcome email for every new contact,
+# what most Loops accounts have (a SignupTrigger, pipeline/local/workflows.py).
+DEMO_WORKFLOWS = [{'id': 'wf_welcome', 'name': 'Welcome', 'status': 'Sending',
+                   'description': 'A welcome email for every new contact',
+                   'trigger': {'typeName': 'SignupTrigger'}}]
 
 
 def recent_start_day(days: int, today: datetime.date) -> str:
@@ -74,7 +79,8 @@ def main(argv=None) -> int:
         key_file = os.path.join(tmp, 'loops-api-key')
         with open(key_file, 'w', encoding='utf-8') as f:
             f.write(key)
-        with LoopsSandbox(api_key=key, rate_limit=10, latency=(0.1, 0.3), seed=1) as sandbox:
+        with LoopsSandbox(api_key=key, rate_limit=10, latency=(0.1, 0.3), seed=1,
+                          workflows=DEMO_WORKFLOWS) as sandbox:
             print(f'Started a local Loops sandbox at {sandbox.base_url} '
                   '(10 requests/s, 100-300 ms latency).\n')
             started = time.monotonic()

@@ -211,3 +211,11 @@ def test_creating_a_property(sandbox, client, error_shape):
     assert not isinstance(raised.value, PropertyExists)
     with pytest.raises(ValueError, match='property type'):
         create_property(client, 'seats', 'integer')
+
+
+def test_the_demo_account_has_a_live_welcome_workflow():
+    from pipeline.demo import DEMO_WORKFLOWS
+    with LoopsSandbox(KEY, rate_limit=None, workflows=DEMO_WORKFLOWS) as sandbox:
+        [welcome] = read_workflows(LoopsClient(sandbox.base_url, KEY, rate=1000))
+    assert (welcome.name, welcome.live, welcome.triggers) == (
+        'Welcome', True, (Trigger('SignupTrigger'),))
