@@ -2,6 +2,10 @@
 Loops' JS SDK (npm loops 7.3.0) and OpenAPI spec show them, and the record
 of every trigger the account's live workflows set off."""
 import json
+import os
+import signal
+import subprocess
+import sys
 from urllib.parse import quote
 
 import pytest
@@ -260,3 +264,26 @@ def test_an_account_file_gives_the_constructor_arguments(tmp_path):
     path.write_text(json.dumps({'workflow': []}))
     with pytest.raises(ValueError, match='unknown keys'):
         account_fixture(str(path))
+
+
+def test_the_command_serves_an_account_file(tmp_path):
+    path = tmp_path / 'account.json'
+    path.write_text(json.dumps({'team_name': 'Acme', 'workflows': [WELCOME]}))
+    env = dict(os.environ, LOOPS_API_KEY=KEY)
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'pipeline.local.sandbox_cli', '--port', '0', '--account',
+         str(path), '--error_shape', 'error', '--workflow_endpoints', 'forbidden'],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base_url = process.stdout.readline().split()[-1]
+        headers = {'Authorization': f'Bearer {KEY}'}
+        assert requests.get(base_url + '/v1/api-key', headers=headers,
+                            timeout=5).json()['teamName'] == 'Acme'
+        refused = requests.get(base_url + '/v1/workflows', headers=headers, timeout=5)
+        assert (refused.status_code, refused.json()) == (
+            403, {'success': False, 'error': 'This API key has no access to workflows.'})
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0

@@ -3,6 +3,7 @@ properties: the parsing as pure functions over the answers Loops documents,
 then the reading against the sandbox over HTTP."""
 import pytest
 
+from pipeline.demo import DEMO_WORKFLOWS
 from pipeline.local.sandbox import LoopsSandbox
 from transforms.loops.client import LoopsClient
 from transforms.loops.retry import LoopsError
@@ -214,7 +215,6 @@ def test_creating_a_property(sandbox, client, error_shape):
 
 
 def test_the_demo_account_has_a_live_welcome_workflow():
-    from pipeline.demo import DEMO_WORKFLOWS
     with LoopsSandbox(KEY, rate_limit=None, workflows=DEMO_WORKFLOWS) as sandbox:
         [welcome] = read_workflows(LoopsClient(sandbox.base_url, KEY, rate=1000))
     assert (welcome.name, welcome.live, welcome.triggers) == (
