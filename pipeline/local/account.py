@@ -10,12 +10,14 @@ from pipeline.local.rules import (DEFAULT_PROPERTIES, ApiError, apply_to_contact
                                   check_contact_body, identity_of)
 from pipeline.local.workflows import AccountWorkflows
 
+# "in the previous 24 hours" (OAS 1544-1561)
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# A list's description is text or null (OAS `MailingList` 5096-5134; the JS SDK
+# README's listMailingLists example has both).
 DEFAULT_MAILING_LISTS = (
     {'id': 'list_news', 'name': 'Newsletter',
      'description': 'Company news, once a month', 'isPublic': True},
-    {'id': 'list_product', 'name': 'Product updates',
-     'description': 'New features and changes', 'isPublic': False},
+    {'id': 'list_product', 'name': 'Product updates', 'description': None, 'isPublic': False},
 )
 
 

@@ -43,7 +43,8 @@ class ApiCall:
 
 
 def single_query_value(query: dict, name: str) -> Optional[str]:
-    """The one value of query parameter `name`, None when absent; 400 when repeated."""
+    """The one value of query parameter `name`, None when absent; 400 when
+    repeated (unconfirmed: assumed stricter)."""
     values = query.get(name)
     if values is None:
         return None
@@ -105,7 +106,8 @@ def create_property(account: LoopsAccount, call: ApiCall) -> dict:
 
 
 def create_contact(account: LoopsAccount, call: ApiCall) -> dict:
-    """POST /v1/contacts/create: a new contact; 409 when its email or userId is taken."""
+    """POST /v1/contacts/create: a new contact, `email` required; 409 when
+    its email or userId is taken (OAS 660-702, `ContactFields` 4241-4294)."""
     contact = account.create_contact(parse_json_object(call.body))
     return {'success': True, 'id': contact['id']}
 
@@ -294,6 +296,8 @@ def _found_pattern(pattern: Optional[dict]) -> dict:
 
 
 Endpoint = Callable[[LoopsAccount, ApiCall], Any]
+# An unknown path is 404, a wrong method 405 "Wrong HTTP request method." (OAS
+# gives the 405 no body; the sandbox answers both in its error shape).
 
 # (path under /api) -> {method: endpoint}
 ROUTES: dict[str, dict[str, Endpoint]] = {
