@@ -30,21 +30,23 @@ What sets a trigger off (the record `sandbox.state()['triggers']` keeps, one
 entry per contact entering a workflow: {workflow_id, workflow_name,
 trigger, contact_id, email, userId, detail}):
 - only a live workflow, status `Sending` ("Draft", "Paused" and
-  "PausedAndQueueing" never; the status enum of `SimplifiedWorkflow`, OAS 6465-6471);
+  "PausedAndQueueing" never; the status enum of `SimplifiedWorkflow`,
+  OAS 6465-6471; which status is live is not stated, `Sending` by its name);
 - SignupTrigger: a contact created through the API ("This trigger works
   for contacts added via an integration, a form, or an API call. Contacts
-  uploaded via CSV ... will not be included", https://loops.so/docs/workflows/triggers
-  "Contact added"); detail None;
+  uploaded via CSV ... will not be included",
+  https://loops.so/docs/loop-builder/loop-triggers "Contact added");
+  detail None;
 - ContactPropertyTrigger: a change of the property `key` whose value
   before matches `was` and after matches `is` (OAS 8166-8237; "start the
   workflow when a specific field is updated from a specific value to another
   specific value", same page, "Contact updated"); a contact's creation counts
   as a change from no value (unconfirmed: assumed stricter, it sets off
   more); detail {key, was, is} with the two values;
-- AddToListTrigger: a contact subscribed to the list it was not on, every
-  time ("if the contact is removed from a list and then re-added, it will
-  trigger again", https://loops.so/docs/loop-builder/loop-triggers "Contact
-  added to list"); detail {mailingListId};
+- AddToListTrigger: a contact subscribed to the list it was not on ("if
+  the contact is removed from a list and then re-added, it will trigger
+  again", same page, "Contact added to list"; reEligible below still
+  holds); detail {mailingListId};
 - EventTrigger: an event of that exact name received (names are
   case-sensitive, OAS 1629-1650); detail {eventName};
 - a workflow with a mailing list takes only that list's contacts ("only
