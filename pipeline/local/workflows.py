@@ -107,12 +107,15 @@ class AccountWorkflows:
         self._entered.clear()
 
     def workflow(self, workflow_id: str) -> Optional[dict]:
+        """The workflow of this id, or None."""
         return next((w for w in self.workflows if w['id'] == workflow_id), None)
 
     def event_pattern(self, pattern_id: str) -> Optional[dict]:
+        """The event pattern of this id, or None."""
         return next((p for p in self.event_patterns if p['id'] == pattern_id), None)
 
     def event_pattern_named(self, event_name: str) -> Optional[dict]:
+        """The event pattern of this exact (case-sensitive) name, or None."""
         return next((p for p in self.event_patterns if p['eventName'] == event_name), None)
 
     def learn_event(self, event_name: str, event_properties: dict) -> None:
