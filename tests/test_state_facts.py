@@ -1,6 +1,7 @@
 """The sync state's facts and files: digests only, folded by the contact
 model's merge, written whole, recorded while delivering, partitioned."""
 import collections
+import hashlib
 import itertools
 
 import fastavro
@@ -105,7 +106,9 @@ def test_written_files_appear_whole_and_read_back(tmp_path):
     path = str(tmp_path / 'contacts' / 'log-r-w-000000.avro')
     records = [to_record(contact_digest(f'user:{i}'), Facts(digests_of(
         state_of({'n': i}, stamp(i))))) for i in range(5)]
-    assert write_facts_file(path, iter(records)) == 5
+    written = write_facts_file(path, iter(records))
+    data = open(path, 'rb').read()
+    assert written == (path, 5, len(data), hashlib.sha256(data).hexdigest())
     assert not list(tmp_path.rglob('*.tmp'))
     assert [contact for contact, _ in read_facts_file(path)] == [r['contact'] for r in records]
     assert [f.path for f in list_state(str(tmp_path)).contacts] == [path]

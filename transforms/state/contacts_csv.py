@@ -15,9 +15,11 @@ text a cell would change (empty, `null`, or with spaces at either end, which
 the import trims). Each file gets only the columns its rows use, so a
 property no row of the file has is left as it is.
 
-`WriteContactsCsv` writes the rows in files of at most `rows_per_file`
-rows and, with a sync state, records what it wrote as delivered (the
-recorder of the API writers, transforms/state/recorder.py).
+`WriteContactsCsv` writes the rows in as few files as `rows_per_file`
+allows (one writer writes them all: a million rows take seconds, and each
+file is one import by hand) and, with a sync state, records what it wrote
+(the recorder of the API writers, transforms/state/recorder.py; the job
+records it as pending, see pipeline/state.py).
 """
 import csv
 import dataclasses
@@ -32,7 +34,6 @@ from transforms.core.kinds import MAILING_LISTS
 from transforms.core.metrics import BundleCounts
 from transforms.core.records import LoopsRequest
 from transforms.core.sinks import output_prefix
-from transforms.delivery.write import shard_of
 from transforms.loops.retry import Outcome
 
 IDENTITY_KEYS = ('userId', 'email')
@@ -41,7 +42,6 @@ DEFAULT_COLUMNS = (('email', 'Email'), ('firstName', 'First Name'),
                    ('source', 'Source'), ('userId', 'User ID'), ('subscribed', 'Subscribed'))
 DEFAULT_LABELS = dict(DEFAULT_COLUMNS)
 DEFAULT_ROWS_PER_FILE = 50_000
-CSV_SHARDS = 4
 CLEAR = 'null'
 # Loops' API names of custom properties, the only names a column can have.
 COLUMN_NAME = re.compile(r'[a-z][A-Za-z0-9]*', re.ASCII)
@@ -110,8 +110,8 @@ def csv_text(rows: list) -> str:
     return out.getvalue()
 
 
-def csv_path(prefix: str, shard: int, number: int) -> str:
-    return f'{output_prefix(prefix, "contacts")}-{shard:03d}-{number:04d}.csv'
+def csv_path(prefix: str, number: int) -> str:
+    return f'{output_prefix(prefix, "contacts")}-{number:04d}.csv'
 
 
 class _WriteCsvFiles(beam.DoFn):
@@ -124,7 +124,7 @@ class _WriteCsvFiles(beam.DoFn):
         self._counts = BundleCounts()
 
     def process(self, grouped):
-        shard, requests = grouped
+        _, requests = grouped
         if self._recorder is not None:
             self._recorder.open()
         rows, written = [], []
@@ -135,16 +135,16 @@ class _WriteCsvFiles(beam.DoFn):
             if row:
                 rows.append((request, row))
             if len(rows) >= self._rows_per_file:
-                written.append(self._write(shard, len(written), rows))
+                written.append(self._write(len(written), rows))
                 rows = []
         if rows:
-            written.append(self._write(shard, len(written), rows))
+            written.append(self._write(len(written), rows))
         if self._recorder is not None:
             self._recorder.close()
         yield from written
 
-    def _write(self, shard: int, number: int, rows: list) -> str:
-        path = csv_path(self._prefix, shard, number)
+    def _write(self, number: int, rows: list) -> str:
+        path = csv_path(self._prefix, number)
         with FileSystems.create(path, mime_type='text/csv') as out:
             out.write(csv_text([row for _, row in rows]).encode('utf-8'))
         self._counts['csv/files'] += 1
@@ -161,28 +161,26 @@ class _WriteCsvFiles(beam.DoFn):
 
 class WriteContactsCsv(beam.PTransform):
     """ContactSequence (one upsert each) -> paths of the CSV files written
-    under `prefix` (`<prefix>-SSS-NNNN.csv`, at most `rows_per_file` rows
-    each). Counts `csv/rows`, `csv/files` and `csv/left_for_api` (upserts
-    with something no cell can carry: see the module docstring). With a
-    `recorder` (transforms/state/recorder.py), each row is recorded as
-    delivered, after its file is written."""
+    under `prefix` (`<prefix>-NNNN.csv`, ceil(rows / rows_per_file) files of
+    at most `rows_per_file` rows). Counts `csv/rows`, `csv/files` and
+    `csv/left_for_api` (upserts with something no cell can carry: see the
+    module docstring). With a `recorder` (transforms/state/recorder.py),
+    each row is recorded as delivered, after its file is written."""
 
     def __init__(self, prefix: str, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
-                 recorder=None, shards: int = CSV_SHARDS):
+                 recorder=None):
         super().__init__()
         if rows_per_file < 1:
             raise ValueError(f'rows_per_file must be at least 1, got {rows_per_file!r}')
         self._prefix = prefix
         self._rows_per_file = rows_per_file
         self._recorder = recorder
-        self._shards = shards
 
     def expand(self, sequences):
-        shards = self._shards
         return (sequences
                 | 'Upserts' >> beam.FlatMap(lambda sequence: sequence.requests)
-                | 'KeyByFile' >> beam.Map(lambda r: (shard_of(r.contact, shards), r))
-                | 'GroupByFile' >> beam.GroupByKey()
+                | 'OneWriter' >> beam.Map(lambda request: (0, request))
+                | 'GroupForFiles' >> beam.GroupByKey()
                 | 'WriteCsv' >> beam.ParDo(_WriteCsvFiles(
                     self._prefix, self._rows_per_file, self._recorder)))
 

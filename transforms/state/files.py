@@ -7,6 +7,11 @@ gs:// or s3:// alike:
     <prefix>/events/<YYYY-MM-DD>/  event facts (keys), by the event's UTC day
         snapshot-<run>-<shard>.avro   the fold of everything before <run>
         log-<run>-<writer>-<n>.avro   facts recorded while <run> delivered
+    <prefix>/pending/<run>/contacts/  a CSV load's contacts, not read until
+                                      `state confirm-import` moves them in
+    <prefix>/MANIFEST.json         the snapshots, with sizes and checksums
+                                   (transforms/state/manifest.py)
+    <prefix>/LEASE                 the run that holds the state (lease.py)
 
 Every file is Avro (schemas/sync_state.avsc, deflate). A file appears whole
 or not at all: on an object store an object appears when it is closed; on
@@ -18,10 +23,11 @@ folded leaves facts twice, which costs nothing.
 Run ids start with the UTC time, so file names sort by run.
 """
 import datetime
+import hashlib
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import BinaryIO, Iterable, Iterator, NamedTuple, Optional
 
 import fastavro
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
@@ -32,7 +38,7 @@ from transforms.segment.timestamps import DAY_MS
 from transforms.state.facts import fold, from_record
 
 SCHEMA = load_schema('sync_state')
-CONTACTS, EVENTS = 'contacts', 'events'
+CONTACTS, EVENTS, PENDING = 'contacts', 'events', 'pending'
 LOG, SNAPSHOT = 'log', 'snapshot'
 SUFFIX = '.avro'
 _LOCAL_SCHEMES = (None, 'file')
@@ -49,6 +55,12 @@ def contacts_dir(prefix: str) -> str:
 
 def events_dir(prefix: str, day: str) -> str:
     return FileSystems.join(state_root(prefix), EVENTS, day)
+
+
+def pending_prefix(prefix: str, run_id: str) -> str:
+    """Where a CSV load of run `run_id` records its contacts until confirmed:
+    a state of its own, of contacts only."""
+    return FileSystems.join(state_root(prefix), PENDING, run_id)
 
 
 def partition_dir(prefix: str, partition: str) -> str:
@@ -79,10 +91,16 @@ def snapshot_name(run_id: str, shard: int) -> str:
 @dataclass(frozen=True)
 class StateListing:
     """The state's files a run reads, as found when it starts (FileMetadata:
-    the path and size). `events`: day -> files, only the days asked for."""
+    the path and size). `events`: day -> files, only the days asked for;
+    `unread`: the event files of the other days; `pending`: run -> files of
+    the CSV loads not confirmed (never read by a run). `events_from_day`:
+    as list_state took it."""
     prefix: str
     contacts: tuple = ()
     events: dict = field(default_factory=dict)
+    unread: tuple = ()
+    pending: dict = field(default_factory=dict)
+    events_from_day: Optional[str] = ''
 
     @property
     def files(self) -> tuple:
@@ -102,18 +120,30 @@ def list_state(prefix: str, events_from_day: Optional[str] = '') -> StateListing
     files of the days from `events_from_day` on ('' for every day, None for
     none)."""
     root = state_root(prefix)
-    contacts, events = [], {}
+    contacts, events, unread, pending = [], {}, [], {}
     for metadata in _match(FileSystems.join(root, '**')):
-        parts = metadata.path[len(root):].lstrip('/').split('/')
+        parts = relative_path(root, metadata.path).split('/')
         if not parts[-1].endswith(SUFFIX):
             continue
         if len(parts) == 2 and parts[0] == CONTACTS:
             contacts.append(metadata)
-        elif (len(parts) == 3 and parts[0] == EVENTS and events_from_day is not None
-              and parts[1] >= events_from_day):
-            events.setdefault(parts[1], []).append(metadata)
+        elif len(parts) == 3 and parts[0] == EVENTS:
+            if events_from_day is not None and parts[1] >= events_from_day:
+                events.setdefault(parts[1], []).append(metadata)
+            else:
+                unread.append(metadata)
+        elif len(parts) == 4 and parts[0] == PENDING and parts[2] == CONTACTS:
+            pending.setdefault(parts[1], []).append(metadata)
     return StateListing(prefix, tuple(contacts),
-                        {day: tuple(files) for day, files in sorted(events.items())})
+                        {day: tuple(files) for day, files in sorted(events.items())},
+                        tuple(unread),
+                        {run: tuple(files) for run, files in sorted(pending.items())},
+                        events_from_day)
+
+
+def relative_path(prefix: str, path: str) -> str:
+    """A state file's path below the state's folder: 'contacts/snapshot-....avro'."""
+    return path[len(state_root(prefix)):].replace('\\', '/').lstrip('/')
 
 
 def _match(pattern: str) -> list:
@@ -138,8 +168,50 @@ def parent_name(path: str) -> str:
     return os.path.basename(os.path.dirname(path.replace('\\', '/').rstrip('/')))
 
 
-def write_facts_file(path: str, records: Iterable[dict]) -> int:
-    """Writes sync-state records to `path`, whole or not at all; -> records written."""
+class WrittenFile(NamedTuple):
+    """A state file as written: its records, bytes and SHA-256 (hex)."""
+    path: str
+    records: int
+    size: int
+    sha256: str
+
+
+class Checksum:
+    """The size and SHA-256 of the bytes that pass through `write` or `read`
+    of a file object it wraps."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def seekable(self) -> bool:
+        # fastavro appends to a seekable file: this one is always new.
+        return False
+
+    def write(self, data: bytes) -> int:
+        self._count(data)
+        return self._stream.write(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def read(self, size: int = -1) -> bytes:
+        return self._count(self._stream.read(size))
+
+    def _count(self, data: bytes) -> bytes:
+        self._hash.update(data)
+        self.size += len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def write_facts_file(path: str, records: Iterable[dict],
+                     metadata: Optional[dict] = None) -> WrittenFile:
+    """Writes sync-state records to `path`, whole or not at all; `metadata`
+    goes into the Avro header."""
     scheme = FileSystems.get_scheme(path)
     target = path + '.tmp' if scheme in _LOCAL_SCHEMES else path
     count = 0
@@ -152,27 +224,32 @@ def write_facts_file(path: str, records: Iterable[dict]) -> int:
 
     with FileSystems.create(target, mime_type='application/octet-stream',
                             compression_type=CompressionTypes.UNCOMPRESSED) as out:
-        fastavro.writer(out, SCHEMA, counted(), codec='deflate')
+        checksum = Checksum(out)
+        fastavro.writer(checksum, SCHEMA, counted(), codec='deflate', metadata=metadata)
     if target != path:
         FileSystems.rename([target], [path])
-    return count
+    return WrittenFile(path, count, checksum.size, checksum.hexdigest())
+
+
+def open_state_file(path: str) -> BinaryIO:
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def read_facts_file(path: str) -> Iterator[tuple]:
     """(contact digest, Facts) of each record of one state file."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with open_state_file(path) as f:
         for record in fastavro.reader(f):
             yield from_record(record)
 
 
-def read_facts(listing: StateListing) -> dict:
+def read_facts(listing: StateListing, read=read_facts_file) -> dict:
     """{(partition, contact digest): Facts} of every listed file, folded: the
     state in memory, for a plain loop (`check`, tests) over a small state.
-    `partition` is CONTACTS or the event day."""
+    `partition` is CONTACTS or the event day; `read(path)` reads a file."""
     folded = {}
     for metadata in listing.files:
         partition = parent_name(metadata.path)
-        for contact, facts in read_facts_file(metadata.path):
+        for contact, facts in read(metadata.path):
             key = (partition, contact)
             before = folded.get(key)
             folded[key] = facts if before is None else fold((before, facts))
@@ -193,3 +270,44 @@ def delete_files(paths: Iterable[str]) -> int:
             raise BeamIOError(f'could not delete {len(failed)} state files',
                               {path: error.exception_details[path] for path in failed}) from None
     return len(paths)
+
+
+def move_files(sources: list, destinations: list) -> None:
+    """Moves state files (a rename on local disk, copy and delete on an
+    object store), making the local folders they go to."""
+    if not sources:
+        return
+    for destination in destinations:
+        if FileSystems.get_scheme(destination) in _LOCAL_SCHEMES:
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+    FileSystems.rename(list(sources), list(destinations))
+
+
+def confirm_pending(listing: StateListing) -> dict:
+    """Moves the files of every pending CSV load into the state's contacts,
+    where the next run reads them as delivered; -> {run: files moved}."""
+    sources, destinations = [], []
+    for files in listing.pending.values():
+        for metadata in files:
+            sources.append(metadata.path)
+            destinations.append(FileSystems.join(contacts_dir(listing.prefix),
+                                                 FileSystems.split(metadata.path)[1]))
+    move_files(sources, destinations)
+    _remove_empty_local_dirs(FileSystems.join(state_root(listing.prefix), PENDING))
+    return {run: len(files) for run, files in listing.pending.items()}
+
+
+def discard_pending(listing: StateListing) -> dict:
+    """Deletes the files of every pending CSV load; -> {run: files deleted}."""
+    delete_files(metadata.path for files in listing.pending.values() for metadata in files)
+    _remove_empty_local_dirs(FileSystems.join(state_root(listing.prefix), PENDING))
+    return {run: len(files) for run, files in listing.pending.items()}
+
+
+def _remove_empty_local_dirs(root: str) -> None:
+    # An object store has no folders; on local disk an empty one would stay.
+    if FileSystems.get_scheme(root) not in _LOCAL_SCHEMES or not os.path.isdir(root):
+        return
+    for folder, _, _ in sorted(os.walk(root), key=lambda entry: -len(entry[0])):
+        if not os.listdir(folder):
+            os.rmdir(folder)

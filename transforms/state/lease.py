@@ -33,6 +33,11 @@ outage) may be taken over; it learns so at its next renewal (`lost`).
 The process that renews is the one that holds the lease: with a remote
 runner (Dataflow), the launcher, which must then wait for the job to end
 before it releases the lease.
+
+The job's workers, which cannot renew a lease they do not hold, check it
+(`LeaseCheck`): before they write to the state, and at least every few
+seconds while they deliver, they read the lease object and stop (LeaseLost)
+once it is another run's.
 """
 import datetime
 import getpass
@@ -42,12 +47,14 @@ import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Optional
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.state.lease_stores import LeaseStore, store_for
+from transforms.state.lease_stores import LeaseStore, lease_location, store_for
 
 DEFAULT_TTL_SECONDS = 120.0
 RENEWALS_PER_TTL = 3
@@ -372,3 +379,39 @@ class Lease:
         self.release()
         if self._thread is not None:
             self._thread.join()
+
+
+class LeaseCheck:
+    """Whether this run still holds the lease of the state at `prefix`
+    (its `token`), as the job's workers see it: `check()` reads the lease
+    object through Beam's file systems and raises LeaseLost when it is gone
+    or another run's; `check_if_due()` does so at most every
+    `interval_seconds`. Picklable."""
+
+    def __init__(self, prefix: str, token: str, interval_seconds: float):
+        self.prefix, self.token = prefix, token
+        self._interval = interval_seconds
+        self._checked_at: Optional[float] = None
+
+    def __getstate__(self):
+        return {**self.__dict__, '_checked_at': None}
+
+    def check(self) -> None:
+        location = lease_location(self.prefix)
+        try:
+            with FileSystems.open(location) as f:
+                data = f.read()
+        except Exception:   # gone (every file system words it its own way)
+            if FileSystems.exists(location):
+                raise
+            data = None
+        self._checked_at = time.monotonic()
+        if data is None:
+            raise LeaseLost(_lost_message(self.prefix, location, None))
+        record, _ = _parse_or_reason(data)
+        if record is None or record.token != self.token:
+            raise LeaseLost(_lost_message(self.prefix, location, (data, None)))
+
+    def check_if_due(self) -> None:
+        if self._checked_at is None or time.monotonic() - self._checked_at >= self._interval:
+            self.check()

@@ -11,8 +11,14 @@ the writer's tick) of deliveries: a rerun sends those again, and nothing
 else. A bundle retried by the runner records its facts again, which folds
 to the same state.
 
+With a `lease` (transforms/state/lease.py, LeaseCheck), the recorder also
+stops the job's writers once another run has taken the state over: it
+checks the lease when a bundle opens and at least every `lease.interval`
+while the writer delivers, and raises LeaseLost, which stops the sending
+(what it had recorded is written first: it was delivered).
+
 The same buffer serves the CSV first load (transforms/state/contacts_csv.py),
-which records the contacts it wrote as delivered.
+which records the contacts it wrote, as pending until the import is confirmed.
 """
 import time
 import uuid
@@ -24,6 +30,7 @@ from transforms.core.records import LoopsRequest
 from transforms.loops.retry import Outcome
 from transforms.state.facts import Facts, facts_of_request, fold, to_record
 from transforms.state.files import CONTACTS, event_day, log_name, partition_dir, write_facts_file
+from transforms.state.lease import LeaseCheck
 
 DEFAULT_FLUSH_SECONDS = 30.0
 # What Loops holds after these is what the request asked for (a deletion
@@ -66,19 +73,23 @@ class FactsBuffer:
 class StateRecorder:
     """A DeliveryRecorder that writes delivered facts under `prefix` as
     log-<run_id>-<writer>-<n>.avro files, at most `flush_seconds` after a
-    fact was recorded. Picklable; one writer id per open()."""
+    fact was recorded; with a `lease`, stops the writer once the run no
+    longer holds the state. Picklable; one writer id per open()."""
 
     def __init__(self, prefix: str, run_id: str, flush_seconds: float = DEFAULT_FLUSH_SECONDS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, lease: Optional[LeaseCheck] = None):
         if not flush_seconds > 0:
             raise ValueError(f'flush_seconds must be positive, got {flush_seconds!r}')
         self._prefix = prefix
         self._run_id = run_id
         self._flush_seconds = flush_seconds
         self._clock = clock
+        self._lease = lease
         self._buffer: Optional[FactsBuffer] = None
 
     def open(self) -> None:
+        if self._lease is not None:
+            self._lease.check()
         self._writer = uuid.uuid4().hex[:8]
         self._files = 0
         self._buffer = FactsBuffer()
@@ -93,6 +104,8 @@ class StateRecorder:
     def maybe_flush(self) -> None:
         if self._oldest is not None and self._clock() - self._oldest >= self._flush_seconds:
             self.flush()
+        if self._lease is not None:
+            self._lease.check_if_due()
 
     def flush(self) -> None:
         if self._buffer is None:

@@ -13,8 +13,13 @@
          and those of a deleted contact from before its deletion
          (`state/events_before_deletion`)
     after the run's last write: everything read plus the run's own log
-      files -> FoldSyncState: one snapshot per partition, then the folded
-         files are deleted
+      files -> FoldSyncState: one snapshot per partition, then the
+         manifest (listing the snapshots), then the folded files are deleted
+
+Every file read is checked against the state's manifest (transforms/state/
+manifest.py) as it is read; a damaged one stops the job (StateFileDamaged)
+before anything is sent, since every request waits for the state. The
+fold commits only while the run holds the state's lease (a LeaseCheck).
 
 The pure parts are in transforms/state/facts.py, the files in
 transforms/state/files.py, the recorder in transforms/state/recorder.py.
@@ -32,8 +37,11 @@ from transforms.core.metrics import BundleCounts
 from transforms.state.facts import (Facts, changed_properties, changes_after_deletion, fold,
                                     identity_key, to_record)
 from transforms.state.files import (CONTACTS, LOG, StateListing, delete_files, list_state,
-                                    parent_name, partition_dir, read_facts_file, snapshot_name,
+                                    parent_name, partition_dir, relative_path, snapshot_name,
                                     state_root, write_facts_file)
+from transforms.state.lease import LeaseCheck
+from transforms.state.manifest import (MANIFEST_MARK, MANIFEST_NAME, Entry, Manifest,
+                                       expected_entries, read_checked, write_manifest)
 
 # A contact snapshot file per this many bytes of contact facts read.
 SNAPSHOT_SHARD_BYTES = 64 * 2 ** 20
@@ -41,16 +49,18 @@ RUN, STATE = 'run', 'state'
 
 
 class _ReadFactsFiles(beam.DoFn):
-    def process(self, metadata):
-        partition = parent_name(metadata.path)
-        for contact, facts in read_facts_file(metadata.path):
+    def process(self, listed):
+        path, entry = listed
+        partition = parent_name(path)
+        for contact, facts in read_checked(path, entry):
             yield partition, contact, facts
 
 
 class ReadStateFiles(beam.PTransform):
-    """FileMetadata of state files -> (partition, contact digest, Facts).
-    Files are read whole, spread over workers (a snapshot is cut in shards
-    of SNAPSHOT_SHARD_BYTES); one that is gone fails the read."""
+    """(path, manifest Entry or None) of state files -> (partition, contact
+    digest, Facts). Files are read whole, spread over workers (a snapshot is
+    cut in shards of SNAPSHOT_SHARD_BYTES); one that is gone, or not what
+    the manifest lists, fails the read (StateFileDamaged)."""
 
     def expand(self, files):
         return (files
@@ -59,16 +69,17 @@ class ReadStateFiles(beam.PTransform):
 
 
 class ReadSyncState(beam.PTransform):
-    """A StateListing -> (partition, contact digest, Facts) of every listed
-    file. A file deleted since the listing fails the read (a concurrent
-    `state compact`), rather than silently forgetting what it held."""
+    """A StateListing (and the state's manifest) -> (partition, contact
+    digest, Facts) of every listed file. A file deleted since the listing
+    fails the read, rather than silently forgetting what it held."""
 
-    def __init__(self, listing: StateListing):
+    def __init__(self, listing: StateListing, manifest: Optional[Manifest] = None):
         super().__init__()
         self._listing = listing
+        self._manifest = manifest
 
     def expand(self, p):
-        return (p | 'ListedFiles' >> beam.Create(list(self._listing.files))
+        return (p | 'ListedFiles' >> beam.Create(expected_entries(self._listing, self._manifest))
                 | 'Read' >> ReadStateFiles())
 
 
@@ -199,11 +210,11 @@ class _WriteSnapshot(beam.DoFn):
         path = FileSystems.join(partition_dir(self._prefix, partition),
                                 snapshot_name(self._run_id, shard))
         records = (to_record(contact, fact) for contact, fact in facts)
-        written = write_facts_file(path, records)
+        written = write_facts_file(path, records, {MANIFEST_MARK: MANIFEST_NAME})
         self._counts['state/snapshot_files'] += 1
         self._counts['state/snapshot_contacts' if partition == CONTACTS
-                     else 'state/snapshot_event_contacts'] += written
-        yield path
+                     else 'state/snapshot_event_contacts'] += written.records
+        yield written
 
     def finish_bundle(self):
         self._counts.flush()
@@ -216,18 +227,44 @@ def run_logs(prefix: str, run_id: str) -> list:
             if FileSystems.split(f.path)[1].startswith(mark)]
 
 
+def commit_fold(prefix: str, run_id: str, manifest: Manifest, folded: list, own_logs: list,
+                written: list, lease: Optional[LeaseCheck]) -> str:
+    """Once the snapshots are written: the manifest that lists them, then
+    the files they fold are deleted (a crash in between leaves facts twice,
+    which fold to the same). Only while this run holds the lease."""
+    if lease is not None:
+        lease.check()
+    write_manifest(prefix, manifest.after_fold(prefix, run_id, folded, written))
+    delete_files(folded + sorted(set(own_logs)))
+    return run_id
+
+
+def starting_manifest(listing: StateListing, manifest: Optional[Manifest]) -> Manifest:
+    """The manifest a fold starts from: the state's, or for a state that has
+    none (written before manifests existed), the files the run does not
+    fold, by size."""
+    if manifest is not None:
+        return manifest
+    return Manifest({relative_path(listing.prefix, f.path): Entry(f.size_in_bytes, None)
+                     for f in listing.unread})
+
+
 class FoldSyncState(beam.PTransform):
     """Folds the facts read at the start (`facts`, from ReadSyncState) and
     the log files this run wrote into one snapshot per partition, once
     `after` (a PCollection: the last write's `done`) is complete; then
-    deletes the files folded. Returns the snapshot paths."""
+    writes the manifest and deletes the files folded (commit_fold). Returns
+    a PCollection of one element once that is done."""
 
-    def __init__(self, prefix: str, run_id: str, listing: StateListing, after=None):
+    def __init__(self, prefix: str, run_id: str, listing: StateListing, after=None,
+                 manifest: Optional[Manifest] = None, lease: Optional[LeaseCheck] = None):
         super().__init__()
         self._prefix = state_root(prefix)
         self._run_id = run_id
         self._listing = listing
         self._after = after
+        self._manifest = starting_manifest(listing, manifest)
+        self._lease = lease
         self._contact_shards = max(1, math.ceil(
             sum(f.size_in_bytes for f in listing.contacts) / SNAPSHOT_SHARD_BYTES))
 
@@ -238,7 +275,8 @@ class FoldSyncState(beam.PTransform):
             start = start | 'AfterWrites' >> beam.Map(
                 lambda none, _done: none, beam.pvalue.AsList(self._after))
         own_logs = start | 'ListRunLogs' >> beam.FlatMap(lambda _: run_logs(prefix, run_id))
-        own_facts = own_logs | 'ReadRunLogs' >> ReadStateFiles()
+        own_facts = (own_logs | 'Unlisted' >> beam.Map(lambda metadata: (metadata.path, None))
+                     | 'ReadRunLogs' >> ReadStateFiles())
         snapshots = (
             (facts, own_facts) | 'AllFacts' >> beam.Flatten()
             | 'ByContact' >> beam.Map(lambda f: ((f[0], f[1]), f[2]))
@@ -248,10 +286,10 @@ class FoldSyncState(beam.PTransform):
                 (kv[0][1], kv[1])))
             | 'GroupByShard' >> beam.GroupByKey()
             | 'WriteSnapshots' >> beam.ParDo(_WriteSnapshot(prefix, run_id)))
-        folded = list(self._listing.paths)
+        folded, manifest, lease = list(self._listing.paths), self._manifest, self._lease
         logs = own_logs | 'OwnLogPaths' >> beam.Map(lambda metadata: metadata.path)
-        (start
-         | 'DeleteFolded' >> beam.FlatMap(
-             lambda _, _written, own: [delete_files(folded + sorted(set(own)))],
-             beam.pvalue.AsList(snapshots), beam.pvalue.AsList(logs)))
-        return snapshots
+        return (start
+                | 'Commit' >> beam.Map(
+                    lambda _, written, own: commit_fold(prefix, run_id, manifest, folded, own,
+                                                        written, lease),
+                    beam.pvalue.AsList(snapshots), beam.pvalue.AsList(logs)))
