@@ -14,20 +14,23 @@ The pipeline, step by step:
                           run (failures: deliver); with --dry_run, JSON lines instead
   7. WriteFailures        every failure record, flattened into one Avro sink
 
-With --state (pipeline/state.py): ReadSyncState reads what earlier runs
-delivered; ChangedContacts (between 3 and 4) keeps, per contact, only the
-properties that changed, and OrderRequests drops events already sent; the
-writers record what they deliver as they go; FoldSyncState folds it all
-into a new snapshot at the end. With --contacts_csv, WriteContactsCsv
-writes the upserts of 4 as CSV files for Loops' audience import, and
-nothing is sent.
+With --state (pipeline/state.py): the run holds the state's lease from
+before it reads the state until the end; ReadSyncState reads what earlier
+runs delivered, checked against the state's manifest; ChangedContacts
+(between 3 and 4) keeps, per contact, only the properties that changed, and
+OrderRequests drops events already sent; the writers record what they
+deliver as they go; FoldSyncState folds it all into a new snapshot at the
+end. With --contacts_csv, WriteContactsCsv writes the upserts of 4 as CSV
+files for Loops' audience import, records them in the state as pending,
+and nothing is sent. Every output is proven writable before the first
+request (pipeline/writable.py).
 """
 import itertools
 import os
 import sys
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import apache_beam as beam
@@ -44,6 +47,7 @@ from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, add_input_option
                               job_parser, parse_job_args, require_cloud_paths, set_default_runner)
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
                                 policy_from_args)
+from pipeline.writable import require_writable
 from transforms.contacts.merge import MergeContacts, UpsertsFromStates
 from transforms.contacts.ordering import OrderRequests, remove_runs
 from transforms.contacts.process_archive import ProcessArchive
@@ -86,6 +90,7 @@ def backfill_parser():
         add_options(parser)
     add_safety_options(parser, max_event_age=DEFAULT_MAX_EVENT_AGE, resubscribe=False)
     sync.add_state_options(parser)
+    sync.add_lease_options(parser)
     sync.add_csv_options(parser)
     return parser
 
@@ -142,6 +147,7 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
     check_s3_reaches_workers((args.state, args.contacts_csv), options,
                              'paths (--state, --contacts_csv)')
     sync.check_csv_args(args)
+    sync.check_flush_seconds(args)
     archive_input = archive_input_from_args(args, options)
     require_cloud_paths(options, {'--dead_letter': args.dead_letter, '--dry_run': args.dry_run,
                                   '--contacts_csv': args.contacts_csv})
@@ -159,7 +165,6 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
         summary_path=args.summary,
         loops=None if args.dry_run else connect_to_loops(args),
         unknown_properties=args.unknown_properties,
-        state=sync.sync_state_from_args(args, options, policy),
         contacts_csv=args.contacts_csv,
         csv_rows=args.csv_rows,
         run_directory=run_directory_for(options),
@@ -195,7 +200,9 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
     recorder = job.state.recorder() if job.state and not job.dry_run else None
     phases = {phase: (sequences,) for phase, sequences in ordered.items()}
     if job.contacts_csv:
-        upserts | 'WriteContactsCsv' >> WriteContactsCsv(job.contacts_csv, job.csv_rows, recorder)
+        upserts | 'WriteContactsCsv' >> WriteContactsCsv(
+            job.contacts_csv, job.csv_rows,
+            job.state.pending_recorder() if not job.dry_run else None)
         phases = {} if not job.dry_run else phases
     else:
         # Leads (contacts known only by email) go after every userId contact:
@@ -218,29 +225,42 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
 
 
 def start(argv=None, out=sys.stdout) -> tuple:
-    """Validates, checks the key and the account, and submits the backfill
-    without waiting: -> (PipelineResult, BackfillJob). Raises UsageError."""
+    """Validates, proves the outputs writable, takes the sync state's lease,
+    checks the key and the account, and submits the backfill without
+    waiting: -> (PipelineResult, BackfillJob); the caller releases the
+    lease (`sync.release(job.state)`) once the job is over. Raises
+    UsageError."""
     args, beam_args = parse_job_args(backfill_parser(), argv)
     options = PipelineOptions(beam_args)
     use_worker_processes_for_large_dry_runs(args, beam_args, options)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
     job = job_from_args(args, options)
-    account = None
-    if job.loops is not None:
-        team, account = preflight(job.loops)
-        print(f'Loops API key accepted (team: {team}).', file=out)
-    p = beam.Pipeline(options=options)
-    build_backfill(p, job, account)
-    return p.run(), job
+    require_writable(options, {'--state': args.state, '--dead_letter': args.dead_letter,
+                      '--dry_run': args.dry_run, '--contacts_csv': args.contacts_csv})
+    job = replace(job, state=sync.open_state(args, options, job.policy, 'backfill', out))
+    try:
+        account = None
+        if job.loops is not None:
+            team, account = preflight(job.loops)
+            print(f'Loops API key accepted (team: {team}).', file=out)
+        p = beam.Pipeline(options=options)
+        build_backfill(p, job, account)
+        with sync.state_failures(job.state):
+            return p.run(), job
+    except BaseException:
+        sync.release(job.state)
+        raise
 
 
 def run(argv=None, out=sys.stdout) -> dict:
     """Runs a backfill to completion; returns its summary. Raises UsageError."""
     result, job = start(argv, out)
     try:
-        result.wait_until_finish()
+        with sync.state_failures(job.state):
+            result.wait_until_finish()
     finally:
         remove_runs(job.run_directory)
+        sync.release(job.state)
     counters = run_summary.pipeline_counters(result)
     raise_if_key_rejected(counters)
     keys = dict(run_summary.BACKFILL_KEYS)

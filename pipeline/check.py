@@ -46,7 +46,7 @@ from transforms.loops.connection import LoopsConnection
 from transforms.mapping.conform import AccountSchema
 from transforms.mapping.processor import EventProcessor, Policy, Selection
 from transforms.segment.read import Unreadable
-from transforms.state.files import StateListing, list_state, read_facts
+from transforms.state.files import StateListing
 
 EXIT_OK = 0
 # Not 1: the CLI uses 1 for a job that failed; a script must tell them apart.
@@ -123,11 +123,9 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
 
 
 def state_listing(args, options: PipelineOptions, policy: Policy) -> Optional[StateListing]:
-    """The files of --state a backfill with these options would read, or None."""
-    if not args.state:
-        return None
-    FileSystems.set_options(options)
-    return list_state(args.state, sync.events_from_day(policy))
+    """The files of --state a backfill with these options would read, or
+    None; UsageError when they are not what the state's manifest lists."""
+    return sync.read_listing(args, options, policy)
 
 
 def scan(job: CheckJob, account: AccountSchema) -> CheckRun:
@@ -139,7 +137,7 @@ def scan(job: CheckJob, account: AccountSchema) -> CheckRun:
     # consent need only these.
     backfill = PlainBackfill(job.resubscribe, counts, keep_requests=False,
                              kept_properties=None if job.state else CONTACT_KEYS,
-                             delivered=read_facts(job.state) if job.state else None)
+                             delivered=sync.read_state_facts(job.state) if job.state else None)
     seen = Observations(account)
     paths = archive_paths(job.input.patterns, job.input.since_ms, job.input.until_ms, counts)
     for raw in read_events(paths, counts, job.sample):

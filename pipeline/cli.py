@@ -11,7 +11,7 @@ commands:
   check      preflight: what a backfill would send, and what the Loops account would lose
   replay     re-send the requests of delivery failures from a dead letter
   delete     delete contacts from Loops (userIds, emails or Segment's delete messages)
-  state      `state compact --state PREFIX`: fold a sync state's files into one snapshot
+  state      look after a sync state: compact, verify, repair, confirm-import
   demo       a backfill of a generated archive into a local Loops sandbox (no account needed)
   sandbox    serve a local Loops-compatible API for tests and trials
   generate   write a realistic sample Segment archive
@@ -49,8 +49,8 @@ def _delete(argv):
 
 
 def _state(argv):
-    from pipeline import state
-    return state.main(argv)
+    from pipeline import state_commands
+    return state_commands.main(argv)
 
 
 def _demo(argv):

@@ -14,7 +14,9 @@ The pipeline, step by step:
                            waits for it up to --contact_wait_seconds (failures: deliver);
                            with --state, what Loops accepted is recorded, so a backfill
                            sharing the state never sends a value older than the stream's,
-                           nor a deleted contact's data from before its deletion
+                           nor a deleted contact's data from before its deletion (the
+                           stream only adds log files: it takes no lease, and shares the
+                           state with the one run that holds it, pipeline/state.py)
   6. failures              to --dead_letter_topic (JSON, attributes stage and reason)
                            and/or windowed Avro files under --dead_letter
 """
@@ -35,6 +37,7 @@ from pipeline.loops_options import (add_conform_options, add_loops_options, conn
 from pipeline.options import (UsageError, add_safety_options, add_selection_options, job_parser,
                               parse_job_args, require_cloud_paths, runs_locally, set_default_runner)
 from pipeline.selection import event_selection_from_args, parse_duration, policy_from_args
+from pipeline.writable import require_writable
 from transforms.contacts.stream_state import KeepLatestPerContact
 from transforms.core.records import ContactSequence, RawEvent
 from transforms.core.sinks import PublishFailures, WriteWindowedFailures
@@ -261,6 +264,7 @@ def _launch(argv, out) -> tuple:
     options.view_as(StandardOptions).streaming = True
     set_default_runner(options, DEFAULT_STREAM_RUNNER)
     job = job_from_args(args, options)
+    require_writable(options, {'--state': args.state, '--dead_letter': job.dead_letter})
     team, account = preflight(job.loops)
     print(f'Loops API key accepted (team: {team}).', file=out)
     p = beam.Pipeline(options=options)

@@ -1,17 +1,20 @@
 """The first load by CSV (--contacts_csv): files Loops' audience import
-takes, that leave the account as the upserts would have, and a sync state
-that makes the next run send only what the files could not carry."""
+takes, as few as --csv_rows allows, that leave the account as the upserts
+would have, and a sync state that, once the import is confirmed, makes the
+next run send only what the files could not carry (and before that, sends
+the contacts as usual)."""
 import collections
 import csv
 import dataclasses
 import glob
 import io
 import json
+import math
 import os
 
 import pytest
 
-from pipeline import backfill
+from pipeline import backfill, state_commands
 from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
@@ -145,13 +148,15 @@ def test_a_csv_first_load_then_one_run_leaves_loops_as_upserts_would(
         missing = differences(expected[0], account(loops)[0])
         assert missing and all(key == 'mailingLists' or not in_a_cell(key, value)
                                for values in missing.values() for key, value in values.items())
+        confirmed = io.StringIO()
+        assert state_commands.confirm_import(['--state', state], out=confirmed) == 0
 
         after = backfill.run(backfill_argv(loops, tmp_path, archive, '--state', state),
                              out=io.StringIO())
         assert account(loops) == expected
 
     assert unaccounted(load) == 0 and unaccounted(after) == 0
-    assert len(files) == load['csv_files'] >= 3
+    assert len(files) == load['csv_files'] == math.ceil(load['csv_rows'] / 15) >= 3
     assert all(len(open(p, encoding='utf-8').read().splitlines()) <= 16 for p in files)
     assert load['csv_rows'] == load['contacts'] == sum(i['created'] + i['updated'] +
                                                       len(i['errors']) for i in imported)
@@ -164,6 +169,34 @@ def test_a_csv_first_load_then_one_run_leaves_loops_as_upserts_would(
     assert after['events'] == load['events'] > 0
     text = out.getvalue()
     assert 'Next:' in text and 'without --contacts_csv' in text and csv_prefix in text
+    assert f'segment-loops state confirm-import --state {state}' in text
+    assert 'Confirmed the CSV load of run' in confirmed.getvalue()
+
+
+def test_a_run_before_the_import_is_confirmed_sends_the_contacts_as_usual(
+        archive, custom_properties, tmp_path):
+    state, csv_prefix = str(tmp_path / 'state'), str(tmp_path / 'csv') + '/'
+    with LoopsSandbox(api_key=KEY, rate_limit=None,
+                      custom_properties=custom_properties) as loops:
+        load = backfill.run(backfill_argv(loops, tmp_path, archive, '--state', state,
+                                          '--contacts_csv', csv_prefix), out=io.StringIO())
+        out = io.StringIO()
+        before = backfill.run(backfill_argv(loops, tmp_path, archive, '--state', state),
+                              out=out)
+        # Forgetting the load (its files will not be imported) leaves the state as it was.
+        discarded = io.StringIO()
+        state_commands.confirm_import(['--state', state, '--discard'], out=discarded)
+        again = backfill.run(backfill_argv(loops, tmp_path, archive, '--state', state),
+                             out=io.StringIO())
+
+    assert load['csv_files'] == 1 and load['csv_rows'] == load['contacts'] > 0
+    assert before['contacts'] == load['contacts'] and before['contacts_unchanged'] == 0
+    assert 'CSV loads not confirmed as imported' in out.getvalue()
+    assert 'Forgot the CSV load of run' in discarded.getvalue()
+    assert not os.path.exists(os.path.join(state, 'pending'))
+    # Only what Loops refused is tried again: the contacts count as delivered.
+    assert again['contacts'] <= before['delivery_failed']
+    assert again['contacts_unchanged'] >= load['contacts'] - before['delivery_failed']
 
 
 def test_contacts_csv_needs_a_state(archive, tmp_path):

@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import backfill
 from pipeline import state as state_command
+from pipeline import state_commands
 from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
@@ -222,7 +223,8 @@ def test_a_run_killed_halfway_then_started_again_sends_little_more_than_one_run(
         killed = start_cli(args, tmp_path / 'killed.log')
         kill_when(killed, loops, lambda seen: seen >= one_run // 2)
         at_kill = len(writes(loops))
-        again = start_cli(args, tmp_path / 'again.log')
+        # The killed run's lease is live for two more minutes: this run knows it is dead.
+        again = start_cli([*args, '--break_lease'], tmp_path / 'again.log')
         assert again.wait(timeout=300) == 0, (tmp_path / 'again.log').read_text()
         total = len(writes(loops))
         assert_same_account(account(loops), expected)   # events exactly once, contacts merged
@@ -273,7 +275,7 @@ def test_compact_folds_every_log_into_one_snapshot_per_partition(tmp_path):
         recorder.close()
     before = all_facts(state)
 
-    figures = state_command.compact(['--state', state], out=io.StringIO())
+    figures = state_commands.compact(['--state', state], out=io.StringIO())
 
     assert figures['files_before'] == 3 and figures['files_after'] == 1
     assert figures['contacts'] == 5
