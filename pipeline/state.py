@@ -16,6 +16,7 @@ state: it shares it with the run that holds the lease, and takes none.
 
 The `segment-loops state ...` commands are in pipeline/state_commands.py.
 """
+import logging
 import shlex
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from transforms.mapping.processor import Policy
 from transforms.state.contacts_csv import DEFAULT_ROWS_PER_FILE
 from transforms.state.files import (StateListing, event_day, list_state, new_run_id,
                                     pending_prefix, read_facts)
-from transforms.state.lease import Lease, LeaseCheck, LeaseError, LeaseLost, acquire
+from transforms.state.lease import LOST_MARK, Lease, LeaseCheck, LeaseError, LeaseLost, acquire
 from transforms.state.manifest import (DAMAGED_MARK, Manifest, StateDamaged, StateFileDamaged,
                                        damage_before_reading, expected_entries, file_damage,
                                        read_checked, read_manifest)
@@ -174,23 +175,26 @@ def take_lease(prefix: str, command: str, args, options: PipelineOptions) -> Lea
 
 
 def open_state(args, options: PipelineOptions, policy: Optional[Policy], command: str,
-               out) -> Optional[SyncState]:
+               out, check: bool = True) -> Optional[SyncState]:
     """--state for a job that reads it (None without): takes its lease,
-    lists it and checks it against its manifest, prints what the user must
-    know (a lease taken over, CSV loads pending). UsageError when another
-    run holds it or it is damaged (the lease is then released)."""
+    lists it and (`check`) checks it against its manifest, prints what the
+    user must know (a lease taken over, CSV loads pending). UsageError when
+    another run holds it or it is damaged (the lease is then released)."""
     if not args.state:
         return None
     require_cloud_paths(options, {'--state': args.state})
     FileSystems.set_options(options)
+    quiet_failures_explained()
     lease = take_lease(args.state, command, args, options)
     try:
         listing = list_state(args.state, events_from_day(policy) if policy else '')
-        manifest = checked_manifest(listing)
+        manifest = checked_manifest(listing) if check else None
     except BaseException:
         lease.release()
         raise
-    for note in (lease.note, pending_note(listing), no_manifest_note(listing, manifest)):
+    notes = (lease.note, pending_note(listing), no_manifest_note(listing, manifest)) if check \
+        else (lease.note,)
+    for note in notes:
         if note:
             print(note, file=out)
     return SyncState(args.state, new_run_id(), getattr(args, 'state_flush_seconds',
@@ -273,6 +277,26 @@ def state_failures(state: Optional[SyncState]) -> Iterator[None]:
             if damaged.damages:
                 raise UsageError(str(damaged)) from error
         raise
+
+
+class ExplainedByState(logging.Filter):
+    """A logging filter that drops Beam's report (a traceback) of a job
+    stopped by a damaged state file or a lost lease: state_failures says it
+    in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith('apache_beam'):
+            return True
+        message = record.getMessage()
+        return DAMAGED_MARK not in message and LOST_MARK not in message
+
+
+def quiet_failures_explained() -> None:
+    """Installs ExplainedByState on the root logger's handlers (where the
+    command line's MaskEmails is), once."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ExplainedByState) for f in handler.filters):
+            handler.addFilter(ExplainedByState())
 
 
 def pending_note(listing: StateListing) -> str:

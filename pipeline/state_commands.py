@@ -47,7 +47,8 @@ def state_parser(command: str, description: str):
 
 def _held(command: str, argv, out):
     """Parses a state command's options, proves the state writable and
-    takes its lease: -> (args, PipelineOptions, SyncState)."""
+    takes its lease (and for `compact`, which reads the state, checks it):
+    -> (args, PipelineOptions, SyncState)."""
     parser = state_parser(command, COMMANDS[command][1])
     if command == 'confirm-import':
         parser.add_argument('--discard', action='store_true', default=False,
@@ -56,12 +57,14 @@ def _held(command: str, argv, out):
     options = PipelineOptions(beam_args)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
     require_writable(options, {'--state': args.state})
-    return args, options, open_state(args, options, None, f'state {command}', out)
+    return args, options, open_state(args, options, None, f'state {command}', out,
+                                     check=command == 'compact')
 
 
-def compact(argv=None, out=sys.stdout) -> dict:
+def compact(argv=None, out=None) -> dict:
     """Compacts a state; -> its figures (files and bytes before and after,
     contacts, contacts with event facts)."""
+    out = out or sys.stdout
     args, options, state = _held('compact', argv, out)
     try:
         with state_failures(state):
@@ -82,8 +85,9 @@ def compact(argv=None, out=sys.stdout) -> dict:
     return figures
 
 
-def verify(argv=None, out=sys.stdout) -> int:
+def verify(argv=None, out=None) -> int:
     """Checks every file of a state; -> EXIT_DAMAGED when one is damaged."""
+    out = out or sys.stdout
     args, _, state = _held('verify', argv, out)
     try:
         report = verify_state(args.state)
@@ -110,8 +114,9 @@ def verify(argv=None, out=sys.stdout) -> int:
     return EXIT_DAMAGED
 
 
-def repair(argv=None, out=sys.stdout) -> int:
+def repair(argv=None, out=None) -> int:
     """Repairs a state; prints what was lost and what the next run sends again."""
+    out = out or sys.stdout
     args, _, state = _held('repair', argv, out)
     try:
         report, losses = repair_state(args.state, state.run_id)
@@ -136,8 +141,9 @@ def repair(argv=None, out=sys.stdout) -> int:
     return EXIT_OK
 
 
-def confirm_import(argv=None, out=sys.stdout) -> int:
+def confirm_import(argv=None, out=None) -> int:
     """Confirms (or with --discard forgets) the state's pending CSV loads."""
+    out = out or sys.stdout
     args, _, state = _held('confirm-import', argv, out)
     try:
         listing = state.listing

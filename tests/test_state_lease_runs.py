@@ -158,7 +158,7 @@ def test_a_run_whose_lease_is_taken_over_stops_sending_and_does_not_fold(
     log = (tmp_path / 'taken.log').read_text()
 
     assert status == 1, log
-    assert 'LeaseLost: The lease of the sync state' in log
+    assert 'LeaseLost: The lease of the sync state' in log and 'Traceback' not in log
     assert "taken over by" in log and "running \"backfill (the operator's)\"" in log
     # Half a second of checks at 40 requests/s, and what was in flight.
     assert after - at_break <= 40, (at_break, after)

@@ -215,16 +215,20 @@ def _takeover_note(prefix: str, location: str, old: Optional[LeaseRecord], reaso
             'alive, it finds its lease lost at its next renewal and stops.')
 
 
+# How every LeaseLost message starts.
+LOST_MARK = 'The lease of the sync state '
+
+
 def _lost_message(prefix: str, location: str, current: Optional[tuple]) -> str:
     if current is None:
-        return (f'The lease of the sync state {prefix} ({location}) was deleted by someone '
+        return (f'{LOST_MARK}{prefix} ({location}) was deleted by someone '
                 'else: this run must stop using the state.')
     try:
         holder = parse_record(current[0])
     except ValueError as error:
-        return (f'The lease of the sync state {prefix} ({location}) was replaced by a file that '
+        return (f'{LOST_MARK}{prefix} ({location}) was replaced by a file that '
                 f'is not a valid lease ({error}): this run must stop using the state.')
-    return (f'The lease of the sync state {prefix} was taken over by {holder.describe()} at '
+    return (f'{LOST_MARK}{prefix} was taken over by {holder.describe()} at '
             f'{_format_time(holder.acquired_at)}: this run must stop using the state.')
 
 

@@ -248,13 +248,24 @@ def read_checked(path: str, entry: Optional[Entry]) -> Iterator[tuple]:
             for record in fastavro.reader(checked):
                 yield from_record(record)
         except Exception as error:   # EOFError, ValueError, zlib.error, ...: it varies
-            raise StateFileDamaged(path, unreadable(error)) from None
+            checked.read()
+            raise StateFileDamaged(path, bytes_problem(checked.size, checked.hexdigest(), entry)
+                                   or unreadable(error)) from None
         checked.read()
-    if entry is not None:
-        if checked.size != entry.size:
-            raise StateFileDamaged(path, size_problem(checked.size, entry.size))
-        if entry.sha256 is not None and checked.hexdigest() != entry.sha256:
-            raise StateFileDamaged(path, CORRUPT)
+    problem = bytes_problem(checked.size, checked.hexdigest(), entry)
+    if problem:
+        raise StateFileDamaged(path, problem)
+
+
+def bytes_problem(size: int, sha256: str, entry: Optional[Entry]) -> str:
+    """What is wrong with a file's bytes, against its manifest entry ('' if nothing)."""
+    if entry is None:
+        return ''
+    if size != entry.size:
+        return size_problem(size, entry.size)
+    if entry.sha256 is not None and sha256 != entry.sha256:
+        return CORRUPT
+    return ''
 
 
 class FileCheck(NamedTuple):
@@ -271,10 +282,9 @@ def check_file(path: str, entry: Optional[Entry]) -> FileCheck:
     with open_state_file(path) as f:
         data = f.read()
     sha256 = hashlib.sha256(data).hexdigest()
-    if entry is not None and len(data) != entry.size:
-        return FileCheck(data, sha256, size_problem(len(data), entry.size))
-    if entry is not None and entry.sha256 is not None and sha256 != entry.sha256:
-        return FileCheck(data, sha256, CORRUPT)
+    problem = bytes_problem(len(data), sha256, entry)
+    if problem:
+        return FileCheck(data, sha256, problem)
     try:
         for _ in fastavro.reader(io.BytesIO(data)):
             pass
