@@ -1,15 +1,19 @@
 """A sync state on S3 (moto's server): read, recorded and folded through
-Beam's file systems, in-process and by SDK workers in other processes."""
+Beam's file systems, in-process and by SDK workers in other processes; held
+by one run at a time (its lease, a conditional PUT) and checked against its
+manifest before anything is sent."""
 import io
 import os
 
 import boto3
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import backfill
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.local.samples import write_archive
 from pipeline.options import UsageError
+from transforms.state.lease import acquire
 from tests.test_portability import WorkerProcesses
 from tests.test_s3 import (ACCESS_KEY, PORTABLE_SUBPROCESS_WORKERS, REGION, SECRET_KEY,
                            no_ambient_aws_credentials, s3_endpoint, s3_flags)
@@ -63,7 +67,9 @@ def test_a_state_on_s3_makes_the_second_run_send_nothing_it_delivered(
         second = run(loops, archive, tmp_path, state, *s3_flags(s3_endpoint))
 
         assert writes(loops) - sent == first['delivery_failed']
-    assert keys and all('/snapshot-' in key for key in keys)
+    avro = [key for key in keys if key.endswith('.avro')]
+    assert avro and all('/snapshot-' in key for key in avro)
+    assert set(keys) - set(avro) == {'in-process/state/MANIFEST.json'}   # the lease is gone
     assert any(key.startswith('in-process/state/contacts/') for key in keys)
     assert any(key.startswith('in-process/state/events/') for key in keys)
     assert second['events_already_sent'] == first['events'] > 0
@@ -93,3 +99,32 @@ def test_an_s3_state_is_refused_where_workers_cannot_reach_it(archive, tmp_path)
         backfill.run(['--input', os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz'),
                       '--dry_run', str(tmp_path / 'out'), '--state', f's3://{BUCKET}/x',
                       '--direct_running_mode=multi_processing'], out=io.StringIO())
+
+
+def test_a_second_run_on_an_s3_state_in_use_is_refused_before_any_request(
+        archive, s3, s3_endpoint, tmp_path):
+    state = f's3://{BUCKET}/in-use/state'
+    with acquire(state, 'backfill (the other run)',
+                 options=PipelineOptions(s3_flags(s3_endpoint))):
+        with LoopsSandbox(api_key=KEY, rate_limit=None) as loops:
+            with pytest.raises(UsageError, match=r'is in use by another run: .* running '
+                                                 r'"backfill \(the other run\)"'):
+                run(loops, archive, tmp_path, state, *s3_flags(s3_endpoint))
+            assert loops.state()['requests'] == []
+    assert state_keys(s3, 'in-use/state/') == []
+
+
+def test_a_deleted_s3_state_file_is_named_before_any_request(archive, s3, s3_endpoint, tmp_path):
+    state = f's3://{BUCKET}/damaged/state'
+    with LoopsSandbox(api_key=KEY, rate_limit=None) as loops:
+        run(loops, archive, tmp_path, state, *s3_flags(s3_endpoint))
+        sent = len(loops.state()['requests'])
+        deleted = next(key for key in state_keys(s3, 'damaged/state/contacts/'))
+        s3.delete_object(Bucket=BUCKET, Key=deleted)
+        with pytest.raises(UsageError) as refused:
+            run(loops, archive, tmp_path, state, *s3_flags(s3_endpoint))
+        assert len(loops.state()['requests']) == sent
+
+    assert f'The sync state {state} is damaged:' in str(refused.value)
+    assert f'  {deleted[len("damaged/state/"):]}: missing (the manifest lists it' in str(
+        refused.value)
