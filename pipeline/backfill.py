@@ -199,8 +199,9 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
     failures = [read_failed, processed.failures]
     recorder = job.state.recorder() if job.state and not job.dry_run else None
     phases = {phase: (sequences,) for phase, sequences in ordered.items()}
+    state_done = facts   # the job's last step that reads or writes the state
     if job.contacts_csv:
-        upserts | 'WriteContactsCsv' >> WriteContactsCsv(
+        state_done = upserts | 'WriteContactsCsv' >> WriteContactsCsv(
             job.contacts_csv, job.csv_rows,
             job.state.pending_recorder() if not job.dry_run else None)
         phases = {} if not job.dry_run else phases
@@ -219,25 +220,29 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
         written = phases | 'WriteToLoops' >> WriteInPhases(job.loops, recorder=recorder)
         failures.append(written.failures)
         if job.state:
-            job.state.fold(facts, after=written.done)
+            state_done = job.state.fold(facts, after=written.done)
     (failures | 'AllFailures' >> beam.Flatten()
      | 'WriteFailures' >> WriteFailures(job.dead_letter))
+    if job.state:
+        job.state.release_at_end(state_done)
 
 
-def start(argv=None, out=sys.stdout) -> tuple:
+def start(argv=None, out=sys.stdout, hand_over_lease: bool = False) -> tuple:
     """Validates, proves the outputs writable, takes the sync state's lease,
     checks the key and the account, and submits the backfill without
-    waiting: -> (PipelineResult, BackfillJob); the caller releases the
-    lease (`sync.release(job.state)`) once the job is over. Raises
-    UsageError."""
+    waiting: -> (PipelineResult, BackfillJob). The caller releases the
+    lease (`sync.release(job.state)`) once the job is over, or, with
+    `hand_over_lease` (a launcher that does not wait), leaves that to the
+    job. Raises UsageError."""
     args, beam_args = parse_job_args(backfill_parser(), argv)
     options = PipelineOptions(beam_args)
     use_worker_processes_for_large_dry_runs(args, beam_args, options)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
     job = job_from_args(args, options)
     require_writable(options, {'--state': args.state, '--dead_letter': args.dead_letter,
-                      '--dry_run': args.dry_run, '--contacts_csv': args.contacts_csv})
-    job = replace(job, state=sync.open_state(args, options, job.policy, 'backfill', out))
+                               '--dry_run': args.dry_run, '--contacts_csv': args.contacts_csv})
+    job = replace(job, state=sync.open_state(args, options, job.policy, 'backfill', out,
+                                             hand_over=hand_over_lease))
     try:
         account = None
         if job.loops is not None:

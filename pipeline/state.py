@@ -9,7 +9,9 @@ folds everything into a new snapshot when it ends.
 A job that reads or folds the state holds its lease (transforms/state/
 lease.py) from before it reads it until it has folded it (`open_state`,
 then `SyncState.close`); a second one is refused, and one whose lease
-another run took over stops. Before anything is sent the state is checked
+another run took over stops. A launcher that does not wait for its job (a
+Flex Template's) hands the lease over to the job (`hand_over`), which
+renews and releases it itself. Before anything is sent the state is checked
 against its manifest (transforms/state/manifest.py): a damaged file is
 named, never read as "not sent yet". A stream only adds log files to the
 state: it shares it with the run that holds the lease, and takes none.
@@ -31,7 +33,9 @@ from transforms.mapping.processor import Policy
 from transforms.state.contacts_csv import DEFAULT_ROWS_PER_FILE
 from transforms.state.files import (StateListing, event_day, list_state, new_run_id,
                                     pending_prefix, read_facts)
-from transforms.state.lease import LOST_MARK, Lease, LeaseCheck, LeaseError, LeaseLost, acquire
+from transforms.state.lease import (DEFAULT_TTL_SECONDS, HANDED_OVER_TTL_SECONDS, LOST_MARK,
+                                    HandedOverLease, Lease, LeaseCheck, LeaseError, LeaseLost,
+                                    acquire)
 from transforms.state.manifest import (DAMAGED_MARK, Manifest, StateDamaged, StateFileDamaged,
                                        damage_before_reading, expected_entries, file_damage,
                                        read_checked, read_manifest)
@@ -100,13 +104,18 @@ class SyncState:
     listing: StateListing
     manifest: Optional[Manifest] = None
     lease: Optional[Lease] = field(default=None, compare=False, repr=False)
+    # The job's options when the lease is handed over to the job.
+    handed_over: Optional[PipelineOptions] = field(default=None, compare=False, repr=False)
 
     def lease_check(self) -> Optional[LeaseCheck]:
         """What the job's workers check the lease with."""
         if self.lease is None:
             return None
-        return LeaseCheck(self.prefix, self.lease.record.token,
-                          min(self.flush_seconds, LEASE_CHECK_SECONDS))
+        interval = min(self.flush_seconds, LEASE_CHECK_SECONDS)
+        if self.handed_over is not None:
+            return HandedOverLease(self.prefix, self.lease.record.token, interval,
+                                   self.handed_over)
+        return LeaseCheck(self.prefix, self.lease.record.token, interval)
 
     def recorder(self) -> StateRecorder:
         return StateRecorder(self.prefix, self.run_id, self.flush_seconds,
@@ -126,8 +135,20 @@ class SyncState:
         return facts | 'FoldSyncState' >> FoldSyncState(
             self.prefix, self.run_id, self.listing, after, self.manifest, self.lease_check())
 
+    def release_at_end(self, done) -> None:
+        """In a job its lease is handed over to: a last step that releases
+        the lease once `done` (the PCollection of the job's last write to
+        the state) is complete. Nothing otherwise."""
+        lease = self.lease_check()
+        if not isinstance(lease, HandedOverLease):
+            return
+        (done.pipeline
+         | 'AfterStateWrites' >> beam.Create([None])
+         | 'ReleaseLease' >> beam.Map(lambda _, _done: lease.release(),
+                                      beam.pvalue.AsList(done)))
+
     def close(self) -> None:
-        """Releases the lease (the job is over)."""
+        """Releases the lease (the job is over, or was never submitted)."""
         if self.lease is not None:
             self.lease.release()
 
@@ -162,30 +183,36 @@ def describe_run(command: str, args) -> str:
     return shlex.join(words)
 
 
-def take_lease(prefix: str, command: str, args, options: PipelineOptions) -> Lease:
-    """The state's lease for this run, renewed from now on; UsageError with
-    who holds it (and how to take over) when another run does."""
+def take_lease(prefix: str, command: str, args, options: PipelineOptions,
+               hand_over: bool = False) -> Lease:
+    """The state's lease for this run, renewed from now on (or, to be
+    handed over, taken for HANDED_OVER_TTL_SECONDS and not renewed here);
+    UsageError with who holds it (and how to take over) when another run
+    does."""
     try:
         lease = acquire(prefix, describe_run(command, args),
+                        HANDED_OVER_TTL_SECONDS if hand_over else DEFAULT_TTL_SECONDS,
                         break_lease=getattr(args, 'break_lease', False), options=options)
     except LeaseError as error:
         raise UsageError(str(error)) from None
-    lease.start_renewing()
+    if not hand_over:
+        lease.start_renewing()
     return lease
 
 
 def open_state(args, options: PipelineOptions, policy: Optional[Policy], command: str,
-               out, check: bool = True) -> Optional[SyncState]:
-    """--state for a job that reads it (None without): takes its lease,
-    lists it and (`check`) checks it against its manifest, prints what the
-    user must know (a lease taken over, CSV loads pending). UsageError when
-    another run holds it or it is damaged (the lease is then released)."""
+               out, check: bool = True, hand_over: bool = False) -> Optional[SyncState]:
+    """--state for a job that reads it (None without): takes its lease (to
+    be handed over to the job: `hand_over`), lists it and (`check`) checks
+    it against its manifest, prints what the user must know (a lease taken
+    over, CSV loads pending). UsageError when another run holds it or it is
+    damaged (the lease is then released)."""
     if not args.state:
         return None
     require_cloud_paths(options, {'--state': args.state})
     FileSystems.set_options(options)
     quiet_failures_explained()
-    lease = take_lease(args.state, command, args, options)
+    lease = take_lease(args.state, command, args, options, hand_over)
     try:
         listing = list_state(args.state, events_from_day(policy) if policy else '')
         manifest = checked_manifest(listing) if check else None
@@ -199,7 +226,7 @@ def open_state(args, options: PipelineOptions, policy: Optional[Policy], command
             print(note, file=out)
     return SyncState(args.state, new_run_id(), getattr(args, 'state_flush_seconds',
                                                        DEFAULT_FLUSH_SECONDS),
-                     listing, manifest, lease)
+                     listing, manifest, lease, options if hand_over else None)
 
 
 def checked_manifest(listing: StateListing) -> Optional[Manifest]:

@@ -1,17 +1,23 @@
 """One writer per sync state, with real backfills against the local Loops
 sandbox over HTTP: a second run on a state in use is refused before it
 sends anything (over the same days or others), a killed run's lease is
-taken over with --break_lease or once it expired, and a run whose lease
-another run took over stops sending and does not fold the state."""
+taken over with --break_lease or once it expired, a run whose lease
+another run took over stops sending and does not fold the state, and a
+launcher that does not wait (a Flex Template's) hands the lease to the
+job, which renews and releases it."""
 import contextlib
+import datetime
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import backfill, cli
 from pipeline.local.samples import write_archive
@@ -19,7 +25,9 @@ from pipeline.options import UsageError
 from tests.test_sync_state import (KEY, ROOT, account, archive_glob, argv, assert_same_account,
                                    key_file, kill_when, run, sandbox, start_cli, writes)
 from transforms.state.files import list_state
-from transforms.state.lease import acquire
+from transforms.state.lease import (HANDED_OVER_TTL_SECONDS, HandedOverLease, LeaseCheck,
+                                    LeaseLost, acquire)
+from transforms.state.manifest import read_manifest
 
 __all__ = ['key_file']   # a fixture used here
 FOUR_DAYS = ('2026-11-01', '2026-11-02', '2026-11-03', '2026-11-04')
@@ -165,3 +173,55 @@ def test_a_run_whose_lease_is_taken_over_stops_sending_and_does_not_fold(
     files = list_state(state).files
     assert files and all('/log-' in f.path for f in files)   # recorded, not folded
     assert not os.path.exists(os.path.join(state, 'MANIFEST.json'))
+
+
+def test_a_launcher_that_does_not_wait_hands_the_lease_to_the_job(archive, key_file, tmp_path):
+    state = str(tmp_path / 'state')
+    with sandbox() as loops:
+        # The local runner stands in for Dataflow: the job runs inside start().
+        result, job = backfill.start(argv(loops.base_url, key_file, tmp_path,
+                                          [archive_glob(archive)], '--state', state,
+                                          '--until', FOUR_DAYS[0]),
+                                     out=io.StringIO(), hand_over_lease=True)
+        result.wait_until_finish()
+
+    assert job.state.lease.record.ttl_seconds == HANDED_OVER_TTL_SECONDS
+    assert not any(thread.name.startswith('lease-renewal-') for thread in threading.enumerate())
+    # The job's last step released it, after the fold.
+    assert not os.path.exists(os.path.join(state, 'LEASE'))
+    assert read_manifest(state) is not None
+
+
+def test_a_handed_over_lease_is_renewed_by_the_job_and_released_only_if_still_its(tmp_path):
+    state = str(tmp_path / 'state')
+    lease = acquire(state, 'backfill (handed over)', ttl_seconds=0.9)
+    handed = HandedOverLease(state, lease.record.token, 1.0, PipelineOptions([]))
+    handed.check()
+    assert expires_at(state) == lease.record.expires_at   # not due yet
+    time.sleep(0.4)   # a third of the TTL and more
+    handed.check()
+    assert expires_at(state) > lease.record.expires_at
+    assert stored(state)['token'] == lease.record.token
+
+    with acquire(state, 'backfill (the operator\'s)', break_lease=True) as other:
+        with pytest.raises(LeaseLost, match="taken over by .* running \"backfill \\(the "
+                                            "operator's\\)\""):
+            handed.check()
+        with pytest.raises(LeaseLost):
+            LeaseCheck(state, lease.record.token, 1.0).check()
+        LeaseCheck(state, other.record.token, 1.0).check()
+        assert handed.release() is False and stored(state)['token'] == other.record.token
+    lease = acquire(state, 'backfill (handed over)', ttl_seconds=60)
+    assert HandedOverLease(state, lease.record.token, 1.0, PipelineOptions([])).release()
+    assert not os.path.exists(os.path.join(state, 'LEASE'))
+    with pytest.raises(LeaseLost, match='was deleted by someone else'):
+        LeaseCheck(state, lease.record.token, 1.0).check()
+
+
+def stored(state: str) -> dict:
+    with open(os.path.join(state, 'LEASE'), encoding='utf-8') as f:
+        return json.load(f)
+
+
+def expires_at(state: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stored(state)['expires_at'])

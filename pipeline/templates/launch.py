@@ -26,8 +26,9 @@ FLAG_VALUES = {'true': True, 'false': False}
 
 def start_backfill(argv: list):
     """Submits the backfill and returns at once, instead of waiting for the
-    job as `backfill.run` does."""
-    return backfill.start(argv)[0]
+    job as `backfill.run` does; the job holds its sync state's lease
+    itself (pipeline/state.py, hand_over)."""
+    return backfill.start(argv, hand_over_lease=True)[0]
 
 
 # command -> (its option parser, what submits it without waiting)

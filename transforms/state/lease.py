@@ -37,7 +37,9 @@ before it releases the lease.
 The job's workers, which cannot renew a lease they do not hold, check it
 (`LeaseCheck`): before they write to the state, and at least every few
 seconds while they deliver, they read the lease object and stop (LeaseLost)
-once it is another run's.
+once it is another run's. A launcher that does not wait for its job (a Flex
+Template's) hands the lease over instead (`HandedOverLease`): the workers
+renew it and the job's last step releases it.
 """
 import datetime
 import getpass
@@ -419,3 +421,43 @@ class LeaseCheck:
     def check_if_due(self) -> None:
         if self._checked_at is None or time.monotonic() - self._checked_at >= self._interval:
             self.check()
+
+
+# How long a lease handed to a job lasts without a renewal (a launcher that
+# does not wait, such as a Flex Template's, cannot renew it): long enough
+# for the job's steps before and after its writers, which renew it.
+HANDED_OVER_TTL_SECONDS = 2 * 3600.0
+
+
+class HandedOverLease(LeaseCheck):
+    """The lease of a job its launcher does not wait for: the launcher takes
+    it for HANDED_OVER_TTL_SECONDS and hands it over. The job's workers
+    renew it as they check it, once a third of its TTL has passed, through
+    the lease store (transforms/state/lease_stores.py, with the job's
+    `options`), and its last step releases it (`release`). Picklable."""
+
+    def __init__(self, prefix: str, token: str, interval_seconds: float,
+                 options: PipelineOptions):
+        super().__init__(prefix, token, interval_seconds)
+        self._options = options
+
+    def check(self) -> None:
+        store = store_for(self.prefix, self._options)
+        current = store.read()
+        self._checked_at = time.monotonic()
+        record = None if current is None else _parse_or_reason(current[0])[0]
+        if record is None or record.token != self.token:
+            raise LeaseLost(_lost_message(self.prefix, store.location, current))
+        now = _now()
+        if record.expires_at - now < _seconds(record.ttl_seconds * 2 / RENEWALS_PER_TTL):
+            # None: another worker renewed it first, which is as good.
+            store.replace_if(record.renewed(now).to_bytes(), current[1])
+
+    def release(self) -> bool:
+        """Deletes the lease if it is still this job's; -> whether it did."""
+        store = store_for(self.prefix, self._options)
+        current = store.read()
+        record = None if current is None else _parse_or_reason(current[0])[0]
+        if record is None or record.token != self.token:
+            return False
+        return store.delete_if(current[1])
