@@ -252,3 +252,14 @@ def test_a_manifest_reads_back_as_written_and_names_what_is_wrong():
         parse_manifest(json.dumps({'format': 2, 'files': {}}).encode())
     with pytest.raises(ValueError, match='the entry of contacts/a.avro'):
         parse_manifest(json.dumps({'format': 1, 'files': {'contacts/a.avro': {}}}).encode())
+
+
+def test_check_names_a_damaged_state_it_would_compare_against(made, state, key_file):
+    path = snapshot(state, 'events')
+    cut_short(path)
+    status, _, err = cli_run('check', '--input', archive_glob(made[0]), '--state', state,
+                             '--types', 'identify,track', '--max_event_age', 'none',
+                             '--loops_base_url', 'http://127.0.0.1:9/api',
+                             '--loops_api_key_file', key_file)
+
+    assert status == 2 and f'  {relative(state, path)}: cut short: ' in err
