@@ -22,6 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import backfill, cli
 from pipeline.local.samples import write_archive
 from pipeline.options import UsageError
+from pipeline.state import describe_run
 from tests.test_sync_state import (KEY, ROOT, account, archive_glob, argv, assert_same_account,
                                    key_file, kill_when, run, sandbox, start_cli, writes)
 from transforms.state.files import list_state
@@ -225,3 +226,12 @@ def stored(state: str) -> dict:
 
 def expires_at(state: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(stored(state)['expires_at'])
+
+
+def test_a_lease_names_what_the_run_reads_and_never_a_secret():
+    args, _ = backfill.backfill_parser().parse_known_args([
+        '--input', 's3://b/segment-logs/*/*/*.gz', '--since', '2026-11-03', '--state', 's3://b/s',
+        '--s3_secret_access_key', 'SECRET', '--loops_api_key_file', '/etc/key'])
+
+    assert describe_run('backfill', args) == \
+        "backfill --input 's3://b/segment-logs/*/*/*.gz' --since 2026-11-03"
