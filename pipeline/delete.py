@@ -27,7 +27,7 @@ where `deliver/already_gone` is the deletions Loops found nothing for.
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import apache_beam as beam
@@ -42,6 +42,7 @@ from pipeline.loops_options import (add_loops_options, connect_to_loops,
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, parse_job_args,
                               require_cloud_paths, set_default_runner)
 from pipeline.selection import check_inputs_match
+from pipeline.writable import require_writable
 from transforms.core.metrics import BundleCounts
 from transforms.core.records import ContactSequence, failure_record
 from transforms.core.sinks import WriteDryRun, WriteFailures
@@ -114,6 +115,7 @@ def delete_parser() -> argparse.ArgumentParser:
         'deletion Loops confirms is recorded there (a tombstone, digests only), so that a '
         'backfill with it never sends their data from before the deletion. Default: none (a '
         'later backfill would create them again).'))
+    sync.add_lease_options(parser)
     return parser
 
 
@@ -288,12 +290,25 @@ def run(argv=None, out=sys.stdout) -> dict:
     options = PipelineOptions(beam_args)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
     job = job_from_args(args, options)
-    if job.loops is not None:
-        print(f'Loops API key accepted (team: {job.loops.check_key()}).', file=out)
-    p = beam.Pipeline(options=options)
-    build_delete(p, job)
-    result = p.run()
-    result.wait_until_finish()
+    recording = job.recorder is not None
+    require_writable(options, {'--state': job.state if recording else None,
+                               '--dead_letter': job.dead_letter, '--dry_run': job.dry_run})
+    # A deletion recorded beside a backfill that read the state before it
+    # would not stop that backfill from sending the contact again: the
+    # state's lease keeps them apart.
+    state = sync.open_state(args, options, None, 'delete', out, check=False) \
+        if recording else None
+    try:
+        job = replace(job, recorder=state.recorder()) if state else job
+        if job.loops is not None:
+            print(f'Loops API key accepted (team: {job.loops.check_key()}).', file=out)
+        p = beam.Pipeline(options=options)
+        build_delete(p, job)
+        with sync.state_failures(state):
+            result = p.run()
+            result.wait_until_finish()
+    finally:
+        sync.release(state)
     counters = run_summary.pipeline_counters(result)
     summary = delete_summary(counters, sent=job.loops is not None)
     print(run_summary.format_table(summary, 'delete summary'), file=out)

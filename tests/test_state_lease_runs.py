@@ -235,3 +235,25 @@ def test_a_lease_names_what_the_run_reads_and_never_a_secret():
 
     assert describe_run('backfill', args) == \
         "backfill --input 's3://b/segment-logs/*/*/*.gz' --since 2026-11-03"
+
+
+def test_a_deletion_is_refused_while_another_run_holds_the_state(tmp_path, key_file):
+    state = str(tmp_path / 'state')
+    (tmp_path / 'deletions.txt').write_text('usr_000001\n')
+    with acquire(state, 'backfill (running)'):
+        with sandbox() as loops:
+            status, err = cli_run_delete(loops, key_file, tmp_path, '--state', state)
+            requests = loops.state()['requests']
+
+    assert status == 2 and requests == []
+    assert 'is in use by another run' in err and 'running "backfill (running)"' in err
+
+
+def cli_run_delete(loops, key_file, tmp_path, *extra) -> tuple:
+    """(exit status, stderr) of `segment-loops delete` in this process."""
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        status = cli.main(['delete', '--input', str(tmp_path / 'deletions.txt'),
+                           '--loops_base_url', loops.base_url, '--loops_api_key_file', key_file,
+                           '--dead_letter', str(tmp_path / 'dl') + '/', *extra])
+    return status, err.getvalue()
