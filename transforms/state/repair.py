@@ -157,7 +157,9 @@ def consequence(path: str) -> str:
         else:
             what = f'contacts recorded by run {_run_of(name)}'
         return (f'{what}: the next run sends their properties again (values that differ from '
-                'what was sent overwrite edits made in Loops since)')
+                'what was sent overwrite edits made in Loops since), and the deletions recorded '
+                'there are forgotten: run `segment-loops delete --state` again for the contacts '
+                'you deleted, or the next backfill creates them again')
     if parts[0] == EVENTS and len(parts) == 3:
         return (f'events of {parts[1]}: the next run sends them again if they are within its '
                 '--max_event_age; Loops drops a repeat only within 24 hours of the first send')
