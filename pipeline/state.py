@@ -332,9 +332,9 @@ def pending_note(listing: StateListing) -> str:
         return ''
     loads = ', '.join(f'run {run} ({len(files)} files)' for run, files in listing.pending.items())
     return (f'The sync state {listing.prefix} has CSV loads not confirmed as imported: '
-            f'{loads}. Their contacts count as not sent: a run sends them as usual. If you '
-            'imported the files, confirm it first: segment-loops state confirm-import --state '
-            f'{listing.prefix}')
+            f'{loads}. Their contacts count as not sent: a backfill sends them as usual. If '
+            'you imported the files, confirm it first: segment-loops state confirm-import '
+            f'--state {listing.prefix}')
 
 
 def no_manifest_note(listing: StateListing, manifest: Optional[Manifest]) -> str:
