@@ -288,5 +288,8 @@ def run(argv=None, out=sys.stdout) -> int:
     counters = stream_counters(result)
     if counters:
         print(run_summary.format_table(counters, 'stream counters'), file=out)
+    note = run_summary.integrations_note(counters)
+    if note:
+        print(note, file=out)
     raise_if_key_rejected(counters)
     return 0
