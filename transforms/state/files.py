@@ -116,6 +116,11 @@ def list_state(prefix: str, events_from_day: Optional[str] = '') -> StateListing
                         {day: tuple(files) for day, files in sorted(events.items())})
 
 
+def day_files(prefix: str, day: str) -> list:
+    """The files of one event day's partition now (FileMetadata, by path)."""
+    return _match(FileSystems.join(events_dir(prefix, day), '*' + SUFFIX))
+
+
 def _match(pattern: str) -> list:
     try:
         result = FileSystems.match([pattern])[0]
