@@ -31,6 +31,8 @@ setup(
             'hypothesis>=6.100',
             'moto[server]>=5.0',
             'pytest-xdist>=3.5',
+            # Segment's own Python SDK, as the source of a test archive (tests/test_segment_sdk.py)
+            'segment-analytics-python==2.4.0',
         ],
     },
     entry_points={

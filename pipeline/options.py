@@ -102,6 +102,12 @@ def add_selection_options(parser):
         '--identity', choices=('email_or_user_id', 'user_id'), default='email_or_user_id',
         help='How contacts are found: by userId, or by email when an event has no userId '
              '(default: email_or_user_id); user_id sends only events with a userId.')
+    group.add_argument(
+        '--ignore_integrations', action='store_true', default=False,
+        help='Also send the calls whose "integrations" object kept them from Loops '
+             '("Loops (Actions)": false, "Loops": false, or "All": false without either name '
+             'on): Segment never gave those to Loops. Default: counted as '
+             'filter/integrations_off, not sent.')
 
 
 def add_safety_options(parser, *, max_event_age: str, resubscribe: bool,

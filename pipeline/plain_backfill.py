@@ -9,7 +9,8 @@
     ChangedContacts (--state)                contact_to_send, against the facts read
     UpsertsFromStates                        upsert_from_state (consent)
     OrderRequests                            PlainBackfill.event_sends: sort_key order,
-                                             without_repeats, not_delivered and
+                                             without_repeats (repeated lines, later copies
+                                             of a messageId), not_delivered and
                                              after_deletion (--state)
 
 Counts go into a collections.Counter under the backfill's counter names
@@ -30,7 +31,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.contacts.merge import resolved_contacts, upsert_from_state
 from transforms.contacts.model import apply_body
-from transforms.contacts.ordering import after_deletion, not_delivered, sort_key, without_repeats
+from transforms.contacts.ordering import (after_deletion, later_copies_among, not_delivered,
+                                          sort_key, without_repeats)
 from transforms.core.digests import contact_digest
 from transforms.core.records import LoopsRequest
 from transforms.segment.read import READ, Unreadable, file_choice, read_archive_file
@@ -96,7 +98,9 @@ class PlainBackfill:
     other request is kept for ordering. `upserts()` then gives one upsert per
     contact after leads are resolved and consent applied (`resubscribe`),
     and `event_sends()` each contact's other requests in sort_key order,
-    repeats dropped. Both count as the backfill's steps do, into `counts`.
+    repeats dropped (a repeated line, or a later copy of a messageId: the
+    copy received first is kept). Both count as the backfill's steps do,
+    into `counts`.
 
     `keep_requests=False` keeps only each event send's sort key (enough to
     count them; `event_sends` then gives None for each request).
@@ -159,7 +163,8 @@ class PlainBackfill:
         orders them; counts `order/requests` and `order/duplicates`."""
         for (phase, contact), held in self._sends.items():
             held.sort(key=_FIRST)
-            pairs = without_repeats(held, self._counts)
+            pairs = without_repeats(held, later_copies_among([key for key, _ in held]),
+                                    self._counts)
             if self._delivered is not None:
                 digest = contact_digest(contact)
                 pairs = not_delivered(pairs, self._event_keys.get(digest, ()), self._counts)

@@ -84,12 +84,13 @@ def archive_input_from_args(args, options) -> ArchiveInput:
 
 
 def event_selection_from_args(args, default_types: tuple) -> Selection:
-    """--types/--events/--mapping."""
+    """--types/--events/--mapping/--ignore_integrations."""
     mapping = mapping_from_option(args.mapping)
     return Selection(
         types=selected_types(args.types, default_types, mapping),
         event_names=tuple(split_list(args.events)) if args.events else None,
-        mapping=mapping)
+        mapping=mapping,
+        ignore_integrations=args.ignore_integrations)
 
 
 def policy_from_args(args, now_ms: Optional[int] = None) -> Policy:

@@ -4,7 +4,9 @@ A job with `--state PREFIX` reads, when it starts, the facts that jobs with
 the same state delivered to Loops (transforms/state/facts.py), sends only
 what they lack, records what it delivers while it runs (a recorder on its
 writers, log files at least every --state_flush_seconds) and, a backfill,
-folds everything into a new snapshot when it ends.
+folds everything into a new snapshot when it ends. A stream reads no
+contact facts: it looks each event send up in the event facts of its day
+(transforms/state/delivered_events.py).
 
 A job that reads or folds the state holds its lease (transforms/state/
 lease.py) from before it reads it until it has folded it (`open_state`,
@@ -31,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.options import UsageError, require_cloud_paths
 from transforms.mapping.processor import Policy
 from transforms.state.contacts_csv import DEFAULT_ROWS_PER_FILE
+from transforms.state.delivered_events import DropDeliveredEvents
 from transforms.state.files import (StateListing, event_day, list_state, new_run_id,
                                     pending_prefix, read_facts)
 from transforms.state.lease import (DEFAULT_TTL_SECONDS, HANDED_OVER_TTL_SECONDS, LOST_MARK,
@@ -355,6 +358,14 @@ def recorder_from_args(args, options: PipelineOptions) -> Optional[StateRecorder
         return None
     require_cloud_paths(options, {'--state': args.state})
     return StateRecorder(args.state, new_run_id(), args.state_flush_seconds)
+
+
+def delivered_events_from_args(args) -> Optional[DropDeliveredEvents]:
+    """The stream's check of its event sends against --state (the state's
+    files listed again at most every --state_flush_seconds), or None."""
+    if not args.state:
+        return None
+    return DropDeliveredEvents(args.state, args.state_flush_seconds)
 
 
 def check_csv_args(args) -> None:

@@ -5,7 +5,8 @@ The pipeline, step by step:
   2. ProcessEvents         the backfill's parse, filter, map, hold back and fit to the
                            account, one event at a time (failures: parse, map, conform);
                            a Segment delete message becomes its contact's deletion
-  3. DropRepeatedMessages  a messageId seen in the last --dedupe_seconds is dropped
+  3. DropRepeatedMessages  a messageId seen in the last --dedupe_seconds is dropped;
+                           with --state, so is an event the state records as delivered
   4. KeepLatestPerContact  per contact: an upsert goes on with only the properties newer
                            than those already sent, an event gets the contact's latest email;
                            after a deletion, calls from before it are dropped
@@ -48,6 +49,7 @@ from transforms.mapping.conform import AccountSchema
 from transforms.mapping.process import ProcessEvents
 from transforms.mapping.processor import EventProcessor, Policy, Selection
 from transforms.segment.dedupe import DropRepeatedMessages
+from transforms.state.delivered_events import DropDeliveredEvents
 from transforms.state.recorder import StateRecorder
 
 DEFAULT_STREAM_RUNNER = 'DirectRunner'
@@ -85,6 +87,7 @@ class StreamJob:
     loops: LoopsConnection
     unknown_properties: str = 'send'
     recorder: Optional[StateRecorder] = None
+    delivered: Optional[DropDeliveredEvents] = None
 
 
 def stream_parser():
@@ -215,6 +218,7 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
         loops=connect_to_loops(args),
         unknown_properties=args.unknown_properties,
         recorder=sync.recorder_from_args(args, options),
+        delivered=sync.delivered_events_from_args(args),
     )
 
 
@@ -232,9 +236,11 @@ def build_stream(p: beam.Pipeline, job: StreamJob, account: AccountSchema) -> No
                                    | 'ProcessEvents' >> ProcessEvents(processor))
     contact_wait = (ContactWait(job.contact_wait_seconds) if job.contact_wait_seconds > 0
                     else None)
+    requests = requests | 'DropRepeatedMessages' >> DropRepeatedMessages(job.dedupe_seconds)
+    if job.delivered is not None:
+        requests = requests | 'DropDeliveredEvents' >> job.delivered
     written = (
         requests
-        | 'DropRepeatedMessages' >> DropRepeatedMessages(job.dedupe_seconds)
         | 'KeepLatestPerContact' >> KeepLatestPerContact(job.contact_state_ttl_seconds,
                                                          job.resubscribe)
         | 'AsSequences' >> beam.Map(lambda r: ContactSequence(r.contact, (r,)))
@@ -292,5 +298,8 @@ def run(argv=None, out=sys.stdout) -> int:
     counters = stream_counters(result)
     if counters:
         print(run_summary.format_table(counters, 'stream counters'), file=out)
+    note = run_summary.integrations_note(counters)
+    if note:
+        print(note, file=out)
     raise_if_key_rejected(counters)
     return 0

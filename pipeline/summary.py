@@ -55,11 +55,13 @@ CSV_KEYS = {
     'csv_files': 'csv/files',
     'csv_left_for_api': 'csv/left_for_api',
 }
+# Counted in filtered_out too; a detail of the summary under this name.
+INTEGRATIONS_OFF = 'filter/integrations_off'
 ACCOUNTED = ('parse_failed', 'filtered_out', 'map_failed', 'held_back_events', 'duplicates',
              'merged', 'contacts_unchanged', 'contacts_before_deletion', 'contacts',
              'events_already_sent', 'events_before_deletion', 'events')
-DETAIL_PREFIXES = ('filter/filtered_out_', 'parse/', 'map/', 'conform/', 'refused/',
-                   'held_back/', 'deliver/failed_', 'state/')
+DETAIL_PREFIXES = ('filter/filtered_out_', INTEGRATIONS_OFF, 'parse/', 'map/', 'conform/',
+                   'refused/', 'held_back/', 'deliver/failed_', 'state/')
 
 
 def backfill_summary(counters: Mapping[str, int], keys: Mapping[str, str]) -> dict:
@@ -113,7 +115,7 @@ def format_table(summary: Mapping[str, int], title: str = 'summary') -> str:
 def held_back_note(summary: Mapping[str, int], max_event_age: str) -> str:
     """What the run held back and the option that sends it, for a person
     ('' when nothing was)."""
-    lines = []
+    lines = [note for note in (integrations_note(summary),) if note]
     events = summary.get('held_back_events', 0)
     if events:
         lines.append(f'Held back {events:,} track events older than --max_event_age '
@@ -125,6 +127,18 @@ def held_back_note(summary: Mapping[str, int], max_event_age: str) -> str:
                      're-subscribe anyone who unsubscribed since (new contacts are subscribed '
                      'anyway). To send it: --resubscribe')
     return '\n'.join(lines)
+
+
+def integrations_note(figures: Mapping[str, int]) -> str:
+    """What the calls' own `integrations` kept from Loops, and the option
+    that sends it anyway ('' when nothing was); `figures`: a summary or a
+    stream's counters."""
+    count = figures.get(INTEGRATIONS_OFF, 0)
+    if not count:
+        return ''
+    return (f'Left out {count:,} calls whose "integrations" turned Loops off ("Loops (Actions)": '
+            'false, or "All": false): Segment never gave them to Loops. To send them: '
+            '--ignore_integrations')
 
 
 def write_summary(summary: Mapping[str, int], path: str) -> None:

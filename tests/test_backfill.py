@@ -210,6 +210,40 @@ def test_generated_archive_every_line_is_accounted_for(tmp_path):
         if f['stage'] == 'map'}
 
 
+def retried(event, received, timestamp):
+    """A later copy of `event` as Segment archives a library's retry: the same
+    messageId, a later sentAt and receivedAt, a timestamp skewed by the
+    difference in network delay."""
+    return dict(event, sentAt=received, receivedAt=received, timestamp=timestamp)
+
+
+def test_a_retried_message_in_a_later_day_is_sent_once_and_counted(tmp_path):
+    sent = track('t1', 'u1', '2025-11-01T11:00:00.000Z', 'Signed Up', plan='pro')
+    named = identify('i1', 'u1', '2025-11-01T10:00:00.000Z', email='ada@example.com')
+    other = track('t2', 'u1', '2025-11-01T12:00:00.000Z', 'Upgraded', plan='team')
+    first_day = [sent, named, other]
+    later_day = [retried(sent, '2025-11-03T08:00:00.000Z', '2025-11-01T11:00:00.040Z'),
+                 retried(named, '2025-11-03T08:00:00.000Z', '2025-11-01T10:00:00.040Z'),
+                 sent]   # and a plain repeat of a line
+    for day, events in (('1761955200000', first_day), ('1762128000000', later_day)):
+        folder = tmp_path / 'archive' / 'segment-logs' / 'src' / day
+        folder.mkdir(parents=True)
+        with gzip.open(folder / f'{day}.gz', 'wt') as f:
+            f.write(''.join(json.dumps(e) + '\n' for e in events))
+    pattern = str(tmp_path / 'archive' / 'segment-logs' / '*' / '*' / '*')
+
+    summary, requests, _ = run_backfill(tmp_path, [pattern], '--types', 'identify,track',
+                                        '--max_event_age', 'none')
+
+    sends = [r for r in requests if r['path'] == '/v1/events/send']
+    assert sorted(r['headers']['Idempotency-Key'] for r in sends) == sorted(
+        idempotency_key_for(m) for m in ('t1', 't2'))
+    # The identify's copy sets the same values: it merges into the contact.
+    assert {k: summary[k] for k in ('read', 'duplicates', 'merged', 'contacts', 'events')} == {
+        'read': 6, 'duplicates': 2, 'merged': 1, 'contacts': 1, 'events': 2}
+    assert unaccounted(summary) == 0
+
+
 def test_since_and_until_read_only_those_received_days(tmp_path):
     manifest = write_archive(str(tmp_path / 'archive'), users=5, days=3, seed=3,
                              invalid=False, duplicates=False)

@@ -14,6 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.summary import pipeline_counters
 from tests.direct_runner_counters import count_every_bundle
+from transforms.core.digests import key_digest
 from transforms.core.records import ContactSequence, Stamp, contact_upsert, event_send
 from transforms.delivery.contact_wait import (ContactWait, HeldEvent, HeldEvents, resend_request,
                                               waited_out, waits_for_contact)
@@ -22,6 +23,8 @@ from transforms.delivery.write import WriteToLoops
 from transforms.loops.connection import LoopsConnection
 from transforms.loops.credentials import ApiKey
 from transforms.loops.retry import Outcome, derived_key
+from transforms.state.files import list_state, read_facts
+from transforms.state.recorder import StateRecorder
 
 NOT_FOUND = Outcome('failed', 400, '{"success": false, "message": "Contact not found."}', 1, 0,
                     'http_400', 'POST /v1/events/send was rejected by Loops: HTTP 400: '
@@ -118,7 +121,7 @@ def failure_summary(record: dict) -> tuple:
 # (pipeline/local/error_shapes.py): the wait must read "Contact not found" in each.
 @pytest.mark.parametrize('error_shape', ['documented', 'error', 'nested', 'text'])
 def test_in_a_pipeline_an_event_waits_for_its_contact_or_fails_after_the_wait(
-        monkeypatch, error_shape):
+        monkeypatch, tmp_path, error_shape):
     count_every_bundle(monkeypatch)
     # a's track arrives first; its identify 16 s later (after two refused
     # re-sends). b's identify never comes. Timers are set on a clock fixed
@@ -140,7 +143,8 @@ def test_in_a_pipeline_an_event_waits_for_its_contact_or_fails_after_the_wait(
         p = TestPipeline(options=StandardOptions(streaming=True))
         written = p | arrivals | WriteToLoops(
             connection, 'stream', max_buffering_seconds=0.5, batch_size=10,
-            contact_wait=ContactWait(40), clock=lambda: 0.0)
+            contact_wait=ContactWait(40), clock=lambda: 0.0,
+            recorder=StateRecorder(str(tmp_path / 'state'), 'run'))
         assert_that(written.failures | beam.Map(failure_summary), equal_to([
             ('deliver', 'http_400', 400, B_KEYS[3], True,
              'waited 40s for its contact, sent 5 times')]))
@@ -156,6 +160,11 @@ def test_in_a_pipeline_an_event_waits_for_its_contact_or_fails_after_the_wait(
     assert [s for s in sends if s[0] in ['segment-m2'] + B_KEYS] == [
         ('segment-m2', 400)] + [(key, 400) for key in B_KEYS]
     assert [(e['userId'], e['idempotency_key']) for e in state['events']] == [('a', a_keys[2])]
+    # The sync state records a's event under its own key, which a later copy
+    # of its message carries.
+    recorded = read_facts(list_state(str(tmp_path / 'state')))
+    assert [facts.events for (partition, _), facts in recorded.items()
+            if partition != 'contacts'] == [frozenset({key_digest('segment-m1')})]
 
     counters = pipeline_counters(result)
     assert collections.Counter({name: n for name, n in counters.items()

@@ -30,7 +30,7 @@ def pair(request):
 
 def ordered_ids(values, spill_size):
     counts = collections.Counter()
-    kept = without_repeats(in_order(values, spill_size), counts)
+    kept = without_repeats(*in_order(values, spill_size), counts)
     return [r.stamp.message_id for _, r in kept], counts['order/duplicates']
 
 
@@ -66,6 +66,42 @@ def test_sorted_runs_from_files_merge_with_the_pairs_in_memory(tmp_path):
 
     remove_runs(directory)
     assert not (tmp_path / 'runs').exists()
+
+
+def copy(request, event_ms, received_ms):
+    """A later copy of `request`'s message: a retry Segment received again."""
+    return send(request.contact[len('user:'):], event_ms, request.stamp.message_id, received_ms)
+
+
+def test_a_messages_later_copies_are_dropped_and_its_first_received_is_kept_where_it_stands():
+    a = send('u', 100, 'a', received_ms=150)
+    b = send('u', 200, 'b', received_ms=250)
+    c = send('u', 300, 'c', received_ms=350)
+    # a's retry got a later timestamp; b's, received later, an earlier one.
+    values = [a, b, c, copy(a, 400, 900), copy(b, 50, 800), copy(c, 300, 360), copy(a, 400, 900)]
+    for spill_size in (1, 2, 1000):
+        counts = collections.Counter()
+        kept = without_repeats(*in_order(map(pair, values), spill_size), counts)
+        assert [(r.stamp.message_id, r.stamp.received_ms) for _, r in kept] == [
+            ('a', 150), ('b', 250), ('c', 350)]
+        assert counts['order/duplicates'] == 4
+
+
+def test_later_copies_are_found_across_sorted_runs_and_spills(tmp_path):
+    rng = random.Random(11)
+    requests = [send('bot', rng.randrange(10_000), f'm{i}', received_ms=20_000 + i)
+                for i in range(900)]
+    retried = rng.sample(requests, 120)
+    copies = [copy(r, r.stamp.event_ms + rng.randrange(-50, 50), r.stamp.received_ms + 86_400_000)
+              for r in retried]
+    everything = requests + copies
+    rng.shuffle(everything)
+    directory = str(tmp_path / 'runs')
+    runs = [write_run(directory, [pair(r) for r in everything[:400]])]
+    inline = [pair(r) for r in everything[400:]]
+    ids, duplicates = ordered_ids(runs + inline, spill_size=128)
+    expected = [r.stamp.message_id for r in sorted(requests, key=sort_key)]
+    assert ids == expected and duplicates == 120
 
 
 def test_in_parts_numbers_the_parts_in_order():

@@ -22,6 +22,7 @@ from transforms.core.records import (ContactSequence, Stamp, contact_upsert, eve
                                      idempotency_key_for)
 from transforms.delivery.batching import BatchPerShard
 from transforms.loops.retry import derived_key
+from transforms.state.files import list_state, read_facts
 
 PROJECT = 'segment-loops-test'
 API_KEY = 'stream-test-key'
@@ -342,6 +343,50 @@ def test_a_delete_message_deletes_its_contact_and_only_later_calls_bring_it_back
                             '--dead_letter', str(tmp_path / 'dry-dl') + '/'],
                            out=open(os.devnull, 'w'))
     assert (summary['contacts'], summary['contacts_before_deletion']) == (0, 1)
+
+
+def test_with_state_a_late_copy_of_a_delivered_event_is_not_sent_again(
+        topics, tmp_path, monkeypatch):
+    count_every_bundle(monkeypatch)
+    publisher, subscriber, names = topics
+    sync_state = str(tmp_path / 'state') + '/'
+    signup = dict(track(0, 1), receivedAt='2026-11-04T10:00:00.120Z',
+                  sentAt='2026-11-04T10:00:00.100Z')
+    # A mobile queue re-sends it days later: the same messageId, a later
+    # sentAt and receivedAt, a timestamp a few milliseconds off.
+    late_copy = dict(signup, receivedAt='2026-11-06T08:00:00.160Z',
+                     sentAt='2026-11-06T08:00:00.100Z', timestamp='2026-11-04T10:00:00.040Z')
+    opted_out = dict(track(0, 3), integrations={'All': False})
+
+    def sends_of(message_id):
+        key = idempotency_key_for(message_id)
+        return [r['status'] for r in sandbox.state()['requests']
+                if r['path'] == '/v1/events/send' and r['idempotency_key'] == key]
+
+    def recorded():
+        return any(partition != 'contacts' and facts.events
+                   for (partition, _), facts in read_facts(list_state(sync_state)).items())
+
+    with LoopsSandbox(api_key=API_KEY, rate_limit=20, latency=(0.01, 0.05), seed=6) as sandbox:
+        with running_stream(sandbox, topics, tmp_path, '--state', sync_state,
+                            '--state_flush_seconds', '0.5', '--dedupe_seconds', '1') as result:
+            publish_all(publisher, names['events'], [json.dumps(identify(0, 0)).encode()])
+            assert wait_until(lambda: len(sandbox.state()['contacts']) == 1, 60)
+            publish_all(publisher, names['events'], [json.dumps(signup).encode()])
+            assert wait_until(lambda: sends_of('tr-0-1') == [200] and recorded(), 60)
+            time.sleep(2)   # past --dedupe_seconds: only the state remembers it now
+            publish_all(publisher, names['events'], [json.dumps(e).encode() for e in (
+                late_copy, track(0, 2), opted_out)])
+            assert wait_until(lambda: sends_of('tr-0-2') == [200], 60)
+            counters = stream_counters_reach(
+                result, {'state/events_already_sent': 1, 'filter/integrations_off': 1})
+            time.sleep(1)   # a wrongly sent copy would land now
+            assert sends_of('tr-0-1') == [200] and sends_of('tr-0-3') == []
+
+    assert counters['state/events_already_sent'] == 1
+    assert counters['filter/integrations_off'] == 1
+    assert counters.get('dedupe/duplicates', 0) == 0
+    assert counters.get('deliver/already_delivered', 0) == 0
 
 
 def job_of(tmp_path, *options):

@@ -1,21 +1,32 @@
-"""A contact's event sends in event-time order, each once, in bounded memory.
+"""A contact's event sends in event-time order, each message once, in bounded memory.
 
 Requests that don't merge (event sends) are grouped by (phase, contact) and
-sorted by (stamp, idempotency key). A Segment duplicate repeats its event's
-payload, so it has the same stamp and key and lands next to its original:
-dropping a request equal to the one before it removes every duplicate
-without remembering what was seen.
+sorted by (stamp, idempotency key). A message comes more than once in two
+ways, and each copy after the first is dropped, counted `order/duplicates`:
+  - a repeated line (a replay, a file read twice) has its event's stamp and
+    key: it lands next to its original, and a request equal to the one
+    before it is dropped without remembering anything;
+  - a Segment library's retry of a batch that got no answer, or a mobile
+    queue's resend days later, repeats the messageId (so the Idempotency-Key)
+    with a later receivedAt, and so a timestamp that may differ too: of the
+    copies of one key, the one received first is kept, where its own stamp
+    puts it. Both copies carry the same userId, so they meet in the
+    contact's group.
+To find the later copies, the contact's sort keys are also read in
+`copy_order` (key, then received time), where the copies of a message are
+neighbours: only the later copies are remembered, never every key seen.
 
 A contact's requests reach the grouping as (sort key, encoded request)
 pairs, in lists, or, for a contact with many (a bot, a load test, a
 server-side "system" userId), as `SortedRun`s: files of pairs already in
-order, written where every worker can read them (the job's temp location),
-so the shuffle carries a reference instead of the requests. The ordering
-merges the runs and the pairs (spilling to a local temporary file past
-SPILL_SIZE), and the requests leave in parts of PART_SIZE: part k is a
-ContactSequence with `part=k`, which the writer sends only after part k-1.
-Memory stays bounded whatever one contact's number of events, in the
-workers and in the runner's shuffle alike.
+order, with their sort keys in copy_order beside them (KEYS_SUFFIX), written
+where every worker can read them (the job's temp location), so the shuffle
+carries a reference instead of the requests. The ordering merges the runs
+and the pairs (spilling to local temporary files past SPILL_SIZE), and the
+requests leave in parts of PART_SIZE: part k is a ContactSequence with
+`part=k`, which the writer sends only after part k-1. Memory stays bounded
+whatever one contact's number of events (it grows only with its later
+copies), in the workers and in the runner's shuffle alike.
 
 With a sync state (transforms/state/sync_state.py), `OrderRequests(delivered=...)`
 also drops the events whose Idempotency-Key the state says were delivered,
@@ -42,6 +53,8 @@ from transforms.core.records import ContactSequence, decode_request
 
 PART_SIZE = 10_000
 SPILL_SIZE = 50_000
+# Beside a SortedRun's file, its sort keys in copy_order.
+KEYS_SUFFIX = '.keys'
 
 
 _KEY = operator.itemgetter(0)
@@ -53,20 +66,51 @@ def sort_key(request) -> tuple:
     return (tuple(request.stamp), request.idempotency_key or '')
 
 
+def copy_order(key: tuple) -> tuple:
+    """The order of sort keys in which the copies of one message (one
+    Idempotency-Key) are neighbours, the one received first first."""
+    return (key[1], key[0][1], key[0])
+
+
+def later_copies(keys: Iterable[tuple]) -> set:
+    """Sort keys in copy_order -> those of the copies of a message after its
+    first (the earliest received). A copy with the first's own sort key is a
+    repeated line, which the ordering drops as such; requests without a key
+    are never copies of one another."""
+    later, first = set(), None
+    for key in keys:
+        if first is not None and key[1] and key[1] == first[1]:
+            if key != first:
+                later.add(key)
+        else:
+            first = key
+    return later
+
+
+def later_copies_among(keys: list) -> set:
+    """later_copies of sort keys in any order, all in memory."""
+    if len({key[1] for key in keys}) == len(keys):   # most contacts: no message twice
+        return set()
+    return later_copies(sorted(keys, key=copy_order))
+
+
 class SortedRun(NamedTuple):
-    """A file of one contact's (sort key, encoded request) pairs in sort-key order."""
+    """A file of one contact's (sort key, encoded request) pairs in sort-key
+    order; its sort keys in copy_order are in `path` + KEYS_SUFFIX."""
     path: str
     count: int
 
 
 def write_run(directory: str, pairs: list) -> SortedRun:
-    """Sorts (sort key, encoded request) `pairs` and writes them to a new
-    file under `directory` (any Beam file system)."""
+    """Sorts (sort key, encoded request) `pairs` and writes them, and their
+    sort keys in copy_order, to new files under `directory` (any Beam file
+    system)."""
     pairs.sort(key=_KEY)
     path = FileSystems.join(directory, f'run-{uuid.uuid4().hex}')
     with FileSystems.create(path) as out:
-        for pair in pairs:
-            pickle.dump(pair, out, pickle.HIGHEST_PROTOCOL)
+        _dump_all(pairs, out)
+    with FileSystems.create(path + KEYS_SUFFIX) as out:
+        _dump_all(sorted(map(_KEY, pairs), key=copy_order), out)
     return SortedRun(path, len(pairs))
 
 
@@ -79,7 +123,12 @@ def remove_runs(directory: str) -> None:
         FileSystems.delete([directory])
 
 
-def _read_pairs(readable) -> Iterator[tuple]:
+def _dump_all(items: Iterable, out) -> None:
+    for item in items:
+        pickle.dump(item, out, pickle.HIGHEST_PROTOCOL)
+
+
+def _read_items(readable) -> Iterator:
     while True:
         try:
             yield pickle.load(readable)
@@ -87,55 +136,81 @@ def _read_pairs(readable) -> Iterator[tuple]:
             return
 
 
+def _read_file(path: str) -> Iterator:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        yield from _read_items(f)
+
+
 def read_run(run: SortedRun) -> Iterator[tuple]:
     """The pairs of a SortedRun, in order."""
-    with FileSystems.open(run.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        yield from _read_pairs(f)
+    return _read_file(run.path)
 
 
-def in_order(values: Iterable, spill_size: int = SPILL_SIZE) -> Iterator[tuple]:
-    """(sort key, encoded request) pairs and SortedRuns -> (sort key, request)
-    in sort-key order; at most `spill_size` pairs are held in memory."""
-    runs, buffer = [], []
+def read_run_keys(run: SortedRun) -> Iterator[tuple]:
+    """The sort keys of a SortedRun, in copy_order."""
+    return _read_file(run.path + KEYS_SUFFIX)
+
+
+def in_order(values: Iterable, spill_size: int = SPILL_SIZE) -> tuple:
+    """(sort key, encoded request) pairs and SortedRuns -> (the pairs as
+    (sort key, request) in sort-key order, the sort keys of later copies
+    (`later_copies`)); at most `spill_size` pairs are held in memory. The
+    later copies are found before the first pair is read."""
+    runs, key_runs, buffer = [], [], []
     for value in values:
         if type(value) is SortedRun:
             runs.append(read_run(value))
+            key_runs.append(read_run_keys(value))
             continue
         buffer.append(value)
         if len(buffer) >= spill_size:
-            runs.append(_spill(buffer))
+            pairs, keys = _spill(buffer)
+            runs.append(pairs)
+            key_runs.append(keys)
             buffer = []
+    keys = [pair[0] for pair in buffer]
+    if key_runs:
+        keys.sort(key=copy_order)
+        later = later_copies(heapq.merge(keys, *key_runs, key=copy_order))
+    else:
+        later = later_copies_among(keys)
     buffer.sort(key=_KEY)
     if runs:
         buffer = heapq.merge(buffer, *runs, key=_KEY)
-    return ((key, decode_request(encoded)) for key, encoded in buffer)
+    return ((key, decode_request(encoded)) for key, encoded in buffer), later
 
 
-def _spill(buffer: list) -> Iterator[tuple]:
-    """Sorts `buffer` into a local temporary file (removed once read); ->
-    its pairs, in order."""
+def _spill(buffer: list) -> tuple:
+    """Sorts `buffer` into a local temporary file, and its sort keys in
+    copy_order into another (each removed once read); -> (its pairs in
+    order, its keys in copy_order)."""
     buffer.sort(key=_KEY)
+    return (_local_run(buffer), _local_run(sorted(map(_KEY, buffer), key=copy_order)))
+
+
+def _local_run(items: list) -> Iterator:
     run = tempfile.TemporaryFile()
-    for pair in buffer:
-        pickle.dump(pair, run, pickle.HIGHEST_PROTOCOL)
+    _dump_all(items, run)
     run.seek(0)
     return _read_local(run)
 
 
-def _read_local(run) -> Iterator[tuple]:
+def _read_local(run) -> Iterator:
     with run:
-        yield from _read_pairs(run)
+        yield from _read_items(run)
 
 
-def without_repeats(ordered: Iterable[tuple], counts) -> Iterator[tuple]:
-    """The (sort key, request) pairs of `ordered`, each sort key once; the
-    repeats are counted as `order/duplicates`."""
+def without_repeats(ordered: Iterable[tuple], later: set, counts) -> Iterator[tuple]:
+    """The (sort key, request) pairs of `ordered`, each sort key once and
+    none of the `later` copies (in_order gives both); what is dropped is
+    counted as `order/duplicates`."""
     previous = None
     for pair in ordered:
-        if pair[0] == previous:
+        key = pair[0]
+        if key == previous or (later and key in later):
             counts['order/duplicates'] += 1
             continue
-        previous = pair[0]
+        previous = key
         yield pair
 
 
@@ -199,7 +274,7 @@ class _OrderContactRequests(beam.DoFn):
                       default=None)
         held = itertools.chain.from_iterable(
             value for value in lists if not isinstance(value, (DeliveredKeys, ContactDeleted)))
-        pairs = without_repeats(in_order(held, self._spill_size), self._counts)
+        pairs = without_repeats(*in_order(held, self._spill_size), self._counts)
         if delivered:
             pairs = not_delivered(pairs, delivered, self._counts)
         if deleted is not None:

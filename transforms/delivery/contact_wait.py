@@ -23,7 +23,7 @@ Loops may spend an Idempotency-Key on a refused request, so re-send n goes out
 under `derived_key(original key, 'contact-wait-<n>')`: a new key, the same
 for the same n, so a retried bundle (whose state starts again from before
 it) repeats the same keys and gets 409 (already delivered), never a second
-event. Counters: `stream/events_held` (first refusals held),
+event. A released event is recorded (--state) under its own key. Counters: `stream/events_held` (first refusals held),
 `stream/events_released` (held events Loops then accepted),
 `stream/events_waited_out` (held events failed after the whole wait).
 """
@@ -207,6 +207,10 @@ class WriteShardWaitingForContacts(WriteShard):
                 delivered = waited_out(delivered, event, now)
             elif delivered.outcome.status != 'failed':
                 self._waiting.inc('events_released')
+                # Recorded under the event's own key, the one a later copy of
+                # its message carries (transforms/state/delivered_events.py).
+                delivered = delivered._replace(request=dataclasses.replace(
+                    delivered.request, headers=event.request.headers))
             yield from self._finish(delivered)
 
     def _keep(self, held: HeldEvents, held_state, wake) -> None:

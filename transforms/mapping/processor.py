@@ -15,6 +15,11 @@ What happens is counted in a `collections.Counter` the caller passes (the
 DoFns turn it into Beam metrics), under the names the summary and docs/metrics.md
 use: `parse/<reason>`, `filter/...`, `map/<reason or change>`,
 `held_back/<reason>`, `conform/<change>`, `refused/<reason>`.
+
+The filter drops what is not selected (`filter/filtered_out_<type>`) and,
+unless told otherwise, the calls whose `integrations` kept them from
+Loops (`filter/integrations_off`, transforms/segment/integrations.py); both
+count in `filter/filtered_out`.
 """
 import collections
 import dataclasses
@@ -29,6 +34,7 @@ from transforms.mapping.conform import AccountSchema, check_policy, conform_body
 from transforms.mapping.language import Mapping
 from transforms.mapping.mapper import map_event
 from transforms.segment.deletions import DELETE_TYPE, deletion_of_event
+from transforms.segment.integrations import gives_to_loops
 from transforms.segment.parse import ParsedEvent, Rejected, event_text, parse_event
 
 Counts = collections.Counter
@@ -39,11 +45,14 @@ class Selection:
     """Which events become requests (call types, track names) and how they
     map. `deletions`: a Segment delete message (a user-deletion request)
     deletes its contact, whatever `types` says; without it, it is filtered
-    out like any type not selected (`filter/filtered_out_delete`)."""
+    out like any type not selected (`filter/filtered_out_delete`).
+    `ignore_integrations` sends the calls whose `integrations` turned Loops
+    off (Segment would not have given them to Loops)."""
     types: tuple
     event_names: Optional[tuple]
     mapping: Mapping
     deletions: bool = False
+    ignore_integrations: bool = False
 
     def keeps(self, event: ParsedEvent) -> bool:
         """Whether the filter keeps an event: its type is selected and, for
@@ -53,6 +62,10 @@ class Selection:
         if self.event_names is not None and event.type == 'track':
             return event.data.get('event') in self.event_names
         return True
+
+    def turned_off(self, event: ParsedEvent) -> bool:
+        """Whether the call's `integrations` kept it from Loops, and that counts."""
+        return not self.ignore_integrations and not gives_to_loops(event.data.get('integrations'))
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,10 @@ class EventProcessor:
         if not self.selection.keeps(event):
             counts['filter/filtered_out'] += 1
             counts['filter/filtered_out_' + event.type] += 1
+            return Processed(None, (), event)
+        if self.selection.turned_off(event):
+            counts['filter/filtered_out'] += 1
+            counts['filter/integrations_off'] += 1
             return Processed(None, (), event)
         counts['filter/kept'] += 1
         try:

@@ -5,9 +5,10 @@ backfill drops them inside each contact's group (transforms/contacts/ordering.py
 stream cannot wait for a whole group, so it remembers each messageId for
 `ttl_seconds` of processing time in keyed state and drops repeats seen in
 that time. Behind it, the stream's per-contact state never sends a
-property again at the same stamp (transforms/contacts/stream_state.py), and
-idempotency keys on event sends are the last line of defence for repeats
-that arrive later than that.
+property again at the same stamp (transforms/contacts/stream_state.py); an
+event send's later copy is dropped by the sync state, which records every
+event delivered (--state, transforms/state/delivered_events.py), and else
+Loops refuses its Idempotency-Key within 24 hours.
 """
 import time
 from typing import Callable, Optional

@@ -146,6 +146,11 @@ def relative_path(prefix: str, path: str) -> str:
     return path[len(state_root(prefix)):].replace('\\', '/').lstrip('/')
 
 
+def day_files(prefix: str, day: str) -> list:
+    """The files of one event day's partition now (FileMetadata, by path)."""
+    return _match(FileSystems.join(events_dir(prefix, day), '*' + SUFFIX))
+
+
 def _match(pattern: str) -> list:
     try:
         result = FileSystems.match([pattern])[0]
