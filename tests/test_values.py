@@ -12,17 +12,20 @@ from transforms.segment.parse import Rejected
 LONG = 'x' * 501
 
 
-def convert(obj, **rules):
+def convert(obj, event_properties=False, **rules):
     adjustments = collections.Counter()
-    return to_loops_properties(obj, ValueRules(**rules), adjustments), dict(adjustments)
+    return (to_loops_properties(obj, ValueRules(**rules), adjustments,
+                                event_properties=event_properties), dict(adjustments))
 
 
 @pytest.mark.parametrize('obj, rules, expected, adjustments', [
     # Scalars pass through untouched; null is kept (it resets a property).
     ({'a': 'x', 'b': 1, 'c': 1.5, 'd': True, 'e': None},
      {}, {'a': 'x', 'b': 1, 'c': 1.5, 'd': True, 'e': None}, {}),
-    # Nested objects.
+    # Nested objects, flattened to camelCase names by default, or with a separator.
     ({'address': {'city': 'X', 'geo': {'lat': 1}}}, {},
+     {'addressCity': 'X', 'addressGeoLat': 1}, {'flattened': 2}),
+    ({'address': {'city': 'X', 'geo': {'lat': 1}}}, {'separator': '_'},
      {'address_city': 'X', 'address_geo_lat': 1}, {'flattened': 2}),
     ({'address': {'city': 'X'}}, {'separator': '.'}, {'address.city': 'X'}, {'flattened': 1}),
     ({'address': {'city': 'X', 'n': [1]}}, {'nested_objects': 'json'},
@@ -42,7 +45,7 @@ def convert(obj, **rules):
     ({'nums': [math.inf]}, {}, {}, {'dropped_non_finite': 1}),
     ({'nums': [1, math.nan]}, {'arrays': 'json'}, {}, {'dropped_non_finite': 1}),
     # Arrays inside flattened objects.
-    ({'user': {'roles': ['admin', 'dev']}}, {}, {'user_roles': 'admin, dev'},
+    ({'user': {'roles': ['admin', 'dev']}}, {}, {'userRoles': 'admin, dev'},
      {'flattened': 1, 'joined': 1}),
     # Non-finite numbers.
     ({'a': math.nan, 'b': -math.inf, 'c': 0.0}, {}, {'c': 0.0}, {'dropped_non_finite': 2}),
@@ -66,19 +69,54 @@ def test_long_string_fail_rejects_and_names_the_key():
     with pytest.raises(Rejected) as raised:
         convert({'bio': {'text': LONG}}, long_strings='fail')
     assert raised.value.reason == 'value_too_long'
-    assert 'bio_text' in raised.value.message and '501' in raised.value.message
+    assert 'bioText' in raised.value.message and '501' in raised.value.message
 
 
 def test_prefix_is_joined_to_every_key():
     assert convert({'city': 'X'}) == ({'city': 'X'}, {})
     adjustments = collections.Counter()
     assert to_loops_properties({'city': 'X', 'geo': {'lat': 1}}, ValueRules(), adjustments,
-                               prefix='address') == {'address_city': 'X', 'address_geo_lat': 1}
+                               prefix='address') == {'addressCity': 'X', 'addressGeoLat': 1}
 
 
 def test_flattened_key_order_follows_the_document_and_later_keys_win():
-    flat, _ = convert({'a_b': 1, 'a': {'b': 2}, 'z': 3})
-    assert list(flat.items()) == [('a_b', 2), ('z', 3)]
+    flat, _ = convert({'aB': 1, 'a': {'b': 2}, 'z': 3})
+    assert list(flat.items()) == [('aB', 2), ('z', 3)]
+
+
+@pytest.mark.parametrize('obj, name', [
+    ({'address': {'city': 1}}, 'addressCity'),
+    ({'address': {'City': 1}}, 'addressCity'),
+    ({'shipping_address': {'zip_code': 1}}, 'shippingAddressZipCode'),
+    ({'user': {'first name': 1}}, 'userFirstName'),
+    ({'utm': {'$source': 1}}, 'utmSource'),
+    ({'a-b': {'c.d': 1}}, 'aBCD'),
+    ({'a': {'$': 1}}, 'a$'),
+    ({'geo': {'2d': 1}}, 'geo2d'),
+    ({'iPhone': {'model': 1}}, 'iPhoneModel'),
+    ({'住所': {'市': 1}}, '住所市'),
+    ({'address': {'': 1}}, 'address'),
+])
+def test_flattened_names_are_camel_case_words_of_the_keys(obj, name):
+    assert convert(obj) == ({name: 1}, {'flattened': 1})
+
+
+def test_event_properties_are_never_null_nor_unsafe_integers():
+    big = 2 ** 53
+    flat, adjustments = convert(
+        {'n': None, 'big': big, 'safe': big - 1, 'low': -big, 'lowest': -big + 1,
+         'flag': True, 'nested': {'z': None, 'huge': 10 ** 30}}, event_properties=True)
+    assert flat == {'big': '9007199254740992', 'safe': big - 1, 'low': '-9007199254740992',
+                    'lowest': -big + 1, 'flag': True,
+                    'nestedHuge': '1000000000000000000000000000000'}
+    assert adjustments == {'dropped_null_event_properties': 2, 'unsafe_integer_as_text': 3,
+                           'flattened': 1}
+
+
+def test_contact_properties_keep_null_and_leave_integers_to_the_account():
+    # null resets a contact property; an integer's fate depends on the
+    # property's type in the account (transforms/mapping/conform.py).
+    assert convert({'n': None, 'big': 2 ** 60}) == ({'n': None, 'big': 2 ** 60}, {})
 
 
 def test_deep_nesting_does_not_hit_the_recursion_limit():
@@ -142,7 +180,7 @@ def test_to_loops_value(value, rules, expected, adjustments):
 
 @pytest.mark.parametrize('rules', [
     {'nested_objects': 'nest'}, {'arrays': 'split'}, {'long_strings': 'ignore'},
-    {'separator': None},
+    {'separator': 1},
 ])
 def test_value_rules_reject_unknown_rules(rules):
     with pytest.raises(ValueError):

@@ -1,18 +1,24 @@
 """Turning free-form Segment values into the flat scalars Loops accepts.
 
 Loops contact and event properties are flat: a value is a string, a number, a
-boolean or null, and a string holds at most 500 characters. Segment traits and
-properties are arbitrary JSON. `to_loops_properties` bridges the two by rules
-(`ValueRules`) and counts every change it makes in an `adjustments` counter, so
-a run can report how much of the input was reshaped rather than sent as is.
+boolean or null (event properties: never null), a string holds at most 500
+characters, and a number is a double. Segment traits and properties are
+arbitrary JSON. `to_loops_properties` bridges the two by rules (`ValueRules`)
+and counts every change it makes in an `adjustments` counter, so a run can
+report how much of the input was reshaped rather than sent as is. Flattened
+names are camelCase by default (address.city -> addressCity), the names Loops
+gives the properties it creates.
 
 Adjustment names (stable; they appear in metrics and reports): `flattened`,
 `json_encoded`, `joined`, `dropped_nested`, `dropped_array`, `truncated`,
-`dropped_long`, `dropped_non_finite`, `dropped_long_key`.
+`dropped_long`, `dropped_non_finite`, `dropped_long_key`, and for event
+properties `dropped_null_event_properties`, `unsafe_integer_as_text`.
 """
 import collections
+import functools
 import json
 import math
+import re
 from dataclasses import dataclass
 from math import isfinite
 from typing import Any, Optional, Union
@@ -20,12 +26,16 @@ from typing import Any, Optional, Union
 from transforms.segment.parse import Rejected
 
 MAX_STRING_LENGTH = 500
+# Loops stores numbers as doubles: integers beyond this lose digits.
+MAX_SAFE_INTEGER = 2 ** 53 - 1
 
 NESTED_OBJECT_RULES = ('flatten', 'json', 'drop')
 ARRAY_RULES = ('join', 'json', 'drop')
 LONG_STRING_RULES = ('truncate', 'drop', 'fail')
 # Up to 250 code points can never exceed 500 UTF-16 units: no need to count.
 _ALWAYS_SHORT = MAX_STRING_LENGTH // 2
+# What separates the words of a key (anything but letters and digits).
+_WORD_BREAKS = re.compile(r'[\W_]+')
 
 LoopsScalar = Union[str, int, float, bool, None]
 
@@ -53,15 +63,17 @@ DROPPED = _Dropped()
 class ValueRules:
     """How to reshape values Loops cannot take.
 
-    nested_objects: 'flatten' (address.city -> address_city), 'json' (JSON
+    nested_objects: 'flatten' (address.city -> addressCity), 'json' (JSON
     text) or 'drop'. arrays: 'join' (", "-joined items), 'json' or 'drop'.
     long_strings (over 500 characters): 'truncate', 'drop' or 'fail' (the
-    event is rejected). separator joins the keys of flattened objects.
+    event is rejected). separator: how the keys of flattened objects are
+    joined: None builds a camelCase name from their words (see
+    camel_case_name); text joins them as they are (address_city with "_").
     """
     nested_objects: str = 'flatten'
     arrays: str = 'join'
     long_strings: str = 'truncate'
-    separator: str = '_'
+    separator: Optional[str] = None
 
     def __post_init__(self):
         for name, allowed in (('nested_objects', NESTED_OBJECT_RULES),
@@ -70,8 +82,31 @@ class ValueRules:
             if getattr(self, name) not in allowed:
                 raise ValueError(f'{name} must be one of {", ".join(allowed)}, '
                                  f'not {getattr(self, name)!r}')
-        if not isinstance(self.separator, str):
-            raise ValueError(f'separator must be text, not {self.separator!r}')
+        if self.separator is not None and not isinstance(self.separator, str):
+            raise ValueError(f'separator must be None (camelCase) or text, '
+                             f'not {self.separator!r}')
+
+
+@functools.lru_cache(maxsize=4096)
+def camel_case_name(parent: str, key: str) -> str:
+    """The flattened name of `key` within `parent`, in camelCase: the words
+    of both (runs of letters and digits), each after the first with its first
+    letter upper-cased. 'address', 'city' -> 'addressCity';
+    'shipping_address', 'zip code' -> 'shippingAddressZipCode'. A name
+    flattened further is one word already, so it stays as it is. A key
+    without a word ('', '$', a control character) is appended as it is, so
+    that a name Loops cannot hold stays visible as one (and is dropped,
+    counted). (Cached: events repeat the same few nested keys.)"""
+    words = [word for word in _WORD_BREAKS.split(parent) if word]
+    key_words = [word for word in _WORD_BREAKS.split(key) if word]
+    name = ''.join(word[0].upper() + word[1:] if i else word
+                   for i, word in enumerate(words + key_words))
+    return name if key_words else name + key
+
+
+def is_unsafe_integer(value: Any) -> bool:
+    """Whether `value` is an integer Loops would round: beyond ±(2^53 − 1)."""
+    return type(value) is int and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
 
 
 def loops_length(text: str) -> int:
@@ -106,15 +141,22 @@ def is_loops_scalar(value: Any) -> bool:
 
 def to_loops_properties(obj: dict, rules: ValueRules,
                         adjustments: collections.Counter,
-                        prefix: str = '') -> dict:
+                        prefix: str = '', *, event_properties: bool = False) -> dict:
     """Returns `obj` as a flat dict of Loops scalars, reshaped by `rules`.
 
-    Keys are kept as they are; flattened keys are `prefix`, the separator and
-    the key joined (when `prefix` is empty, the key alone). Where a flattened
-    key equals another key, the later one in document order wins. Every change
-    is counted in `adjustments`. Raises Rejected('value_too_long') when a long
-    string meets the 'fail' rule. Keys over 500 characters are dropped
-    (counted `dropped_long_key`).
+    Keys are kept as they are; flattened keys are `prefix` and the key joined
+    by the separator, or in camelCase (when `prefix` is empty, the key
+    alone). Where a flattened key equals another key, the later one in
+    document order wins. Every change is counted in `adjustments`. Raises
+    Rejected('value_too_long') when a long string meets the 'fail' rule. Keys
+    over 500 characters are dropped (counted `dropped_long_key`).
+
+    `event_properties`: the values are an event's properties, which Loops
+    cannot hold null (left out, counted `dropped_null_event_properties`) and
+    has no account type for: an integer it would round is sent as its text,
+    every digit kept (counted `unsafe_integer_as_text`). A contact's null
+    resets a property, and its integers are fitted to the account's types
+    (transforms/mapping/conform.py).
     """
     flat = {}
     separator = rules.separator
@@ -125,7 +167,12 @@ def to_loops_properties(obj: dict, rules: ValueRules,
     while stack:
         parent, items = stack[-1]
         for key, value in items:
-            name = f'{parent}{separator}{key}' if parent else key
+            if not parent:
+                name = key
+            elif separator is None:
+                name = camel_case_name(parent, key)
+            else:
+                name = f'{parent}{separator}{key}'
             # Loops refuses a body with a key over 500 characters (400), which
             # would lose every other update of the contact merged with it.
             if is_too_long(name):
@@ -133,9 +180,23 @@ def to_loops_properties(obj: dict, rules: ValueRules,
                 continue
             kind = type(value)
             # Fast path for the common values that never change (hot loop).
-            if (kind is str and len(value) <= _ALWAYS_SHORT) or value is None or kind is int \
-                    or kind is bool or (kind is float and isfinite(value)):
+            if (kind is str and len(value) <= _ALWAYS_SHORT) or kind is bool \
+                    or (kind is float and isfinite(value)):
                 flat[name] = value
+                continue
+            if kind is int:
+                if event_properties and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                    adjustments['unsafe_integer_as_text'] += 1
+                    value = _limit_length(name, str(value), rules, adjustments)
+                    if value is DROPPED:
+                        continue
+                flat[name] = value
+                continue
+            if value is None:
+                if event_properties:
+                    adjustments['dropped_null_event_properties'] += 1
+                else:
+                    flat[name] = None
                 continue
             if flatten and isinstance(value, dict) and value:
                 adjustments['flattened'] += 1
