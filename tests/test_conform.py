@@ -76,7 +76,6 @@ def test_coerce_value_converts_safely(loops_type, value, expected):
     ('number', ''),
     ('number', 'NaN'),
     ('number', '1e999'),
-    ('number', str(2 ** 53)),
     ('number', float('inf')),
     ('boolean', 1),
     ('boolean', 'yes'),
@@ -93,6 +92,38 @@ def test_coerce_value_rejects_what_cannot_be_converted_safely(loops_type, value)
 
     assert rejected.value.reason == 'type_mismatch'
     assert "'seats'" in rejected.value.message and loops_type in rejected.value.message
+
+
+@pytest.mark.parametrize('loops_type, value', [
+    ('number', 2 ** 53),
+    ('number', -2 ** 53),
+    ('number', 10 ** 30),
+    ('number', str(2 ** 53)),            # numeric text that would become an unsafe number
+    ('number', ' -90071992547409930 '),
+    ('boolean', 2 ** 64),
+    ('date', 2 ** 64),
+])
+def test_an_integer_loops_would_round_is_never_a_number(loops_type, value):
+    with pytest.raises(Rejected) as rejected:
+        coerce_value('bigId', value, loops_type)
+
+    assert rejected.value.reason == 'unsafe_integer'
+    assert "'bigId'" in rejected.value.message and '2^53' in rejected.value.message
+
+
+def test_unsafe_integers_are_text_for_a_string_property_else_a_refused_part():
+    schema = AccountSchema({'accountId': 'string', 'seats': 'number'}, frozenset())
+    body = {'userId': 'u1', 'accountId': 2 ** 64, 'seats': 2 ** 64, 'orderId': -2 ** 53,
+            'plan': 2 ** 53 - 1}
+
+    conformed, adjustments, refused = conform_body(body, schema, 'send')
+
+    assert conformed == {'userId': 'u1', 'accountId': '18446744073709551616',
+                         'plan': 2 ** 53 - 1}
+    assert adjustments == {'unsafe_integer_as_text': 1, 'unknown_property_sent': 1}
+    assert [(part.reason, part.message.split(' ', 1)[0]) for part in refused] == [
+        ('unsafe_integer', "'seats'"), ('unsafe_integer', "'orderId'")]
+    assert all('the rest of the event was sent' in part.message for part in refused)
 
 
 @pytest.mark.parametrize('body, policy, expected_body, expected_adjustments', [
@@ -231,3 +262,27 @@ def test_the_processor_sends_the_rest_and_records_each_refused_part():
     assert all(json.loads(f['event']) == event for f in processed.failures)
     assert counts['refused/unknown_property'] == counts['refused/unknown_mailing_list'] == 1
     assert counts['conform/coerced'] == 1 and counts['map/failed'] == 0
+
+
+def test_the_processor_never_sends_an_integer_loops_would_round():
+    schema = AccountSchema({'accountId': 'string', 'seats': 'number'}, frozenset())
+    processor = EventProcessor(Selection(('identify', 'track'), None, default_mapping()),
+                               account=schema, unknown_properties='send')
+    identify = {'type': 'identify', 'userId': 'u1', 'traits': {
+        'accountId': 12345678901234567890, 'seats': 12345678901234567890, 'plan': 'pro'}}
+    track = {'type': 'track', 'userId': 'u1', 'event': 'Ordered', 'messageId': 'm2',
+             'properties': {'orderId': 12345678901234567890, 'total': 12}}
+    counts = collections.Counter()
+
+    contact = processor.process(RawEvent('f.gz', 1, json.dumps(identify)), counts)
+    event = processor.process(RawEvent('f.gz', 2, json.dumps(track)), counts)
+
+    assert contact.request.body == {'userId': 'u1', 'accountId': '12345678901234567890',
+                                    'plan': 'pro', 'source': 'Segment'}
+    assert [(f['stage'], f['reason']) for f in contact.failures] == [
+        ('conform', 'unsafe_integer')]
+    assert event.request.body['eventProperties'] == {'orderId': '12345678901234567890',
+                                                     'total': 12}
+    assert event.failures == ()
+    assert (counts['conform/unsafe_integer_as_text'], counts['refused/unsafe_integer'],
+            counts['map/unsafe_integer_as_text']) == (1, 1, 1)

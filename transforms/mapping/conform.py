@@ -10,10 +10,15 @@ leaves out, one by one, the parts it cannot send without losing data, so that
 every loss is a failure record rather than a silent drop, and a refused part
 costs only itself.
 
+Loops stores numbers as doubles, so an integer beyond ±(2^53 − 1) is never
+sent as a number: for a string property it is sent as its text, every digit
+kept; for any other property, or one the account lacks, it is refused.
+
 Refusal reasons (stable; they become failure records' `reason`, stage
 `conform`): `unknown_property` (policy 'fail'), `type_mismatch` (a value that
-cannot be coerced safely), `unknown_mailing_list`. Adjustment names (counted
-per value): `coerced`, `unknown_property_sent`, `unknown_property_dropped`.
+cannot be coerced safely), `unsafe_integer` (an integer Loops would round),
+`unknown_mailing_list`. Adjustment names (counted per value): `coerced`,
+`unsafe_integer_as_text`, `unknown_property_sent`, `unknown_property_dropped`.
 """
 import collections
 import dataclasses
@@ -25,6 +30,7 @@ from typing import Any, NamedTuple
 from transforms.core.kinds import CONTACT_UPSERT, MAILING_LISTS, RequestKind
 from transforms.core.text import preview
 from transforms.mapping.language import LOOPS_CONTACT_FIELDS
+from transforms.mapping.values import is_unsafe_integer
 from transforms.segment.parse import Rejected
 from transforms.segment.timestamps import parse_timestamp, to_iso8601
 
@@ -36,8 +42,6 @@ DEFAULT_PROPERTY_KEYS = frozenset({'firstName', 'lastName', 'email', 'notes', 's
                                    'userGroup', 'userId', 'subscribed', 'createdAt'})
 UNKNOWN_PROPERTY_POLICIES = ('send', 'drop', 'fail')
 
-# Loops stores numbers as doubles: integers beyond this lose digits.
-MAX_SAFE_INTEGER = 2 ** 53 - 1
 _NUMBER_TEXT = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?',
                           re.ASCII)
 _BOOLEAN_TEXT = {'true': True, 'false': False}
@@ -92,11 +96,14 @@ def coerce_value(key: str, value: Any, loops_type: str) -> Any:
     """One property value -> the value to send for a property of `loops_type`.
 
     null always passes (it resets). number: numeric text -> int or float
-    (never booleans, never "12abc", never integers Loops would round).
-    boolean: "true"/"false" in any case -> bool. date: any Segment timestamp
-    form, epoch numbers included -> ISO-8601 text. string: numbers and
-    booleans -> their JSON text. A type Loops may add later passes unchanged.
-    Raises Rejected('type_mismatch') for a value that cannot be coerced safely.
+    (never booleans, never "12abc"). boolean: "true"/"false" in any case ->
+    bool. date: any Segment timestamp form, epoch numbers included ->
+    ISO-8601 text. string: numbers and booleans -> their JSON text (an
+    integer Loops would round as a number keeps every digit). A type Loops
+    may add later passes unchanged. Raises Rejected('unsafe_integer') for an
+    integer beyond ±(2^53 − 1), or integer text of one, for any type but
+    string; Rejected('type_mismatch') for another value that cannot be
+    coerced safely.
     """
     if value is None or loops_type not in LOOPS_TYPES:
         return value
@@ -105,8 +112,12 @@ def coerce_value(key: str, value: Any, loops_type: str) -> Any:
             return value
         if isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
             return json.dumps(value)
+    elif is_unsafe_integer(value):
+        raise unsafe_integer(key, value)
     elif loops_type == 'number':
         number = _number(value)
+        if is_unsafe_integer(number):
+            raise unsafe_integer(key, value)
         if number is not None:
             return number
     elif loops_type == 'boolean':
@@ -120,6 +131,13 @@ def coerce_value(key: str, value: Any, loops_type: str) -> Any:
             return to_iso8601(ms)
     raise Rejected('type_mismatch', f'{key!r} is a {loops_type} property in Loops; '
                    f'{preview(value, _PREVIEW_CHARS)} cannot be sent as a {loops_type}')
+
+
+def unsafe_integer(key: str, value: Any) -> Rejected:
+    """The refusal of an integer Loops would round, naming the property."""
+    return Rejected('unsafe_integer', f'{key!r} is {preview(value, _PREVIEW_CHARS)}, an '
+                    'integer Loops would round (it stores numbers as doubles, exact up to '
+                    '±(2^53 − 1)); make it a string property in Loops to keep every digit')
 
 
 def is_changed(value: Any, coerced: Any) -> bool:
@@ -152,9 +170,9 @@ def conform_body(body: dict, schema: AccountSchema, unknown_properties: str, *,
     account lacks is refused alone; the other lists stay. Loops' own fields
     pass unchanged, and so do the request's own fields (`kind.own_fields`:
     an event's name and properties): only the flat top-level contact
-    properties are conformed. A refused part costs only itself: the rest of the body is
-    sent. Refusal reasons: unknown_property, type_mismatch,
-    unknown_mailing_list. The input is not changed.
+    properties are conformed. A refused part costs only itself: the rest of
+    the body is sent. Refusal reasons: unknown_property, type_mismatch,
+    unsafe_integer, unknown_mailing_list. The input is not changed.
     """
     check_policy(unknown_properties)
     adjustments = collections.Counter()
@@ -177,19 +195,27 @@ def conform_body(body: dict, schema: AccountSchema, unknown_properties: str, *,
                 if unknown_properties == 'drop':
                     adjustments['unknown_property_dropped'] += 1
                     continue
+                if is_unsafe_integer(value):
+                    refused.append(_refused(unsafe_integer(key, value)))
+                    continue
                 adjustments['unknown_property_sent'] += 1
             else:
                 try:
                     coerced = coerce_value(key, value, loops_type)
                 except Rejected as rejected:
-                    refused.append(Refused(rejected.reason,
-                                           f'{rejected.message}; the rest of the event was sent'))
+                    refused.append(_refused(rejected))
                     continue
-                if is_changed(value, coerced):
+                if is_unsafe_integer(value):
+                    adjustments['unsafe_integer_as_text'] += 1
+                elif is_changed(value, coerced):
                     adjustments['coerced'] += 1
                 value = coerced
         conformed[key] = value
     return Conformed(conformed, adjustments, refused)
+
+
+def _refused(rejected: Rejected) -> Refused:
+    return Refused(rejected.reason, f'{rejected.message}; the rest of the event was sent')
 
 
 def _number(value: Any) -> int | float | None:
@@ -207,8 +233,7 @@ def _number(value: Any) -> int | float | None:
     if '.' in text or 'e' in text or 'E' in text:
         number = float(text)
         return number if math.isfinite(number) else None
-    number = int(text)
-    return number if abs(number) <= MAX_SAFE_INTEGER else None
+    return int(text)
 
 
 def _known_mailing_lists(value: Any, schema: AccountSchema, refused: list) -> Any:
