@@ -102,13 +102,21 @@ def test_compile_template(text, parts):
      'group.colon_replacement: expected null or text'),
     ({'values': {'arrays': 'split'}}, "values.arrays: expected one of join, json, drop, got 'split'"),
     ({'values': {'long_strings': 'ignore'}}, 'values.long_strings: expected one of'),
-    ({'values': {'separator': 1}}, 'values.separator: expected text'),
+    ({'values': {'separator': 1}}, 'values.separator: expected null (camelCase) or text'),
+    ({'event': {'contactProperties': {'optInStatus': '$.x'}}},
+     "event.contactProperties.optInStatus: 'optInStatus' is read-only in Loops"),
     ({'values': {'depth': 3}}, 'values.depth: unknown key'),
 ])
 def test_invalid_mappings_say_what_and_where(document, message):
     with pytest.raises(MappingError) as raised:
         mapping_from_dict(document)
     assert str(raised.value).startswith(message)
+
+
+def test_flattened_names_are_camel_case_unless_a_separator_is_given():
+    assert DEFAULT.values.separator is None
+    assert mapping_from_dict({'values': {'separator': '_'}}).values.separator == '_'
+    assert mapping_from_dict({'values': {'separator': None}}).values.separator is None
 
 
 def test_load_yaml_merges_over_the_defaults(tmp_path):

@@ -23,11 +23,15 @@ example keys (`rename`, `skip`, `contactProperties`) that are empty by default:
       eventProperties: "$.properties"         # null = none
       contactProperties: {plan: "$.properties.plan"}   # Loops key -> source, flat in the body,
                                               # or one path whose object is spread like traits
+                                              # (Loops' firstName, lastName, userGroup, source,
+                                              # subscribed, createdAt: set as by a contact)
       colon_replacement: null                 # null: a name with ':' is a failure; or e.g. "-"
     page: null                                # off; {eventName: "Viewed {name} Page"} sends
     screen: null                              # page/screen/group calls as events (the other
     group: null                               # keys as under `event`)
-    values: {nested_objects: flatten, arrays: join, long_strings: truncate, separator: "_"}
+    values: {nested_objects: flatten, arrays: join, long_strings: truncate, separator: null}
+                                              # separator null: flattened names in camelCase
+                                              # (address.city -> addressCity); "_": address_city
 
 A source is a path, `{literal: <JSON value>}`, or a list of them. A path is `$`
 followed by `.name` or `["any key"]` / `['any key']` segments, e.g.
@@ -54,6 +58,8 @@ from transforms.mapping.values import (ARRAY_RULES, LONG_STRING_RULES, NESTED_OB
 
 # Names Loops keeps for itself (unconfirmed list): never custom properties.
 RESERVED_NAMES = frozenset({'id', 'listId', 'softDeleteAt', 'teamId', 'updatedAt'})
+# Contact fields Loops sets itself: never sent.
+READ_ONLY_FIELDS = frozenset({'optInStatus'})
 # Loops' own contact fields: set only through their explicit field.
 LOOPS_CONTACT_FIELDS = frozenset({'email', 'firstName', 'lastName', 'source',
                                   'subscribed', 'userGroup', 'userId',
@@ -90,7 +96,7 @@ DEFAULT_MAPPING = {
     'screen': None,
     'group': None,
     'values': {'nested_objects': 'flatten', 'arrays': 'join',
-               'long_strings': 'truncate', 'separator': '_'},
+               'long_strings': 'truncate', 'separator': None},
 }
 # What a page/screen/group section takes when it is turned on: eventName is required.
 _CALL_EVENT_DEFAULTS = {
@@ -456,6 +462,9 @@ def _event_contact_properties(value: Any, where: str) -> dict:
         if key in EVENT_BODY_FIELDS or key in RESERVED_NAMES:
             raise MappingError(f'{here}: {key!r} is a field of the event request or a '
                                'reserved name, not a contact property')
+        if key in READ_ONLY_FIELDS:
+            raise MappingError(f'{here}: {key!r} is read-only in Loops (Loops sets it), '
+                               'not a contact property')
         properties[key] = _required_source(source, here)
     return properties
 
@@ -466,8 +475,9 @@ def _value_rules(values: dict) -> ValueRules:
         if values[key] not in allowed:
             raise MappingError(f'values.{key}: expected one of {", ".join(allowed)}, '
                                f'got {preview(values[key])}')
-    if not isinstance(values['separator'], str):
-        raise MappingError(f'values.separator: expected text, got {preview(values["separator"])}')
+    if values['separator'] is not None and not isinstance(values['separator'], str):
+        raise MappingError(f'values.separator: expected null (camelCase) or text, '
+                           f'got {preview(values["separator"])}')
     return ValueRules(**values)
 
 
