@@ -94,9 +94,11 @@ def event_selection_from_args(args, default_types: tuple) -> Selection:
 
 
 def policy_from_args(args, now_ms: Optional[int] = None) -> Policy:
-    """--identity/--max_event_age, against the run's start (`now_ms`)."""
+    """--identity/--max_event_age, against the run's start (`now_ms`), and
+    --resubscribe."""
     max_age = parse_duration(args.max_event_age, '--max_event_age')
     return Policy(
         require_user_id=args.identity == 'user_id',
         max_event_age_ms=None if max_age is None else int(max_age * 1000),
-        now_ms=int(time.time() * 1000) if now_ms is None else now_ms)
+        now_ms=int(time.time() * 1000) if now_ms is None else now_ms,
+        resubscribe=args.resubscribe)

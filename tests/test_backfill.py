@@ -81,14 +81,16 @@ def test_dry_run_sends_one_merged_upsert_per_contact_and_one_send_per_event(tmp_
         'method': 'PUT', 'path': '/v1/contacts/update',
         'headers': {'Content-Type': 'application/json'},
         'body': {'userId': 'u1', 'email': 'ada@example.com', 'firstName': 'Ada', 'plan': 'pro',
-                 'nickname': None, 'address_city': 'Paris', 'source': 'Segment',
+                 'nickname': None, 'addressCity': 'Paris', 'source': 'Segment',
                  'mailingLists': {'list_news': True}}}
     assert upserts['42']['body'] == {'userId': '42', 'email': 'bob@example.com', 'tags': 'a, b',
                                      'source': 'Segment'}
     # An identify with an email and no userId is a contact of its own (a lead).
     assert upserts['anon@example.com']['body'] == {'email': 'anon@example.com',
                                                    'source': 'Segment'}
-    assert set(upserts) == {'u1', '42', 'anon@example.com'}
+    # An invalid email costs only itself (a failure record below).
+    assert upserts['u3']['body'] == {'userId': 'u3', 'source': 'Segment'}
+    assert set(upserts) == {'u1', '42', 'anon@example.com', 'u3'}
     (send,) = [r for r in requests if r['path'] == '/v1/events/send']
     assert send['method'] == 'POST'
     assert send['body'] == {'eventName': 'Signed Up', 'userId': 'u1',
@@ -99,15 +101,16 @@ def test_dry_run_sends_one_merged_upsert_per_contact_and_one_send_per_event(tmp_
 
     reasons = collections.Counter((f['stage'], f['reason']) for f in failures)
     assert reasons == {('parse', 'invalid_json'): 1, ('parse', 'not_an_object'): 1,
-                       ('parse', 'unknown_type'): 1, ('map', 'invalid_email'): 1}
+                       ('parse', 'unknown_type'): 1, ('conform', 'invalid_email'): 1}
     invalid = next(f for f in failures if f['reason'] == 'invalid_email')
     assert json.loads(invalid['event'])['messageId'] == 'm5'
     assert invalid['source'].endswith('.gz:5')
     assert {k: summary[k] for k in ('read', 'parse_failed', 'duplicates', 'filtered_out',
                                     'map_failed', 'held_back_events', 'merged', 'contacts',
                                     'events')} == {
-        'read': 11, 'parse_failed': 3, 'duplicates': 0, 'filtered_out': 1, 'map_failed': 1,
-        'held_back_events': 0, 'merged': 2, 'contacts': 3, 'events': 1}
+        'read': 11, 'parse_failed': 3, 'duplicates': 0, 'filtered_out': 1, 'map_failed': 0,
+        'held_back_events': 0, 'merged': 2, 'contacts': 4, 'events': 1}
+    assert summary['refused/invalid_email'] == 1
     assert summary['files_skipped_not_archive'] == 1
     assert unaccounted(summary) == 0
 
@@ -184,7 +187,7 @@ def test_gzip_plain_and_avro_inputs_give_the_same_requests(tmp_path):
         results.append((sorted(json.dumps(r, sort_keys=True) for r in requests),
                         sorted(f['reason'] for f in failures)))
     assert results[0] == results[1] == results[2]
-    assert len(results[0][0]) == 3  # u1, 42 and the lead anon@example.com
+    assert len(results[0][0]) == 4  # u1, 42, u3 (its invalid email refused) and a lead
 
 
 def test_generated_archive_every_line_is_accounted_for(tmp_path):
@@ -197,7 +200,9 @@ def test_generated_archive_every_line_is_accounted_for(tmp_path):
     assert summary['read'] == manifest.lines
     assert unaccounted(summary) == 0
     assert summary['parse_failed'] == manifest.invalid_lines
-    assert len(failures) == summary['parse_failed'] + summary['map_failed']
+    # Whole events, and the invalid emails of calls sent by their userId.
+    assert len(failures) == (summary['parse_failed'] + summary['map_failed']
+                             + summary.get('refused/invalid_email', 0))
     upserts = [r for r in requests if r['path'] == '/v1/contacts/update']
     contacts = [r['body'].get('userId') or r['body']['email'].lower() for r in upserts]
     assert len(contacts) == len(set(contacts)) == summary['contacts']
@@ -269,6 +274,29 @@ def test_mapping_file_changes_where_fields_come_from(tmp_path):
 
     u1 = next(r['body'] for r in requests if r['body'].get('userId') == 'u1')
     assert 'plan' not in u1 and u1['alias'] is None and 'nickname' not in u1
+
+
+def test_consent_holds_for_subscribed_sent_with_an_event(tmp_path):
+    write_ndjson(str(tmp_path / 'events.jsonl'), [
+        track('t1', 'u1', '2025-11-01T11:00:00Z', 'Signed Up', optIn=True),
+        track('t2', 'u2', '2025-11-01T11:00:00Z', 'Left', optIn=False)])
+    mapping = tmp_path / 'mapping.yaml'
+    mapping.write_text('event:\n  contactProperties: {subscribed: "$.properties.optIn"}\n')
+    argv = ['--mapping', str(mapping), '--types', 'track', '--max_event_age', 'none']
+
+    (tmp_path / 'held').mkdir()
+    (tmp_path / 'sent').mkdir()
+    summary, requests, _ = run_backfill(tmp_path / 'held', [str(tmp_path / 'events.jsonl')],
+                                        *argv)
+    resent, again, _ = run_backfill(tmp_path / 'sent', [str(tmp_path / 'events.jsonl')], *argv,
+                                    '--resubscribe')
+
+    subscribed = {r['body']['userId']: r['body'].get('subscribed') for r in requests}
+    assert subscribed == {'u1': None, 'u2': False}
+    assert summary['held_back_resubscribes'] == 1 and summary['events'] == 2
+    assert {r['body']['userId']: r['body'].get('subscribed') for r in again} == {
+        'u1': True, 'u2': False}
+    assert resent['held_back_resubscribes'] == 0
 
 
 @pytest.mark.parametrize('argv, message', [

@@ -91,8 +91,26 @@ def test_identify_email(traits, top, expected):
     'ann@example.', 'ann@.com', 'ann@exa mple.com', 42, True, {'address': 'a@b.co'},
     ['a@b.co'], 'a@b.' + 'c' * 500,
 ])
-def test_identify_rejects_an_invalid_email(email):
-    assert rejection(map_identify, identify({'email': email}), DEFAULT) == 'invalid_email'
+def test_a_lead_with_an_invalid_email_is_rejected(email):
+    event = _without_user_id(identify({'email': email}))
+    assert rejection(map_identify, event, DEFAULT) == 'invalid_email'
+
+
+@pytest.mark.parametrize('event', [
+    identify({'email': 'not-an-email', 'plan': 'pro'}),
+    track({'email': 'not-an-email', 'plan': 'pro'}),
+])
+def test_an_invalid_email_with_a_user_id_costs_only_itself(event):
+    mapped = map_event(event, DEFAULT)
+    assert 'email' not in mapped.request.body
+    assert mapped.request.contact == 'user:u1' and mapped.request.body['userId'] == 'u1'
+    (part,) = mapped.refused
+    assert part.reason == 'invalid_email'
+    assert "'not-an-email'" in part.message and 'the rest of the event was sent' in part.message
+
+
+def test_a_valid_email_leaves_nothing_refused():
+    assert map_event(identify({'email': 'a@b.co'}), DEFAULT).refused == ()
 
 
 # --- identity: by userId, else by email (Loops accepts either)
@@ -129,6 +147,7 @@ def test_a_call_is_sent_by_user_id_else_by_email(event, kind, contact, identity)
     (_without_user_id(identify({})), False, 'missing_identity'),
     (_without_user_id(identify({'email': '  '})), False, 'missing_identity'),
     (_without_user_id(identify({'email': 'not-an-email'})), False, 'invalid_email'),
+    (_without_user_id(track({'email': 'not-an-email'})), False, 'invalid_email'),
     (_without_user_id(track({})), False, 'missing_identity'),
     (identify({}, user_id=''), False, 'missing_identity'),
     (_without_user_id(identify({'email': 'a@b.co'})), True, 'missing_user_id'),
@@ -261,12 +280,12 @@ def test_created_at_trait_is_a_date_custom_property_when_the_field_is_unmapped()
 def test_rename_skip_and_flattening():
     mapping = mapping_from_dict({'contact': {'rename': {'plan_name': 'plan'},
                                              'skip': ['password'],
-                                             'dates': ['trial_endsAt']}})
+                                             'dates': ['trialEndsAt']}})
     body, adjustments = contact_body({
         'plan_name': 'pro', 'password': 'secret', 'address': {'city': 'Oslo'},
         'tags': ['a', 'b'], 'trial': {'endsAt': '2024-1-5'}, 'bio': 'x' * 600}, mapping)
-    assert body == {'userId': 'u1', 'source': 'Segment', 'plan': 'pro', 'address_city': 'Oslo',
-                    'tags': 'a, b', 'trial_endsAt': '2024-01-05T00:00:00.000Z',
+    assert body == {'userId': 'u1', 'source': 'Segment', 'plan': 'pro', 'addressCity': 'Oslo',
+                    'tags': 'a, b', 'trialEndsAt': '2024-01-05T00:00:00.000Z',
                     'bio': 'x' * 500}
     assert adjustments == {'flattened': 2, 'joined': 1, 'truncated': 1}
 
@@ -318,7 +337,7 @@ def test_track_request_with_the_destination_defaults():
     assert (request.method, request.path) == (EVENT_SEND.method, EVENT_SEND.path)
     assert request.body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'ann@example.com',
                             'eventProperties': {'email': 'ann@example.com',
-                                                'plan_name': 'pro', 'items': '1, 2'}}
+                                                'planName': 'pro', 'items': '1, 2'}}
     assert request.idempotency_key == idempotency_key_for('m1')
     assert (request.contact, request.stamp, request.source) == (
         'user:u1', Stamp(1000, 2000, 'm1'), 'm1')
@@ -332,7 +351,6 @@ def test_track_email_falls_back_to_context_traits_and_empty_properties_are_not_s
 
 @pytest.mark.parametrize('event, reason', [
     *[(track(event=name), 'missing_event_name') for name in (None, '', '   ', 42, {'n': 1})],
-    (track({'email': 'not-an-email'}), 'invalid_email'),
     (track(event='E' * 501), 'value_too_long'),
     (track(event='Order:Completed'), 'colon_in_event_name'),
     (call('page', name='Home'), 'unsupported_type'),
@@ -387,21 +405,93 @@ def test_track_contact_properties_ride_flat_in_the_body():
     assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'plan': 'pro', 'tier': 'free'}
 
 
+SPREAD = mapping_from_dict({'event': {'contactProperties': '$.context.traits',
+                                      'eventProperties': None}})
+
+
 def test_contact_properties_from_a_path_are_spread_flat_like_traits():
-    mapping = mapping_from_dict({'event': {'contactProperties': '$.context.traits',
-                                           'eventProperties': None}})
     body, adjustments = event_body(track(context={'traits': {
         'plan': 'pro', 'email': 'c@example.com', 'id': 3, 'address': {'city': 'Oslo'},
         'eventName': 'x', 'eventProperties': 'y', 'userId': 'z', 'firstName': 'Ann',
-        '': 'blank', 'tags': ['a', 'b']}}), mapping)
-    # Loops' own fields come only from their explicit source (email from
-    # context.traits.email by default); the event's own fields are never overwritten.
+        '': 'blank', 'tags': ['a', 'b']}}), SPREAD)
+    # The event's own name and contact are never overwritten (its email comes
+    # from context.traits.email by default: the same email, nothing is lost).
     assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'c@example.com',
-                    'plan': 'pro', 'address_city': 'Oslo', 'tags': 'a, b'}
+                    'plan': 'pro', 'addressCity': 'Oslo', 'tags': 'a, b', 'firstName': 'Ann'}
     assert adjustments == {'dropped_reserved': 1, 'flattened': 1, 'joined': 1,
-                           'dropped_invalid_name': 1}
-    body, _ = event_body(track({}, context={'traits': 'text'}), mapping)
+                           'dropped_invalid_name': 1, 'dropped_event_field': 2,
+                           'dropped_other_identity': 1}
+    body, _ = event_body(track({}, context={'traits': 'text'}), SPREAD)
     assert body == {'eventName': 'Signed Up', 'userId': 'u1'}
+
+
+def test_loops_contact_fields_ride_with_an_event_as_top_level_fields():
+    body, adjustments = event_body(track(context={'traits': {
+        'firstName': 'Ann', 'lastName': 'Lee', 'userGroup': 42, 'source': 'ads',
+        'subscribed': 'no', 'createdAt': '2015-2-02', 'mailingLists': {'l1': 'true'},
+        'plan': 'pro'}}), SPREAD)
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'firstName': 'Ann',
+                    'lastName': 'Lee', 'userGroup': '42', 'source': 'ads', 'subscribed': False,
+                    'createdAt': '2015-02-02T00:00:00.000Z', 'mailingLists': {'l1': True},
+                    'plan': 'pro'}
+    assert adjustments == {}
+
+
+@pytest.mark.parametrize('traits, counted', [
+    ({'userId': 'someone-else'}, 'dropped_other_identity'),
+    ({'email': 'other@example.com'}, 'dropped_other_identity'),
+    ({'eventName': 'Other'}, 'dropped_event_field'),
+    ({'eventProperties': {'a': 1}}, 'dropped_event_field'),
+    ({'optInStatus': 'accepted'}, 'dropped_read_only'),
+    ({'listId': 'l1'}, 'dropped_reserved'),
+    ({'user': {'id': 'u2'}}, 'dropped_flattened_collision'),    # userId, once flattened
+    ({'subscribed': 'maybe'}, 'dropped_subscribed'),
+    ({'createdAt': 'soon'}, 'dropped_date'),
+    ({'mailingLists': {'l1': 'perhaps'}}, 'dropped_mailing_list'),
+])
+def test_what_an_event_leaves_out_of_its_contact_properties_is_counted(traits, counted):
+    event = track({'email': 'p@example.com'}, context={'traits': traits})
+    body, adjustments = event_body(event, SPREAD)
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'p@example.com'}
+    assert adjustments[counted] == 1
+
+
+@pytest.mark.parametrize('traits', [{'userId': 'u1'}, {'userId': ' u1 '},
+                                    {'email': ' p@example.com'}, {'email': None}])
+def test_the_events_own_identity_among_its_contact_properties_loses_nothing(traits):
+    body, adjustments = event_body(track({'email': 'p@example.com'},
+                                         context={'traits': traits}), SPREAD)
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'p@example.com'}
+    assert adjustments == {}
+
+
+def test_contact_fields_mapped_key_by_key_are_converted_as_a_contacts():
+    mapping = mapping_from_dict({'event': {'eventProperties': None, 'contactProperties': {
+        'firstName': '$.properties.first', 'subscribed': '$.properties.optIn',
+        'createdAt': '$.properties.since', 'plan': '$.properties.plan'}}})
+    body, adjustments = event_body(track({'first': 42, 'optIn': 'Yes', 'since': 1700000000000,
+                                          'plan': 'pro'}), mapping)
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'firstName': '42',
+                    'subscribed': True, 'createdAt': '2023-11-14T22:13:20.000Z', 'plan': 'pro'}
+    body, adjustments = event_body(track({'optIn': 'maybe'}), mapping)
+    assert 'subscribed' not in body and adjustments == {'dropped_subscribed': 1}
+
+
+# --- event properties: never null, never an integer Loops would round
+
+def test_null_event_properties_are_left_out_and_counted():
+    body, adjustments = event_body(track({'coupon': None, 'plan': 'pro', 'meta': {'x': None}}))
+    assert body['eventProperties'] == {'plan': 'pro'}
+    assert adjustments == {'dropped_null_event_properties': 2, 'flattened': 1}
+    body, adjustments = event_body(track({'coupon': None}))
+    assert 'eventProperties' not in body
+    assert adjustments == {'dropped_null_event_properties': 1}
+
+
+def test_event_properties_beyond_loops_safe_integers_are_sent_as_text():
+    body, adjustments = event_body(track({'orderId': 2 ** 63, 'total': 12}))
+    assert body['eventProperties'] == {'orderId': '9223372036854775808', 'total': 12}
+    assert adjustments == {'unsafe_integer_as_text': 1}
 
 
 PAGES = mapping_from_dict({
@@ -460,7 +550,8 @@ def test_page_screen_and_group_are_off_by_default():
     ({'mailingLists': {'l1': 'true'}}, False),
     ({'mailingLists': [{'listId': 'l1', 'subscribed': True}]}, False),
     ({'eventProperties': {'k': {'a': 1}}}, False), ({'eventProperties': {'k': 'x' * 501}}, False),
-    ({'eventProperties': {' ': 1}}, False), ([], False),
+    ({'eventProperties': {' ': 1}}, False), ({'eventProperties': {'k': None}}, False),
+    ({'eventProperties': {'k': 2 ** 53}}, False), ([], False),
 ])
 def test_is_valid_loops_body(body, valid):
     assert is_valid_loops_body(body) is valid

@@ -18,6 +18,7 @@ from transforms.contacts.model import (ContactState, MergeContactStates, body_of
                                        latest_stamp, merge, stamps_of)
 from transforms.core.metrics import BundleCounts
 from transforms.core.records import ContactSequence, LoopsRequest, contact_upsert
+from transforms.mapping.processor import without_resubscribe
 
 USER_PREFIX, EMAIL_PREFIX = 'user:', 'email:'
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -67,17 +68,16 @@ def resolve_group(group: Iterable[tuple], counts) -> list:
 def upsert_from_state(contact: str, state: ContactState, resubscribe: bool,
                       counts, keep_stamps: bool = False) -> LoopsRequest:
     """A contact's merged state -> its upsert. Unless `resubscribe`, a latest
-    `subscribed: true` is left out (Loops subscribes new contacts anyway, and
-    `true` would re-subscribe someone who unsubscribed since): counted
-    `held_back/resubscribes`. An opt-out (`false`) is always sent: counted
-    `contacts/unsubscribes`. With `keep_stamps`, the upsert carries each
-    property's stamp (`LoopsRequest.stamps`, for the sync state)."""
+    `subscribed: true` is left out, counted `held_back/resubscribes`: the
+    consent rule every request that can set `subscribed` follows
+    (without_resubscribe, transforms/mapping/processor.py). An opt-out
+    (`false`) is always sent: counted `contacts/unsubscribes`. With
+    `keep_stamps`, the upsert carries each property's stamp
+    (`LoopsRequest.stamps`, for the sync state)."""
     body = body_of(state)
-    subscribed = body.get('subscribed')
-    if subscribed is True and not resubscribe:
-        del body['subscribed']
-        counts['held_back/resubscribes'] += 1
-    elif subscribed is False:
+    if not resubscribe:
+        body = without_resubscribe(body, counts)
+    if body.get('subscribed') is False:
         counts['contacts/unsubscribes'] += 1
     sources = sorted({stamp[2] for stamp, _ in state.values() if stamp[2]})
     upsert = contact_upsert(body, contact, latest_stamp(state), ','.join(sources))

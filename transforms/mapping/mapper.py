@@ -6,8 +6,12 @@ destination is weak, this module does better: nested objects, arrays and long
 strings become valid Loops values (see transforms/mapping/values.py), dates become
 ISO-8601, trait keys read by an explicit field are not sent twice, the array
 form of `mailingLists` is understood, every event carries a deterministic
-`Idempotency-Key`, and a contact or event without a userId is still sent by
-its email (Loops accepts either).
+`Idempotency-Key`, a contact or event without a userId is still sent by
+its email (Loops accepts either), and an invalid email of a call with a
+userId costs only itself (a refused part: the rest is sent by the userId).
+Loops' own contact fields sent with an event (firstName, subscribed, ...)
+are converted as a contact's are, and nothing an event's contact properties
+hold is left out without being counted.
 """
 import hashlib
 import json
@@ -19,18 +23,29 @@ from transforms.core.kinds import MAILING_LISTS
 from transforms.core.records import (LoopsRequest, contact_key, contact_upsert, event_send,
                                      idempotency_key_for)
 from transforms.core.text import compact_json, preview
-from transforms.mapping.language import (LOOPS_CONTACT_FIELDS, RESERVED_NAMES, EventMapping,
-                                         Literal, Mapping, Path, Source, Template)
+from transforms.mapping.conform import Refused
+from transforms.mapping.language import (LOOPS_CONTACT_FIELDS, READ_ONLY_FIELDS, RESERVED_NAMES,
+                                         EventMapping, Literal, Mapping, Path, Source, Template)
 from transforms.mapping.values import (DROPPED, MAX_STRING_LENGTH, Adjustments, ValueRules,
-                                       is_loops_scalar, is_too_long, loops_length,
-                                       to_loops_properties, to_loops_value)
+                                       is_loops_scalar, is_too_long, is_unsafe_integer,
+                                       loops_length, to_loops_properties, to_loops_value)
 from transforms.segment.parse import ParsedEvent, Rejected
 from transforms.segment.timestamps import parse_timestamp, to_iso8601
 
 # Loops types these default fields as text.
 TEXT_FIELDS = ('firstName', 'lastName', 'userGroup', 'source')
 
-# What an event's contact properties, spread from an object, can never set.
+# Loops' own contact fields an event sets as a contact upsert does (_add_contact_fields).
+_EVENT_CONTACT_FIELDS = frozenset(TEXT_FIELDS) | {'subscribed', 'createdAt', MAILING_LISTS}
+_IDENTITY_FIELDS = frozenset({'email', 'userId'})
+# Keys an object of contact properties sent with an event cannot set, and the
+# adjustment counting each: the event's own fields, and fields Loops sets
+# itself. (Its email or userId is counted only when it names someone else
+# than the event does: _other_identity.)
+_LEFT_OUT = {'eventName': 'dropped_event_field', 'eventProperties': 'dropped_event_field',
+             **{name: 'dropped_read_only' for name in READ_ONLY_FIELDS}}
+_NOT_SPREAD = _EVENT_CONTACT_FIELDS | _IDENTITY_FIELDS | _LEFT_OUT.keys()
+# Names a flattened event contact property may not take.
 _NOT_EVENT_CONTACT_PROPERTIES = (LOOPS_CONTACT_FIELDS | RESERVED_NAMES
                                  | {'eventName', 'eventProperties'})
 
@@ -42,9 +57,12 @@ _FLAGS = {True: True, False: False, 1: True, 0: False,
 
 
 class MappedRequest(NamedTuple):
-    """A Loops request and the value adjustments made to build it (name -> count)."""
+    """A Loops request, the value adjustments made to build it (name ->
+    count), and the parts of the call left out of it, each to be a failure
+    record of its own (stage conform: the rest is sent)."""
     request: LoopsRequest
     adjustments: dict
+    refused: tuple = ()
 
 
 def map_identify(event: ParsedEvent, mapping: Mapping,
@@ -52,14 +70,15 @@ def map_identify(event: ParsedEvent, mapping: Mapping,
     """An identify call -> a contact upsert (PUT /v1/contacts/update), by
     userId, or by email when it has none (unless `require_user_id`).
 
-    Raises Rejected: missing_user_id, missing_identity, invalid_email,
-    value_too_long.
+    An invalid email is a refused part when the call has a userId.
+    Raises Rejected: missing_user_id, missing_identity, invalid_email (a
+    lead's), value_too_long.
     """
     adjustments = Adjustments()
     user_id = _user_id(event, require_user_id)
     traits = _properties_object(event.data, mapping)
     fields = _field_values(event.data, traits, mapping)
-    email = _valid_email(fields.get('email'))
+    email, refused = _checked_email(fields.get('email'), user_id)
     body = _custom_properties(traits, mapping, adjustments)
     if user_id is not None:
         body['userId'] = user_id
@@ -70,7 +89,7 @@ def map_identify(event: ParsedEvent, mapping: Mapping,
     _add_contact_fields(body, fields, mapping.values, adjustments)
     request = contact_upsert(body, contact_key(user_id, email), event.stamp,
                              event.message_id or event.source)
-    return MappedRequest(request, dict(adjustments))
+    return MappedRequest(request, dict(adjustments), refused)
 
 
 def map_event_send(event: ParsedEvent, mapping: Mapping,
@@ -79,8 +98,11 @@ def map_event_send(event: ParsedEvent, mapping: Mapping,
     event) -> an event send (POST /v1/events/send) with an Idempotency-Key,
     by userId, or by email when it has none (unless `require_user_id`).
 
-    Raises Rejected: missing_event_name, colon_in_event_name, missing_user_id,
-    missing_identity, invalid_email, value_too_long, unsupported_type.
+    An invalid email is a refused part when the call has a userId. Null
+    event properties are left out; integers Loops would round are sent as
+    text (see to_loops_properties). Raises Rejected: missing_event_name,
+    colon_in_event_name, missing_user_id, missing_identity, invalid_email (a
+    lead's), value_too_long, unsupported_type.
     """
     spec = mapping.events.get(event.type)
     if spec is None:
@@ -91,7 +113,8 @@ def map_event_send(event: ParsedEvent, mapping: Mapping,
     adjustments = Adjustments()
     event_name = _event_name(event, spec)
     user_id = _user_id(event, require_user_id)
-    email = _valid_email(_first_value(spec.email, data, skip_blank=True))
+    given_email = _first_value(spec.email, data, skip_blank=True)
+    email, refused = _checked_email(given_email, user_id)
     if user_id is None and email is None:
         raise _no_identity(event)
     body = {'eventName': event_name}
@@ -100,17 +123,19 @@ def map_event_send(event: ParsedEvent, mapping: Mapping,
     if email is not None:
         body['email'] = email
     if spec.contact_properties:
-        body.update(_event_contact_properties(spec, data, rules, adjustments))
+        _add_event_contact_properties(body, spec, data, (given_email, user_id), rules,
+                                      adjustments)
     if spec.event_properties is not None:
         properties = _resolve(spec.event_properties.keys, data)
         if isinstance(properties, dict):
             event_properties = _valid_names(
-                to_loops_properties(properties, rules, adjustments), adjustments)
+                to_loops_properties(properties, rules, adjustments, event_properties=True),
+                adjustments)
             if event_properties:
                 body['eventProperties'] = event_properties
     request = event_send(body, contact_key(user_id, email), event.stamp,
                          event.message_id or event.source, _idempotency_key(event))
-    return MappedRequest(request, dict(adjustments))
+    return MappedRequest(request, dict(adjustments), refused)
 
 
 def map_event(event: ParsedEvent, mapping: Mapping,
@@ -147,7 +172,8 @@ def is_valid_loops_body(body: Any) -> bool:
     """True when every key (at most 500 characters) and value of a request
     body is one Loops accepts: a scalar (strings of at most 500 characters,
     finite numbers), except `mailingLists` (list id -> boolean) and
-    `eventProperties` (key -> scalar)."""
+    `eventProperties` (key -> scalar, neither null nor an integer Loops
+    would round)."""
     if not isinstance(body, dict):
         return False
     for key, value in body.items():
@@ -158,7 +184,8 @@ def is_valid_loops_body(body: Any) -> bool:
                 isinstance(k, str) and k and isinstance(v, bool) for k, v in value.items())
         elif key == 'eventProperties':
             valid = isinstance(value, dict) and all(
-                is_valid_property_name(k) and is_loops_scalar(v) for k, v in value.items())
+                is_valid_property_name(k) and is_loops_scalar(v) and v is not None
+                and not is_unsafe_integer(v) for k, v in value.items())
         elif key == 'eventName':
             valid = isinstance(value, str) and ':' not in value and is_loops_scalar(value)
         else:
@@ -310,6 +337,19 @@ def _no_identity(event: ParsedEvent) -> Rejected:
                     '(Loops finds contacts by one of them)')
 
 
+def _checked_email(value: Any, user_id: Optional[str]) -> tuple:
+    """(the valid email or None, the refused parts): an invalid email is
+    refused alone when the call has a userId to be sent by; a lead's raises
+    Rejected('invalid_email')."""
+    try:
+        return _valid_email(value), ()
+    except Rejected as rejected:
+        if user_id is None:
+            raise
+        return None, (Refused(rejected.reason,
+                              f'{rejected.message}; the rest of the event was sent'),)
+
+
 def _valid_email(value: Any) -> Optional[str]:
     """The stripped email, None when absent (an email source skips blank text:
     forms send "" for an unknown email). Raises Rejected('invalid_email')."""
@@ -360,11 +400,11 @@ def _spread(source: dict, rename: dict, consumed: frozenset, unsendable: frozens
     if rename or not consumed.isdisjoint(source) or not unsendable.isdisjoint(source):
         source = _selected(source, rename, consumed, unsendable, adjustments)
     properties = to_loops_properties(source, rules, adjustments)
-    # Flattening can build a name Loops keeps (list + Id with separator '').
+    # Flattening can build a name Loops keeps (user.id -> userId, list.id -> listId).
     if not unsendable.isdisjoint(properties):
         for name in properties.keys() & unsendable:
-            if name in RESERVED_NAMES:
-                adjustments['dropped_reserved'] += 1
+            adjustments['dropped_reserved' if name in RESERVED_NAMES
+                        else 'dropped_flattened_collision'] += 1
             del properties[name]
     return _valid_names(properties, adjustments)
 
@@ -404,23 +444,71 @@ def _custom_properties(traits: Optional[dict], mapping: Mapping,
     return properties
 
 
-def _event_contact_properties(spec: EventMapping, data: dict, rules: ValueRules,
-                              adjustments: Adjustments) -> dict:
-    """Contact properties sent with an event: per key, or one object spread flat."""
+def _add_event_contact_properties(body: dict, spec: EventMapping, data: dict, identity: tuple,
+                                  rules: ValueRules, adjustments: Adjustments) -> None:
+    """Contact properties sent with an event, added to its `body`: per key,
+    or one object spread flat. Loops' own contact fields among them are sent
+    as a contact upsert sends them. From an object, what cannot be sent is
+    counted: an email or userId other than the event's own (`identity`,
+    the email as given and the userId), the event's own fields, fields Loops
+    sets itself, reserved names."""
+    fields = {}
     if type(spec.contact_properties) is Path:
         source = _resolve(spec.contact_properties.keys, data)
         if not isinstance(source, dict):
-            return {}
-        return _spread(source, {}, frozenset(), _NOT_EVENT_CONTACT_PROPERTIES, rules,
-                       adjustments)
-    properties = {}
-    for name, source in spec.contact_properties.items():
-        value = _first_value(source, data)
-        if value is not None:
+            return
+        if not _NOT_SPREAD.isdisjoint(source):
+            source = _set_apart(source, identity, fields, adjustments)
+        body.update(_spread(source, {}, frozenset(), _NOT_EVENT_CONTACT_PROPERTIES, rules,
+                            adjustments))
+    else:
+        for name, source in spec.contact_properties.items():
+            value = _first_value(source, data)
+            if value is None:
+                continue
+            if name in _EVENT_CONTACT_FIELDS:
+                fields[name] = value
+                continue
             converted = to_loops_value(name, value, rules, adjustments)
             if converted is not DROPPED:
-                properties[name] = converted
-    return properties
+                body[name] = converted
+    if fields:
+        _add_contact_fields(body, fields, rules, adjustments)
+
+
+def _set_apart(source: dict, identity: tuple, fields: dict, adjustments: Adjustments) -> dict:
+    """`source` without the keys that are not custom properties: Loops' own
+    contact fields go to `fields`, the rest is counted as left out."""
+    rest = {}
+    for key, value in source.items():
+        if key in _EVENT_CONTACT_FIELDS:
+            fields[key] = value
+        elif key in _IDENTITY_FIELDS:
+            if _other_identity(key, value, identity):
+                adjustments['dropped_other_identity'] += 1
+        elif key in _LEFT_OUT:
+            adjustments[_LEFT_OUT[key]] += 1
+        else:
+            rest[key] = value
+    return rest
+
+
+def _other_identity(key: str, value: Any, identity: tuple) -> bool:
+    """Whether an email or userId among an event's contact properties names
+    someone else than the event does (an event names its contact by its own
+    userId and email only; the same one, or none, loses nothing)."""
+    if value is None:
+        return False
+    given_email, user_id = identity
+    if isinstance(value, str):
+        value = value.strip()
+    elif type(value) is int:
+        value = str(value)
+    if key == 'userId':
+        return value != user_id
+    own = given_email.strip() if isinstance(given_email, str) else given_email
+    return not (isinstance(value, str) and isinstance(own, str)
+                and value.lower() == own.lower())
 
 
 def _iso_date(value: Any) -> Optional[str]:

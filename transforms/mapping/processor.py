@@ -8,6 +8,10 @@ A Segment delete message, when the Selection takes deletions (the
 stream), skips the filter, the holding back and the fitting: it becomes
 its contact's deletion (transforms/segment/deletions.py).
 
+A part of a call the mapping refuses (an invalid email of a call with a
+userId) and the parts the account refuses are failure records of stage
+`conform`; the rest of the request is sent.
+
 Every place that turns Segment events into requests calls `EventProcessor`:
 the backfill's and the stream's DoFns, `check`, the plain-loop benchmark and
 the property tests, so "check mirrors the backfill" holds by construction.
@@ -38,6 +42,19 @@ from transforms.segment.integrations import gives_to_loops
 from transforms.segment.parse import ParsedEvent, Rejected, event_text, parse_event
 
 Counts = collections.Counter
+RESUBSCRIBES = 'held_back/resubscribes'
+
+
+def without_resubscribe(body: dict, counts: Counts) -> dict:
+    """The consent rule: `body` without its `subscribed: true` (counted
+    `held_back/resubscribes`), or `body` itself when it has none. Loops
+    subscribes new contacts anyway, and `true` would re-subscribe someone who
+    unsubscribed since; an opt-out (`false`) is always sent. Contact upserts
+    apply it once merged (transforms/contacts/merge.py), event sends here."""
+    if body.get('subscribed') is not True:
+        return body
+    counts[RESUBSCRIBES] += 1
+    return {key: value for key, value in body.items() if key != 'subscribed'}
 
 
 @dataclass(frozen=True)
@@ -76,10 +93,14 @@ class Policy:
     max_event_age_ms: event sends older than this, by event time against
     `now_ms` (the run's start), are held back (counted, never sent); None
     sends events of any age. Events with no known time count as old.
+    resubscribe: send `subscribed: true` as the data says (`--resubscribe`);
+    when False, an event send carrying it goes without it (see
+    without_resubscribe).
     """
     require_user_id: bool = False
     max_event_age_ms: Optional[int] = None
     now_ms: int = 0
+    resubscribe: bool = True
 
     def too_old(self, request: LoopsRequest) -> bool:
         if self.max_event_age_ms is None or request.spec.mergeable:
@@ -158,7 +179,11 @@ class EventProcessor:
         if self.policy.too_old(request):
             counts['held_back/old_events'] += 1
             return Processed(None, (), event)
-        return Processed(request, (), event)
+        if not self.policy.resubscribe and not request.spec.mergeable:
+            body = without_resubscribe(request.body, counts)
+            if body is not request.body:
+                request = dataclasses.replace(request, body=body)
+        return Processed(request, _refused_records(mapped.refused, event, counts), event)
 
     def _deletion(self, event: ParsedEvent, counts: Counts) -> Processed:
         """A delete message -> its contact's deletion (never held back: a
@@ -183,15 +208,22 @@ class EventProcessor:
                                                   self.unknown_properties, kind=request.spec)
         for name, n in adjustments.items():
             counts['conform/' + name] += n
-        failures = processed.failures
-        if refused:
-            event = processed.event
-            text = compact_json(event.data)
-            for part in refused:
-                counts['refused/' + part.reason] += 1
-            failures += tuple(failure_record('conform', part.reason, part.message, event=text,
-                                             source=event.source) for part in refused)
+        failures = processed.failures + _refused_records(refused, processed.event, counts)
         return Processed(_with_body(request, body), failures, processed.event)
+
+
+def _refused_records(parts: list | tuple, event: ParsedEvent, counts: Counts) -> tuple:
+    """The failure records (stage conform) of the refused parts of an
+    event's request, counted `refused/<reason>`."""
+    if not parts:
+        return ()
+    text = compact_json(event.data)
+    records = []
+    for part in parts:
+        counts['refused/' + part.reason] += 1
+        records.append(failure_record('conform', part.reason, part.message, event=text,
+                                      source=event.source))
+    return tuple(records)
 
 
 def _with_body(request: LoopsRequest, body: dict) -> LoopsRequest:
