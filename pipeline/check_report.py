@@ -26,6 +26,7 @@ CAMEL_CASE = re.compile(r'[a-z][A-Za-z0-9]*', re.ASCII)
 _ISO_DATE_TIME = re.compile(r'[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}', re.ASCII)
 COLON_IN_EVENT_NAME = 'colon_in_event_name'
 INVALID_NAME = 'map/dropped_invalid_name'
+INVALID_EMAIL = 'refused/invalid_email'
 # Counters of the path itself, not of a change made to a value.
 PATH_COUNTS = frozenset({'map/failed', 'map/contact_updates', 'map/event_sends'})
 # The options that send what a backfill holds back by default.
@@ -245,7 +246,8 @@ def _adjustments(counts, failures) -> dict:
 
 def _refused_section(report: dict, counts, seen: Observations) -> dict:
     """Parts a backfill would leave out, by what they are: those the account
-    refuses, property names Loops cannot hold, events whose name has a colon."""
+    refuses, property names Loops cannot hold, invalid emails of calls sent by
+    their userId, events whose name has a colon."""
     properties = report['properties'].items()
     under_fail = report['account']['unknown_properties'] == 'fail'
     return {
@@ -257,6 +259,7 @@ def _refused_section(report: dict, counts, seen: Observations) -> dict:
         'unknown_property': {key: item['count'] for key, item in properties
                              if under_fail and item['status'] == MISSING},
         'invalid_property_name': counts[INVALID_NAME],
+        'invalid_email': counts[INVALID_EMAIL],
         COLON_IN_EVENT_NAME: dict(seen.colon_names.most_common()),
     }
 

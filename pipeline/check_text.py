@@ -123,6 +123,9 @@ def _refused(report: dict) -> list:
     if refused['invalid_property_name']:
         rows.append(('property names Loops cannot hold', f'{refused["invalid_property_name"]:,}',
                      'parts: dropped when mapped'))
+    if refused['invalid_email']:
+        rows.append(('invalid emails', f'{refused["invalid_email"]:,}',
+                     'parts: the rest is sent by the userId'))
     rows += [(f'event {name!r}', f'{n:,}', 'whole events: a colon in the name '
               '(set colon_replacement in the mapping)')
              for name, n in refused[COLON_IN_EVENT_NAME].items()]

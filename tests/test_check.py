@@ -12,7 +12,7 @@ import time
 import pytest
 
 from pipeline import backfill, check
-from pipeline.check_report import value_type
+from pipeline.check_report import INVALID_EMAIL, value_type
 from pipeline.options import UsageError
 from pipeline.local.samples import write_archive, write_avro, write_ndjson
 from pipeline.local.sandbox import LoopsSandbox
@@ -173,16 +173,16 @@ def test_json_report_properties_lists_and_what_would_be_lost(tmp_path, key_file)
         'account_type': None, 'status': 'missing', 'coerced': 0, 'type_conflicts': 0,
         'conflict_example': None}
     assert {key: item['status'] for key, item in report['properties'].items()} == {
-        'address_city': 'missing', 'email': 'built_in', 'nickname': 'missing', 'plan': 'ok',
+        'addressCity': 'missing', 'email': 'built_in', 'nickname': 'missing', 'plan': 'ok',
         'seats': 'type_conflict', 'source': 'built_in', 'userId': 'built_in'}
     assert report['mailing_lists'] == {'list_news': {'count': 2, 'exists': True}}
     assert report['adjustments'] == {'conform/coerced': 2, 'conform/unknown_property_sent': 3,
                                      'map/flattened': 1}
     assert report['refused'] == {
         'unknown_mailing_list': {}, 'type_mismatch': {'seats': 1}, 'unknown_property': {},
-        'invalid_property_name': 0, 'colon_in_event_name': {}}
+        'invalid_property_name': 0, 'invalid_email': 0, 'colon_in_event_name': {}}
     assert [(f['kind'], f['subject']) for f in report['findings']] == [
-        ('unknown_property', 'address_city'), ('unknown_property', 'nickname'),
+        ('unknown_property', 'addressCity'), ('unknown_property', 'nickname'),
         ('type_mismatch', 'seats')]
     assert 'TYPE CONFLICT (1)' in text and 'NOT IN THE ACCOUNT' in text
 
@@ -303,13 +303,15 @@ def test_figures_equal_the_backfill_dry_run_summary(tmp_path, key_file, extra):
                            out=open(os.devnull, 'w'))
 
     # A dry run knows no account: only check fits requests to it (conform/,
-    # refused/); refusing a part never changes what the other figures count.
+    # refused/ but for the mapping's own invalid_email); refusing a part never
+    # changes what the other figures count.
     fitted = {name: n for name, n in report['summary'].items()
-              if name.startswith(('conform/', 'refused/'))}
+              if name.startswith(('conform/', 'refused/')) and name != INVALID_EMAIL}
     assert {name: n for name, n in report['summary'].items() if name not in fitted} == summary
     assert unaccounted(summary) == 0
     assert fitted['refused/unknown_mailing_list'] == 1
     assert fitted['refused/type_mismatch'] == 1
+    assert summary[INVALID_EMAIL] == report['refused']['invalid_email'] >= 1
     assert summary['map/dropped_invalid_name'] == 1
     assert summary['duplicates'] >= 1
     assert summary['unsubscribes'] >= 1
@@ -351,7 +353,7 @@ def test_leads_consent_and_refusals_are_reported(tmp_path, key_file):
     assert report['held_back']['resubscribes']['count'] == 0
     assert report['refused'] == {
         'unknown_mailing_list': {'list_gone': 1}, 'type_mismatch': {'seats': 1},
-        'unknown_property': {}, 'invalid_property_name': 1,
+        'unknown_property': {}, 'invalid_property_name': 1, 'invalid_email': 0,
         'colon_in_event_name': {'Order:Done': 1}}
     assert report['failures'] == {'map/colon_in_event_name': 1}
     assert [(f['kind'], f['subject']) for f in report['findings']] == [
@@ -457,7 +459,7 @@ def test_with_a_sync_state_check_predicts_an_incremental_runs_figures(tmp_path, 
 
     # A dry run knows no account: only check fits requests to it.
     assert {name: n for name, n in report['summary'].items()
-            if not name.startswith(('conform/', 'refused/'))} == summary
+            if not name.startswith(('conform/', 'refused/')) or name == INVALID_EMAIL} == summary
     assert summary['contacts_unchanged'] > 0 and summary['events_already_sent'] > 0
     assert summary['contacts'] + summary['events'] > 0   # the last day's changes
     assert unaccounted(summary) == 0
