@@ -217,7 +217,8 @@ def test_backfill_loses_nothing_and_repeats_nothing(fault, archive, tmp_path):
     assert (summary['delivered'] + summary['already_delivered'] + summary['delivery_failed']
             == summary['contacts'] + summary['events'])
     assert len(failures) == (summary['files_unreadable'] + summary['parse_failed']
-                             + summary['map_failed'] + summary['delivery_failed'])
+                             + summary['map_failed'] + summary['refused/invalid_email']
+                             + summary['delivery_failed'])
     assert_failure_records_say_why(failures)
     deliver_failures = [f for f in failures if f['stage'] == 'deliver']
     assert_loops_holds(expected, state, deliver_failures)
