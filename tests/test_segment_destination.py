@@ -1,0 +1,231 @@
+"""Segment's own tests of its "Loops (Actions)" destination, run through this tool.
+
+tests/data/segment/loops_destination_cases.json holds, as data, every test case
+of segmentio/action-destinations' packages/destination-actions/src/destinations/
+loops/**/__tests__ (commit 970a17e, `cases`), and 18 cases of the destination's
+default mappings (`derived_cases`), each with the Segment event, the Mapping
+Kit mapping and the request Segment's code made (or its error), all obtained
+by running Segment's code.
+
+Each case runs through what a backfill does with one event, on the
+backfill's defaults (no --resubscribe): the per-event path (EventProcessor)
+with the case's mapping written in our mapping language, then the backfill's
+merge and consent (PlainBackfill). Our request must be Segment's, except where
+one of our documented rules decides otherwise: always, an empty `mailingLists`
+is not sent (EMPTY_MAILING_LISTS); and for the cases in OURS, what we do
+instead and why (the list of differences in docs/mapping.md). A case whose
+mapping our language cannot express is skipped: it needs Segment's Mapping Kit
+and subscriptions (issue 19); its data stays so that it can be run then.
+"""
+import collections
+import json
+import os
+from typing import NamedTuple, Optional, Union
+
+import pytest
+
+from pipeline.plain_backfill import PlainBackfill
+from transforms.core.records import RawEvent
+from transforms.mapping.language import mapping_from_dict
+from transforms.mapping.processor import EventProcessor, Policy, Selection
+
+CASES_FILE = os.path.join(os.path.dirname(__file__), 'data', 'segment',
+                          'loops_destination_cases.json')
+with open(CASES_FILE, encoding='utf-8') as _file:
+    _DATA = json.load(_file)
+CASES = _DATA['cases'] + _DATA['derived_cases']
+LOOPS_API = 'https://app.loops.so/api'
+NEEDS_SUBSCRIPTIONS = 'needs Segment subscriptions (issue 19)'
+EMPTY_MAILING_LISTS = ('Segment always sends mailingLists, {} when there are none; we send it '
+                       'only with a list in it (an empty object changes nothing in Loops)')
+
+
+def case_id(case: dict) -> str:
+    """'D5' for a derived case, else the upstream test's file and title."""
+    source = case['source']
+    prefix = 'derived (not an upstream test): '
+    return source[len(prefix):].split(' ', 1)[0] if source.startswith(prefix) else source
+
+
+class Ours(NamedTuple):
+    """What this tool does with a case where it differs from Segment, and why.
+    body: the request body sent (None: no request); refused: (stage, reason)
+    of the failure records; counted: counters that must be set."""
+    why: str
+    body: Optional[dict]
+    refused: tuple = ()
+    counted: dict = {}
+
+
+OURS = {
+    'D2': Ours('mailing-list flags are read as yes/no values, as `subscribed` is: 1 is a '
+               'yes (Segment keeps only booleans and "true"/"false"); an unusable flag is '
+               'counted', {'userId': 'u-2', 'email': 'b@example.com', 'source': 'Segment',
+                           'mailingLists': {'list_a': True, 'list_b': False, 'list_d': True}},
+               counted={'map/dropped_mailing_list': 1}),
+    'D5': Ours('`subscribed` is sent as a boolean ("false" -> false) and dates as ISO-8601 '
+               '(Segment spreads both traits raw)',
+               {'userId': 'u-5', 'email': 'd@example.com', 'source': 'Segment',
+                'subscribed': False, 'createdAt': '2020-01-01T00:00:00.000Z'},
+               counted={'contacts/unsubscribes': 1}),
+    'D6': Ours('Loops holds only flat scalars: nested objects are flattened to camelCase '
+               'names and arrays joined (Segment sends them as they are, and Loops refuses '
+               'them)', {'userId': 'u-6', 'email': 'e@example.com', 'phone': None,
+                         'addressCity': 'Paris', 'tags': 'a, b', 'firstName': '',
+                         'source': 'Segment'},
+               counted={'map/flattened': 1, 'map/joined': 1}),
+    'D7': Ours('a call without a userId is sent by its email, a lead (Loops finds contacts '
+               'by either; Segment requires a userId)',
+               {'email': 'f@example.com', 'source': 'Segment'}),
+    'D8': Ours('an invalid email costs only itself: the rest is sent by userId and the '
+               'email is a conform-stage failure record (Segment refuses the whole call)',
+               {'userId': 'u-8', 'source': 'Segment'}, refused=(('conform', 'invalid_email'),),
+               counted={'refused/invalid_email': 1}),
+    'D10': Ours('a blank email is no email (Segment drops the field but its spread of the '
+                'traits still sends "email": "")', {'userId': 'u-10', 'source': 'Segment'}),
+    'D12': Ours('consent: a backfill never sends subscribed: true without --resubscribe (it '
+                're-subscribes whoever unsubscribed); it is held back and counted',
+                {'userId': 'u-12', 'email': 'h@example.com', 'source': 'Segment',
+                 'mailingLists': {'list_x': True}},
+                counted={'held_back/resubscribes': 1}),
+    'D15': Ours('an empty eventProperties is not sent (nothing to send)',
+                {'eventName': 'Signed Up', 'userId': 'u-15'}),
+    'D16': Ours('both refuse the call; Segment for its missing userId, we for having '
+                'neither a userId nor an email', None, refused=(('map', 'missing_identity'),)),
+    'D17': Ours("an event's own name and contact are never overwritten by its contact "
+                "properties; what is left out is counted",
+                {'eventName': 'Signed Up', 'userId': 'u-17', 'email': 'ctx@example.com',
+                 'firstName': 'Ctx', 'eventProperties': {'a': 1}},
+                counted={'map/dropped_other_identity': 1, 'map/dropped_event_field': 1}),
+    'D18': Ours('Loops event properties cannot be null: null values are left out and '
+                'counted', {'eventName': 'Signed Up', 'userId': 'u-18'},
+                counted={'map/dropped_null_event_properties': 2}),
+}
+# Cases that are not a mapping of an event: why, and where this tool's own is tested.
+NOT_A_MAPPING = {
+    'testAuthentication': "the API key check (GET /v1/api-key with the key as a Bearer token) "
+                          "is the client's: tests/test_loops_client.py",
+    'onDelete': "Segment's user-deletion requests are not forwarded to Loops by this tool "
+                "(a 'delete' call is a parse failure, unknown_type)",
+}
+
+# How Segment's actions and fields are written in our mapping language.
+CALL_TYPES = {'createOrUpdateContact': 'identify', 'sendEvent': 'track'}
+SECTIONS = {'createOrUpdateContact': 'contact', 'sendEvent': 'event'}
+OUR_KEYS = {
+    'createOrUpdateContact': {'email': 'email', 'firstName': 'firstName',
+                              'lastName': 'lastName', 'source': 'source',
+                              'subscribed': 'subscribed', 'userGroup': 'userGroup',
+                              'createdAt': 'createdAt', 'mailingLists': 'mailingLists',
+                              'customAttributes': 'properties'},
+    'sendEvent': {'eventName': 'eventName', 'email': 'email',
+                  'eventProperties': 'eventProperties', 'contactProperties': 'contactProperties'},
+}
+PATH_ONLY = {'properties', 'eventProperties'}   # our keys that take a path, not a literal
+
+
+def our_mapping(case: dict) -> Union[dict, str]:
+    """The case's mapping as a document of our mapping language, or why it
+    cannot be written in it."""
+    action = case['action']
+    if case['event'].get('type') != CALL_TYPES[action]:
+        return (f"{action} on a {case['event'].get('type')} call (our contact section maps "
+                "identify calls, our event section track calls)")
+    given = case['mapping'] or {}
+    if 'userId' in given and given['userId'] != {'@path': '$.userId'}:
+        return "a userId other than the call's (ours is always the call's userId)"
+    section = {}
+    for field, value in given.items():
+        if field == 'userId':
+            continue
+        key = OUR_KEYS[action][field]
+        source = _source(value, key in PATH_ONLY, key == 'contactProperties')
+        if isinstance(source, str) and not source.startswith('$'):
+            return f'{field}: {source}'
+        section[key] = source
+    if not case['use_default_mappings']:
+        return "a mapping without the destination's defaults"
+    return {SECTIONS[action]: section} if section else {}
+
+
+def _source(value, path_only: bool, per_key: bool):
+    """A Mapping Kit value -> our source, or text saying why it has none."""
+    if isinstance(value, dict) and list(value) == ['@path']:
+        return value['@path']
+    if isinstance(value, dict) and any(key.startswith('@') for key in value):
+        return f'a Mapping Kit directive ({", ".join(value)})'
+    if path_only:
+        return 'a literal where our language takes a path'
+    if per_key and isinstance(value, dict):
+        return {key: _source(item, False, False) for key, item in value.items()}
+    return {'literal': value}
+
+
+def run_case(case: dict, document: dict) -> tuple:
+    """The case's event through one backfill on its defaults -> (requests,
+    failure records, counts)."""
+    counts = collections.Counter()
+    processor = EventProcessor(Selection(('identify', 'track'), None,
+                                         mapping_from_dict(document)), Policy(resubscribe=False))
+    processed = processor.process(RawEvent('case', 1, json.dumps(case['event'])), counts)
+    backfill = PlainBackfill(False, counts)
+    if processed.request is not None:
+        backfill.add(processed.request)
+    requests = list(backfill.upserts()) + [
+        request for _, _, sends in backfill.event_sends() for request in sends]
+    return requests, processed.failures, counts
+
+
+def _params():
+    for case in CASES:
+        marks = ()
+        if case['action'] in NOT_A_MAPPING:
+            marks = pytest.mark.skip(reason=f'not a mapping: {NOT_A_MAPPING[case["action"]]}')
+        elif isinstance(our_mapping(case), str):
+            marks = pytest.mark.skip(reason=f'{NEEDS_SUBSCRIPTIONS}: {our_mapping(case)}')
+        yield pytest.param(case, id=case_id(case), marks=marks)
+
+
+@pytest.mark.parametrize('case', _params())
+def test_our_request_is_segments_but_where_our_rules_decide(case):
+    expected = case['expected']
+    requests, failures, counts = run_case(case, our_mapping(case))
+    ours = OURS.get(case_id(case))
+    if ours is None:
+        body = {key: value for key, value in expected['body'].items()
+                if not (key == 'mailingLists' and value == {})}
+        ours = Ours(EMPTY_MAILING_LISTS, body)
+    assert [(failure['stage'], failure['reason']) for failure in failures] == list(ours.refused)
+    assert {name: counts[name] for name in ours.counted} == ours.counted
+    if ours.body is None:
+        assert requests == []
+        assert 'error' in expected
+        return
+    (request,) = requests
+    assert request.body == ours.body
+    if 'body' in expected:
+        assert (request.method, LOOPS_API + request.path) == (expected['method'],
+                                                             expected['url'])
+        assert request.headers['Content-Type'] == expected['headers']['content-type']
+    if request.path == '/v1/events/send':
+        assert request.headers['Idempotency-Key']   # Segment sends none: a repeat re-sends
+
+
+def test_every_difference_names_a_case_that_runs_and_says_why():
+    runnable = {case_id(case) for case in CASES
+                if case['action'] not in NOT_A_MAPPING and isinstance(our_mapping(case), dict)}
+    assert set(OURS) <= runnable
+    assert all(ours.why for ours in OURS.values())
+    # Every derived case runs; every upstream test needs Segment's own mappings.
+    assert runnable == {case_id(case) for case in _DATA['derived_cases']}
+
+
+@pytest.mark.parametrize('case_name, expected', [
+    ('D12', {'contact': {'subscribed': {'literal': True},
+                         'mailingLists': {'literal': {'list_x': 'true'}}}}),
+    ('D17', {'event': {'contactProperties': '$.context.traits'}}),
+    ('D1', {}),
+])
+def test_segment_mappings_written_in_our_language(case_name, expected):
+    (case,) = [case for case in CASES if case_id(case) == case_name]
+    assert our_mapping(case) == expected
