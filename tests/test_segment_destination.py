@@ -15,7 +15,9 @@ one of our documented rules decides otherwise: always, an empty `mailingLists`
 is not sent (EMPTY_MAILING_LISTS); and for the cases in OURS, what we do
 instead and why (the list of differences in docs/mapping.md). A case whose
 mapping our language cannot express is skipped: it needs Segment's Mapping Kit
-and subscriptions (issue 19); its data stays so that it can be run then.
+and subscriptions in the pipeline (issue 19); tests/test_segment_subscriptions.py
+already gets Segment's own request for each. Segment's user deletion
+(onDelete) is checked against this tool's deletion of a delete message.
 """
 import collections
 import json
@@ -36,6 +38,8 @@ with open(CASES_FILE, encoding='utf-8') as _file:
 CASES = _DATA['cases'] + _DATA['derived_cases']
 LOOPS_API = 'https://app.loops.so/api'
 NEEDS_SUBSCRIPTIONS = 'needs Segment subscriptions (issue 19)'
+DELETIONS = ('Segment sends the userId as a one-element array; Loops documents one id as a '
+             'string (transforms/segment/deletions.py)')
 EMPTY_MAILING_LISTS = ('Segment always sends mailingLists, {} when there are none; we send it '
                        'only with a list in it (an empty object changes nothing in Loops)')
 
@@ -105,8 +109,7 @@ OURS = {
 NOT_A_MAPPING = {
     'testAuthentication': "the API key check (GET /v1/api-key with the key as a Bearer token) "
                           "is the client's: tests/test_loops_client.py",
-    'onDelete': "Segment's user-deletion requests are not forwarded to Loops by this tool "
-                "(a 'delete' call is a parse failure, unknown_type)",
+    'onDelete': 'a user deletion: test_segments_user_deletion_is_our_contact_deletion',
 }
 
 # How Segment's actions and fields are written in our mapping language.
@@ -176,14 +179,16 @@ def run_case(case: dict, document: dict) -> tuple:
     return requests, processed.failures, counts
 
 
-def _params():
+def _params() -> list:
+    params = []
     for case in CASES:
         marks = ()
         if case['action'] in NOT_A_MAPPING:
             marks = pytest.mark.skip(reason=f'not a mapping: {NOT_A_MAPPING[case["action"]]}')
         elif isinstance(our_mapping(case), str):
             marks = pytest.mark.skip(reason=f'{NEEDS_SUBSCRIPTIONS}: {our_mapping(case)}')
-        yield pytest.param(case, id=case_id(case), marks=marks)
+        params.append(pytest.param(case, id=case_id(case), marks=marks))
+    return params
 
 
 @pytest.mark.parametrize('case', _params())
@@ -209,6 +214,22 @@ def test_our_request_is_segments_but_where_our_rules_decide(case):
         assert request.headers['Content-Type'] == expected['headers']['content-type']
     if request.path == '/v1/events/send':
         assert request.headers['Idempotency-Key']   # Segment sends none: a repeat re-sends
+
+
+def test_segments_user_deletion_is_our_contact_deletion():
+    (case,) = [case for case in CASES if case['action'] == 'onDelete']
+    expected = case['expected']
+    # Segment calls onDelete for its delete message and reads only the userId
+    # (its test hands it a track call); the stream deletes on the message.
+    message = {**case['event'], 'type': 'delete'}
+    selection = Selection(('identify', 'track'), None, mapping_from_dict({}), deletions=True)
+    processed = EventProcessor(selection).process(
+        RawEvent('case', 1, json.dumps(message)), collections.Counter())
+
+    request = processed.request
+    assert (request.method, LOOPS_API + request.path) == (expected['method'], expected['url'])
+    assert expected['body'] == {'userId': [case['event']['userId']]}
+    assert request.body == {'userId': case['event']['userId']}, DELETIONS
 
 
 def test_every_difference_names_a_case_that_runs_and_says_why():
