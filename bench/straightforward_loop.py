@@ -5,8 +5,10 @@ requests, with none of this project's code: read each gzip file, json.loads
 each line, keep identify and track calls, merge each contact's traits into a
 dict (the latest value of each property by event time), collect the events
 (once per messageId), then json.dumps every request. It makes the values
-Loops accepts as a careful person would: nested objects flattened, arrays
-joined, strings cut at 500 characters, dates as ISO-8601, and never
+Loops accepts as a careful person would: nested objects flattened to
+camelCase names, arrays joined, strings cut at 500 characters, dates as
+ISO-8601, no null event property nor an integer Loops would round in one, an
+invalid email left out of a call that has a userId, and never
 `subscribed: true`.
 bench/processing.py checks that it writes the same requests as the backfill.
 
@@ -33,6 +35,8 @@ DATES = {'createdAt', 'birthday'}
 YES = {True: True, False: False, 1: True, 0: False, 'true': True, 'false': False,
        'yes': True, 'no': False, '1': True, '0': False}
 EMAIL = re.compile(r'[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+')
+WORD_BREAKS = re.compile(r'[\W_]+')
+SAFE_INTEGER = 2 ** 53 - 1
 SHORT_DATE = re.compile(r'(\d{4})(?:-(\d{1,2})-(\d{1,2}))?')
 MAX_BYTES = 32 * 1024
 
@@ -74,16 +78,30 @@ def iso(value):
         f'{ms % 1000:03d}Z'
 
 
-def flat(props, prefix=''):
-    """Nested objects flattened with '_', arrays joined, long strings cut."""
+def camel_case(parent, key):
+    """address, city -> addressCity: the words of both, capitalized after the first."""
+    words = [w for w in WORD_BREAKS.split(parent) if w]
+    key_words = [w for w in WORD_BREAKS.split(key) if w]
+    name = ''.join(words[:1] + [w[0].upper() + w[1:] for w in words[1:] + key_words])
+    return name if key_words else name + key
+
+
+def flat(props, prefix='', event=False):
+    """Nested objects flattened to camelCase names, arrays joined, long
+    strings cut; for an event's properties, no null and no unsafe integer."""
     out = {}
     for key, value in props.items():
-        name = f'{prefix}_{key}' if prefix else key
+        name = camel_case(prefix, key) if prefix else key
         if len(name) > 500 or not name.strip():
             continue
+        if value is None and event:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and event \
+                and abs(value) > SAFE_INTEGER:
+            value = str(value)
         if isinstance(value, dict):
             if value:
-                out.update(flat(value, name))
+                out.update(flat(value, name, event))
         elif isinstance(value, list):
             items = [v if isinstance(v, str) else json.dumps(v, separators=(',', ':'),
                                                              ensure_ascii=False)
@@ -103,12 +121,16 @@ def first(*values):
     return next((v for v in values if v is not None), None)
 
 
-def email_of(*values):
+def email_of(user_id, *values):
+    """The first present email; an invalid one is left out of a call with a
+    userId, and fails a call without one."""
     value = first(*(v for v in values if not (isinstance(v, str) and not v.strip())))
     if value is None:
         return None
     value = value.strip() if isinstance(value, str) else value
     if not isinstance(value, str) or not EMAIL.fullmatch(value) or len(value) > 500:
+        if user_id:
+            return None
         raise ValueError('invalid email')
     return value
 
@@ -137,7 +159,7 @@ def text_of(value):
 def identify_body(event, user_id):
     """The contact properties one identify sets."""
     traits = event.get('traits') if isinstance(event.get('traits'), dict) else {}
-    email = email_of(traits.get('email'), event.get('email'))
+    email = email_of(user_id, traits.get('email'), event.get('email'))
     props = flat({k: v for k, v in traits.items()
                   if k not in READ_BY_FIELDS and k not in RESERVED and k not in OWN_FIELDS})
     for name in [n for n in props if n in RESERVED or n in OWN_FIELDS]:
@@ -183,7 +205,7 @@ def track_body(event, user_id):
         raise ValueError('bad event name')
     context = event.get('context') if isinstance(event.get('context'), dict) else {}
     traits = context.get('traits') if isinstance(context.get('traits'), dict) else {}
-    email = email_of(properties.get('email'), traits.get('email'))
+    email = email_of(user_id, properties.get('email'), traits.get('email'))
     if not user_id and not email:
         raise ValueError('no identity')
     body = {'eventName': name}
@@ -191,7 +213,7 @@ def track_body(event, user_id):
         body['userId'] = user_id
     if email:
         body['email'] = email
-    event_properties = flat(properties)
+    event_properties = flat(properties, event=True)
     if event_properties:
         body['eventProperties'] = event_properties
     return body
