@@ -100,12 +100,12 @@ def coerce_value(key: str, value: Any, loops_type: str) -> Any:
     bool. date: any Segment timestamp form, epoch numbers included ->
     ISO-8601 text. string: numbers and booleans -> their JSON text (an
     integer Loops would round as a number keeps every digit). A type Loops
-    may add later passes unchanged. Raises Rejected('unsafe_integer') for an
-    integer beyond ±(2^53 − 1), or integer text of one, for any type but
-    string; Rejected('type_mismatch') for another value that cannot be
-    coerced safely.
+    may add later passes unchanged, but for an integer Loops would round.
+    Raises Rejected('unsafe_integer') for an integer beyond ±(2^53 − 1), or
+    integer text of one, for any type but string; Rejected('type_mismatch')
+    for another value that cannot be coerced safely.
     """
-    if value is None or loops_type not in LOOPS_TYPES:
+    if value is None:
         return value
     if loops_type == 'string':
         if isinstance(value, str):
@@ -114,6 +114,8 @@ def coerce_value(key: str, value: Any, loops_type: str) -> Any:
             return json.dumps(value)
     elif is_unsafe_integer(value):
         raise unsafe_integer(key, value)
+    elif loops_type not in LOOPS_TYPES:
+        return value
     elif loops_type == 'number':
         number = _number(value)
         if is_unsafe_integer(number):

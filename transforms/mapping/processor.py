@@ -183,7 +183,8 @@ class EventProcessor:
             body = without_resubscribe(request.body, counts)
             if body is not request.body:
                 request = dataclasses.replace(request, body=body)
-        return Processed(request, _refused_records(mapped.refused, event, counts), event)
+        failures = _refused_records(mapped.refused, event, counts) if mapped.refused else ()
+        return Processed(request, failures, event)
 
     def _deletion(self, event: ParsedEvent, counts: Counts) -> Processed:
         """A delete message -> its contact's deletion (never held back: a
@@ -208,15 +209,15 @@ class EventProcessor:
                                                   self.unknown_properties, kind=request.spec)
         for name, n in adjustments.items():
             counts['conform/' + name] += n
-        failures = processed.failures + _refused_records(refused, processed.event, counts)
+        failures = processed.failures
+        if refused:
+            failures += _refused_records(refused, processed.event, counts)
         return Processed(_with_body(request, body), failures, processed.event)
 
 
 def _refused_records(parts: list | tuple, event: ParsedEvent, counts: Counts) -> tuple:
     """The failure records (stage conform) of the refused parts of an
     event's request, counted `refused/<reason>`."""
-    if not parts:
-        return ()
     text = compact_json(event.data)
     records = []
     for part in parts:
