@@ -42,9 +42,10 @@ from pipeline import state as sync
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
-from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, add_input_options,
-                              add_output_options, add_safety_options, add_selection_options,
-                              job_parser, parse_job_args, require_cloud_paths, set_default_runner)
+from pipeline.options import (DEFAULT_BATCH_RUNNER, DEFAULT_MAX_EVENT_AGE, UsageError,
+                              add_input_options, add_output_options, add_safety_options,
+                              add_selection_options, job_parser, parse_job_args,
+                              require_cloud_paths, set_default_runner)
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
                                 policy_from_args)
 from pipeline.writable import require_writable
@@ -60,8 +61,6 @@ from transforms.mapping.processor import EventProcessor, Policy, Selection
 from transforms.segment.read import ReadSegmentArchive
 from transforms.state.contacts_csv import WriteContactsCsv
 from transforms.state.sync_state import ChangedContacts, DeliveredEvents, contact_facts
-
-DEFAULT_MAX_EVENT_AGE = '24h'
 
 
 @dataclass(frozen=True)

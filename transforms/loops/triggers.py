@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional, Union
 
 from transforms.core.digests import value_digest
 from transforms.core.kinds import MAILING_LISTS
+from transforms.core.records import LoopsRequest
 from transforms.loops.workflows import Comparison, Trigger, Workflow
 from transforms.segment.timestamps import parse_timestamp
 
@@ -258,6 +259,20 @@ class Change(NamedTuple):
     body: dict
     event_name: Optional[str]
     creates: bool
+
+
+def request_change(request: LoopsRequest, keys: Optional[frozenset] = None) -> Change:
+    """What a request asks of its contact: its body without the request's
+    own fields (and only `keys`, when given: what the triggers read), the
+    event's name, whether it creates a contact Loops lacks."""
+    spec = request.spec
+    body = {key: value for key, value in request.body.items()
+            if key not in spec.own_fields and (keys is None or key in keys)}
+    if spec.mergeable:
+        return Change(body, None, True)
+    # Loops creates the contact of an event that names an email (OAS 1520-1526).
+    return Change(body, request.body.get('eventName'),
+                  isinstance(request.body.get('email'), str))
 
 
 def verdicts(workflows: Iterable[Workflow], before: ContactBefore,
