@@ -27,9 +27,10 @@ from transforms.loops.account import find_contact
 from transforms.loops.client import LoopsClient
 from transforms.loops.retry import AuthError, LoopsError
 from transforms.loops.triggers import (NEW_CONTACT, UNKNOWN_CONTACT, ContactBefore,
-                                       TriggerTally, after_change, found_contact, from_digests,
-                                       property_keys, request_change, verdicts)
+                                       TriggerTally, after_change, found_contact, property_keys,
+                                       request_change, verdicts)
 from transforms.state.files import CONTACTS
+from transforms.state.workflow_count import before_from_facts
 
 
 class ContactLookup:
@@ -112,11 +113,10 @@ class TriggerScan:
             if found is not None:
                 return found
         if self._delivered is not None:
-            facts = self._delivered.get((CONTACTS, contact_digest(request.contact)))
-            if facts is not None and facts.properties:
-                return from_digests(facts.properties)
-            if facts is not None and facts.deleted is not None:
-                return NEW_CONTACT
+            before = before_from_facts(
+                self._delivered.get((CONTACTS, contact_digest(request.contact))))
+            if before is not UNKNOWN_CONTACT:
+                return before
         self.before_unknown += 1
         return UNKNOWN_CONTACT
 
