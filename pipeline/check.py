@@ -1,7 +1,8 @@
 """`segment-loops check`: what a backfill would send, and what the Loops account would lose.
 
-A preflight that writes nothing to Loops (it only reads the account's contact
-properties and mailing lists). It runs the backfill's own steps on the input
+A preflight that writes nothing to Loops but what --create_properties asks
+for (it reads the account's contact properties, mailing lists, workflows and
+event patterns, and with --lookup contacts). It runs the backfill's own steps on the input
 (all of it, or the first --sample lines) as one plain loop
 (pipeline/plain_backfill.py): the same file selection, the same
 EventProcessor, the same contact model, lead resolution, consent and event
@@ -207,26 +208,15 @@ def main(argv: Optional[list] = None, out=sys.stdout) -> int:
     args, beam_args = parse_job_args(check_parser(), argv)
     job = job_from_args(args, PipelineOptions(beam_args))
     team, account = preflight(job.loops)
-    workflows = read_account_workflows(job.loops)
-    run = run_scan(job, account, workflows)
     created = None
     if job.create_properties:
-        plan = account_setup.creation_plan(build_report(run, job, team)['properties'])
-        print('\n'.join(account_setup.plan_lines(plan)), file=out)
-        results = account_setup.create_properties(job.loops, plan)
-        print('\n'.join(account_setup.result_lines(plan, results)), file=out)
-        created = account_setup.created_section(plan, results)
-        if account_setup.CREATED in results.values():
-            # Report on the account as it is now: its new properties fit the values.
-            team, account = preflight(job.loops)
-            run = run_scan(job, account, workflows)
+        created = create_properties(job, account, team, out)
+        if account_setup.CREATED in created['results'].values():
+            team, account = preflight(job.loops)   # the report is of the account as it is now
+    workflows = read_account_workflows(job.loops)
+    run = run_scan(job, account, workflows)
     report = build_report(run, job, team)
-    lookup = run.triggers.lookup if run.triggers else None
-    report['workflows'] = workflows_section(
-        workflows, run.triggers.counts() if run.triggers else None,
-        run.triggers.before_unknown if run.triggers else 0,
-        {'limit': lookup.limit, 'looked_up': lookup.looked_up, 'found': lookup.found}
-        if lookup else None, job.state is not None)
+    report['workflows'] = workflows_section(workflows, run.triggers, job.state is not None)
     report['event_patterns'] = account_setup.event_patterns_section(job.loops, run.events)
     report['created_properties'] = created
     print('\n'.join([format_report(report)] + format_workflows(report['workflows'])
@@ -236,6 +226,17 @@ def main(argv: Optional[list] = None, out=sys.stdout) -> int:
     if report['data_loss'] and not job.warn_only:
         return EXIT_DATA_LOSS
     return EXIT_OK
+
+
+def create_properties(job: CheckJob, account: AccountSchema, team: str, out) -> dict:
+    """--create_properties: a first pass finds the properties the data needs,
+    then they are created, the list printed before; -> the report's
+    `created_properties`."""
+    plan = account_setup.creation_plan(build_report(scan(job, account), job, team)['properties'])
+    print('\n'.join(account_setup.plan_lines(plan)), file=out)
+    results = account_setup.create_properties(job.loops, plan)
+    print('\n'.join(account_setup.result_lines(plan, results)), file=out)
+    return account_setup.created_section(plan, results)
 
 
 def run_scan(job: CheckJob, account: AccountSchema, workflows: AccountWorkflows) -> CheckRun:

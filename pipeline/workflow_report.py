@@ -140,16 +140,16 @@ def not_affected_reason(workflow: Workflow) -> str:
 
 # ------------------------------------------------------------------ check's report
 
-def workflows_section(account: AccountWorkflows, counts: Optional[dict],
-                      before_unknown: int = 0, lookup: Optional[dict] = None,
-                      state: bool = False) -> dict:
+def workflows_section(account: AccountWorkflows, scan, state: bool = False) -> dict:
     """check's `workflows` object: the live workflows set off (with counts),
     those not affected, what the counts knew, and the --allow_workflows
-    value a backfill would need."""
+    value a backfill would need. `scan`: the run's TriggerScan (None
+    without live workflows); `state`: the counts had a sync state."""
     if account.unreadable is not None:
         return {'readable': False, 'message': account.unreadable, 'set_off': [],
                 'not_affected': [], 'allow': None}
-    counts = counts or {}
+    counts = scan.counts() if scan is not None else {}
+    lookup = scan.lookup if scan is not None else None
     set_off, not_affected = [], []
     for workflow in account.workflows:
         count = counts.get(workflow.id, Count())
@@ -164,7 +164,10 @@ def workflows_section(account: AccountWorkflows, counts: Optional[dict],
     live = {workflow.id: workflow for workflow in account.live}
     return {'readable': True, 'message': None, 'set_off': set_off,
             'not_affected': not_affected,
-            'contacts_before_unknown': before_unknown, 'lookup': lookup, 'state': state,
+            'contacts_before_unknown': scan.before_unknown if scan is not None else 0,
+            'lookup': ({'limit': lookup.limit, 'looked_up': lookup.looked_up,
+                        'found': lookup.found} if lookup is not None else None),
+            'state': state,
             'allow': (allow_value(live[item['id']] for item in set_off) if set_off else None)}
 
 
@@ -194,9 +197,13 @@ def format_workflows(section: dict) -> list:
 def unknown_note(section: dict) -> str:
     """Why some counts are "at most", and what would make them exact."""
     lookup = section.get('lookup')
-    looked = (f'{lookup["looked_up"]:,} looked up ({lookup["found"]:,} found in Loops); '
+    looked = (f'{lookup["looked_up"]:,} looked up, {lookup["found"]:,} of them found in Loops; '
               if lookup else '')
-    state = '' if section.get('state') else '--state knows what this tool delivered; '
-    return (f'for {section["contacts_before_unknown"]:,} contacts neither whether Loops has '
-            f'them nor their values before are known ({looked}{state}--lookup N looks N '
-            'contacts up in Loops, one request each at the rate limit)')
+    if section.get('state'):
+        state = ('the sync state knows what this tool delivered, as digests, which decide only '
+                 'what equality decides; ')
+    else:
+        state = '--state knows what this tool delivered; '
+    return (f'what decides it is not known: for {section["contacts_before_unknown"]:,} '
+            f'contacts, whether Loops has them and their values before ({looked}{state}'
+            '--lookup N looks N contacts up in Loops, one request each at the rate limit)')

@@ -127,8 +127,9 @@ def test_equal_values_are_those_equal_finds_equal():
 # ------------------------------------------------------------------ triggers
 
 def workflow(*triggers, list_id=None, status='Sending', workflow_id='w1'):
-    return Workflow(workflow_id, workflow_id.upper(), f'https://app.loops.so/workflows/{workflow_id}',
-                    status, list_id, tuple(triggers))
+    return Workflow(workflow_id, workflow_id.upper(),
+                    f'https://app.loops.so/workflows/{workflow_id}', status, list_id,
+                    tuple(triggers))
 
 
 SIGNUP = Trigger('SignupTrigger')

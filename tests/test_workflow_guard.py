@@ -179,7 +179,7 @@ def test_a_key_that_cannot_read_workflows_stops_unless_told(tmp_path, key_file, 
     assert f'HTTP {status}' in message
     assert message.endswith('Nothing was sent. To go on without knowing: '
                             '--allow_workflows unknown')
-    assert f'Warning: ' in text and f'HTTP {status}' in text
+    assert 'Warning: ' in text and f'HTTP {status}' in text
     assert summary['delivered'] == 3
 
 
