@@ -184,7 +184,7 @@ def scan(job: CheckJob, account: AccountSchema, workflows: tuple = (),
         fitted = None if mapped.request is None else processor.fit(mapped, counts)
         seen.event(mapped, fitted)
         if fitted is not None:
-            backfill.add(fitted.request)
+            backfill.add(fitted.request if triggers is None else triggers.slim(fitted.request))
             shapes.add(fitted.request)
     for upsert in backfill.upserts():
         seen.upsert(upsert)

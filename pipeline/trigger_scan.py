@@ -19,6 +19,7 @@ The sync state knows what this tool delivered, not what else changed the
 contact since (the app, a form, someone in Loops): its answers assume
 nothing did.
 """
+import dataclasses
 from typing import Iterable, Optional
 
 from transforms.core.digests import contact_digest
@@ -31,6 +32,9 @@ from transforms.loops.triggers import (NEW_CONTACT, UNKNOWN_CONTACT, ContactBefo
                                        request_change, verdicts)
 from transforms.state.files import CONTACTS
 from transforms.state.workflow_count import before_from_facts
+
+# What an event send's count reads besides the triggers' properties.
+EVENT_KEYS = frozenset({'eventName', 'email', 'userId'})
 
 
 class ContactLookup:
@@ -84,6 +88,16 @@ class TriggerScan:
         self._tally = TriggerTally(self.workflows)
         self._after_upsert = {}   # contact -> ContactBefore, for its events
         self.before_unknown = 0   # contacts whose state in Loops was not known
+
+    def slim(self, request: LoopsRequest) -> LoopsRequest:
+        """An event send with only what the count reads of its body (its
+        name, its ids, the properties the triggers read): the plain loop
+        holds every event send until the end."""
+        if request.spec.mergeable:
+            return request
+        body = {key: value for key, value in request.body.items()
+                if key in self.keys or key in EVENT_KEYS}
+        return dataclasses.replace(request, body=body)
 
     def upsert(self, request: LoopsRequest) -> None:
         """A contact's upsert, before any of its events."""
