@@ -17,9 +17,10 @@ guard's pass counts them (pipeline/trigger_scan.py), contact by contact.
            workflows/<id>/may_set_off  more it may have: what decides it was
                                        not known
 
-The requests are grouped a second time for this (small records: only the
-properties the triggers read), once the writers are done: the count is of
-what Loops accepted.
+The requests (as small records: only the properties the triggers read)
+and the state's contact facts are grouped by contact a second time for
+this, only when some workflow is allowed; the join waits for the writers'
+failures, so the count is of what Loops accepted.
 """
 import json
 from typing import Iterable, NamedTuple, Optional
