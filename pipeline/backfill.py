@@ -24,6 +24,11 @@ end. With --contacts_csv, WriteContactsCsv writes the upserts of 4 as CSV
 files for Loops' audience import, records them in the state as pending,
 and nothing is sent. Every output is proven writable before the first
 request (pipeline/writable.py).
+
+Before it sends anything, a backfill reads the account's live workflows
+and stops when it would set off one that --allow_workflows does not name
+(pipeline/workflow_guard.py); CountWorkflowsSetOff counts, once the writers
+are done, what the allowed ones took in.
 """
 import itertools
 import os
@@ -40,11 +45,13 @@ from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptio
 
 from pipeline import state as sync
 from pipeline import summary as run_summary
+from pipeline import workflow_guard
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
-from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, add_input_options,
-                              add_output_options, add_safety_options, add_selection_options,
-                              job_parser, parse_job_args, require_cloud_paths, set_default_runner)
+from pipeline.options import (DEFAULT_BATCH_RUNNER, DEFAULT_MAX_EVENT_AGE, UsageError,
+                              add_input_options, add_output_options, add_safety_options,
+                              add_selection_options, job_parser, parse_job_args,
+                              require_cloud_paths, set_default_runner)
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
                                 policy_from_args)
 from pipeline.writable import require_writable
@@ -60,8 +67,6 @@ from transforms.mapping.processor import EventProcessor, Policy, Selection
 from transforms.segment.read import ReadSegmentArchive
 from transforms.state.contacts_csv import WriteContactsCsv
 from transforms.state.sync_state import ChangedContacts, DeliveredEvents, contact_facts
-
-DEFAULT_MAX_EVENT_AGE = '24h'
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class BackfillJob:
     contacts_csv: Optional[str] = None
     csv_rows: int = sync.DEFAULT_ROWS_PER_FILE
     run_directory: Optional[str] = None
+    allow_workflows: workflow_guard.Allowance = workflow_guard.Allowance()
+    workflows: Optional[workflow_guard.RunWorkflows] = None   # what the guard found
 
 
 def backfill_parser():
@@ -92,6 +99,7 @@ def backfill_parser():
     sync.add_state_options(parser)
     sync.add_lease_options(parser)
     sync.add_csv_options(parser)
+    workflow_guard.add_allow_option(parser)
     return parser
 
 
@@ -168,6 +176,7 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
         contacts_csv=args.contacts_csv,
         csv_rows=args.csv_rows,
         run_directory=run_directory_for(options),
+        allow_workflows=workflow_guard.allowance_from(args.allow_workflows),
     )
 
 
@@ -219,6 +228,7 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
     elif phases:
         written = phases | 'WriteToLoops' >> WriteInPhases(job.loops, recorder=recorder)
         failures.append(written.failures)
+        workflow_guard.count_delivered(phases, written.failures, facts, job.workflows)
         if job.state:
             state_done = job.state.fold(facts, after=written.done)
     (failures | 'AllFailures' >> beam.Flatten()
@@ -248,6 +258,7 @@ def start(argv=None, out=sys.stdout, hand_over_lease: bool = False) -> tuple:
         if job.loops is not None:
             team, account = preflight(job.loops)
             print(f'Loops API key accepted (team: {team}).', file=out)
+            job = replace(job, workflows=workflow_guard.guard_backfill(job, account, out))
         p = beam.Pipeline(options=options)
         build_backfill(p, job, account)
         with sync.state_failures(job.state):
@@ -279,7 +290,8 @@ def run(argv=None, out=sys.stdout) -> dict:
     print(run_summary.format_table(summary, 'backfill summary'), file=out)
     notes = (run_summary.held_back_note(summary, job.max_event_age),
              sync.state_note(summary, job.state),
-             sync.csv_note(summary, job.contacts_csv, job.state) if job.contacts_csv else '')
+             sync.csv_note(summary, job.contacts_csv, job.state) if job.contacts_csv else '',
+             workflow_guard.end_note(summary, job.workflows))
     for note in notes:
         if note:
             print(note, file=out)

@@ -1,7 +1,8 @@
 """`segment-loops check`: what a backfill would send, and what the Loops account would lose.
 
-A preflight that writes nothing to Loops (it only reads the account's contact
-properties and mailing lists). It runs the backfill's own steps on the input
+A preflight that writes nothing to Loops but what --create_properties asks
+for (it reads the account's contact properties, mailing lists, workflows and
+event patterns, and with --lookup contacts). It runs the backfill's own steps on the input
 (all of it, or the first --sample lines) as one plain loop
 (pipeline/plain_backfill.py): the same file selection, the same
 EventProcessor, the same contact model, lead resolution, consent and event
@@ -19,6 +20,14 @@ Exit status 4 (EXIT_DATA_LOSS) when something would lose data (a property
 the account lacks, a value its type cannot hold, an unknown mailing list),
 unless --warn_only; held-back items are the safe default, not data loss.
 
+It also reads the account's workflows and reports, per live workflow, how
+many contacts the run would set it off for (pipeline/workflow_report.py,
+pipeline/trigger_scan.py; --lookup N looks contacts up so that the counts
+are exact for them), and the event properties the account's event patterns
+do not list. With --create_properties it first creates the custom
+properties the data needs and the account lacks (pipeline/account_setup.py),
+then reports on the account as it is after.
+
 A plain loop rather than a Beam pipeline: a preflight runs on one machine,
 and --sample stops after a few lines.
 """
@@ -31,17 +40,21 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import account_setup
 from pipeline import state as sync
-from pipeline.backfill import DEFAULT_MAX_EVENT_AGE
 from pipeline.check_report import CheckRun, Observations, build_report
 from pipeline.check_text import format_report
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight)
-from pipeline.options import (UsageError, add_input_options, add_safety_options,
-                              add_selection_options, job_parser, parse_job_args)
+from pipeline.options import (DEFAULT_MAX_EVENT_AGE, UsageError, add_input_options,
+                              add_safety_options, add_selection_options, job_parser,
+                              parse_job_args)
 from pipeline.plain_backfill import PlainBackfill, archive_paths, read_events
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
                                 policy_from_args)
+from pipeline.trigger_scan import ContactLookup, TriggerScan
+from pipeline.workflow_report import (AccountWorkflows, format_workflows,
+                                      read_account_workflows, workflows_section)
 from transforms.loops.connection import LoopsConnection
 from transforms.mapping.conform import AccountSchema
 from transforms.mapping.processor import EventProcessor, Policy, Selection
@@ -70,6 +83,8 @@ class CheckJob:
     warn_only: bool
     loops: LoopsConnection
     state: Optional[StateListing] = None
+    lookup: int = 0
+    create_properties: bool = False
 
 
 def check_parser():
@@ -88,6 +103,18 @@ def check_parser():
     group.add_argument(
         '--warn_only', action='store_true', default=False,
         help='Exit 0 even when the check finds data that would be lost.')
+    group.add_argument(
+        '--lookup', type=int, default=0, metavar='N',
+        help='Look the first N contacts up in Loops (GET /v1/contacts/find: one or two '
+             'requests each, at the rate limit), so that what the run sets off in the '
+             "account's workflows is counted exactly for them (default 0: counts say "
+             '"at most" where the sync state does not know).')
+    group.add_argument(
+        '--create_properties', action='store_true', default=False,
+        help='Create the custom contact properties the data needs and the account lacks, '
+             'each typed from its values (a property seen with several types is reported, '
+             'not created), after listing them; existing properties are left alone. Then '
+             'report on the account as it is after.')
     add_loops_options(parser)
     sync.add_state_options(parser, records=False)
     return parser
@@ -105,6 +132,8 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
         raise UsageError('--input is required (e.g. --input "archive/segment-logs/*/*/*.gz")')
     if args.sample is not None and args.sample < 1:
         raise UsageError('--sample must be a positive number of lines')
+    if args.lookup < 0:
+        raise UsageError('--lookup must be a number of contacts (0 for none)')
     archive_input = archive_input_from_args(args, options)
     policy = policy_from_args(args)
     return CheckJob(
@@ -119,6 +148,8 @@ def job_from_args(args, options: PipelineOptions) -> CheckJob:
         warn_only=args.warn_only,
         loops=connect_to_loops(args, NO_KEY_HINT),
         state=state_listing(args, options, policy),
+        lookup=args.lookup,
+        create_properties=args.create_properties,
     )
 
 
@@ -128,17 +159,22 @@ def state_listing(args, options: PipelineOptions, policy: Policy) -> Optional[St
     return sync.read_listing(args, options, policy)
 
 
-def scan(job: CheckJob, account: AccountSchema) -> CheckRun:
+def scan(job: CheckJob, account: AccountSchema, workflows: tuple = (),
+         lookup: Optional[ContactLookup] = None) -> CheckRun:
     """Runs the backfill's steps on the input as one plain loop, looking at
-    each request as mapped (`to_request`) and as fitted (`fit`)."""
+    each request as mapped (`to_request`) and as fitted (`fit`), and holding
+    what it sends against `workflows` (their counts in the run's `triggers`)."""
     counts = collections.Counter()
     processor = EventProcessor(job.selection, job.policy, account, job.unknown_properties)
+    delivered = sync.read_state_facts(job.state) if job.state else None
+    triggers = TriggerScan(workflows, delivered, lookup) if workflows else None
     # Against a sync state every property is compared; without, leads and
-    # consent need only these.
-    backfill = PlainBackfill(job.resubscribe, counts, keep_requests=False,
-                             kept_properties=None if job.state else CONTACT_KEYS,
-                             delivered=sync.read_state_facts(job.state) if job.state else None)
+    # consent need only these, and the workflows their triggers' properties.
+    kept = None if job.state else CONTACT_KEYS | (triggers.keys if triggers else frozenset())
+    backfill = PlainBackfill(job.resubscribe, counts, keep_requests=triggers is not None,
+                             kept_properties=kept, delivered=delivered)
     seen = Observations(account)
+    shapes = account_setup.EventShapes()
     paths = archive_paths(job.input.patterns, job.input.since_ms, job.input.until_ms, counts)
     for raw in read_events(paths, counts, job.sample):
         if type(raw) is Unreadable:
@@ -148,11 +184,16 @@ def scan(job: CheckJob, account: AccountSchema) -> CheckRun:
         fitted = None if mapped.request is None else processor.fit(mapped, counts)
         seen.event(mapped, fitted)
         if fitted is not None:
-            backfill.add(fitted.request)
+            backfill.add(fitted.request if triggers is None else triggers.slim(fitted.request))
+            shapes.add(fitted.request)
     for upsert in backfill.upserts():
         seen.upsert(upsert)
-    collections.deque(backfill.event_sends(), maxlen=0)   # counts them
-    return CheckRun(counts, seen)
+        if triggers is not None:
+            triggers.upsert(upsert)
+    for _, contact, requests in backfill.event_sends():   # counts them
+        if triggers is not None:
+            triggers.events(contact, requests)
+    return CheckRun(counts, seen, triggers, shapes)
 
 
 def write_report(report: dict, path: str) -> None:
@@ -167,10 +208,44 @@ def main(argv: Optional[list] = None, out=sys.stdout) -> int:
     args, beam_args = parse_job_args(check_parser(), argv)
     job = job_from_args(args, PipelineOptions(beam_args))
     team, account = preflight(job.loops)
-    report = build_report(scan(job, account), job, team)
-    print(format_report(report), file=out)
+    created = None
+    if job.create_properties:
+        created = create_properties(job, account, team, out)
+        if account_setup.CREATED in created['results'].values():
+            team, account = preflight(job.loops)   # the report is of the account as it is now
+    workflows = read_account_workflows(job.loops)
+    run = run_scan(job, account, workflows)
+    report = build_report(run, job, team)
+    report['workflows'] = workflows_section(workflows, run.triggers, job.state is not None)
+    report['event_patterns'] = account_setup.event_patterns_section(job.loops, run.events)
+    report['created_properties'] = created
+    print('\n'.join([format_report(report)] + format_workflows(report['workflows'])
+                    + account_setup.format_event_patterns(report['event_patterns'])), file=out)
     if job.report_path:
         write_report(report, job.report_path)
     if report['data_loss'] and not job.warn_only:
         return EXIT_DATA_LOSS
     return EXIT_OK
+
+
+def create_properties(job: CheckJob, account: AccountSchema, team: str, out) -> dict:
+    """--create_properties: a first pass finds the properties the data needs,
+    then they are created, the list printed before; -> the report's
+    `created_properties`."""
+    plan = account_setup.creation_plan(build_report(scan(job, account), job, team)['properties'])
+    print('\n'.join(account_setup.plan_lines(plan)), file=out)
+    results = account_setup.create_properties(job.loops, plan)
+    print('\n'.join(account_setup.result_lines(plan, results)), file=out)
+    return account_setup.created_section(plan, results)
+
+
+def run_scan(job: CheckJob, account: AccountSchema, workflows: AccountWorkflows) -> CheckRun:
+    """scan, holding the requests against the live workflows, with --lookup."""
+    lookup = None
+    if job.lookup and workflows.live:
+        lookup = ContactLookup(job.loops.client(), job.lookup)
+    try:
+        return scan(job, account, workflows.live, lookup)
+    finally:
+        if lookup is not None:
+            lookup.close()

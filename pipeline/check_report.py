@@ -132,9 +132,14 @@ class Observations:
 
 
 class CheckRun(NamedTuple):
-    """What one check found: the backfill's counters and the observations."""
+    """What one check found: the backfill's counters and the observations;
+    what it set off in the workflows (a pipeline/trigger_scan.TriggerScan,
+    None without live workflows) and the events it sends
+    (account_setup.EventShapes)."""
     counts: collections.Counter
     seen: Observations
+    triggers: Any = None
+    events: Any = None
 
 
 def property_status(key: str, stats: PropertyStats, schema: AccountSchema) -> str:

@@ -110,6 +110,10 @@ def add_selection_options(parser):
              'filter/integrations_off, not sent.')
 
 
+# A batch run's --max_event_age (backfill, and check, which predicts it).
+DEFAULT_MAX_EVENT_AGE = '24h'
+
+
 def add_safety_options(parser, *, max_event_age: str, resubscribe: bool,
                        age_against: str = 'the start of the run'):
     """What a run holds back that the account's owner would not send by hand;

@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import state as sync
 from pipeline import summary as run_summary
+from pipeline import workflow_guard
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_safety_options, add_selection_options, job_parser,
@@ -124,6 +125,7 @@ def stream_parser():
     add_loops_options(parser)
     add_conform_options(parser)
     sync.add_state_options(parser)
+    workflow_guard.add_watch_option(parser)
     return parser
 
 
@@ -265,7 +267,8 @@ def start(argv=None, out=sys.stdout):
 
 
 def _launch(argv, out) -> tuple:
-    """-> (PipelineResult, the job's PipelineOptions)."""
+    """-> (PipelineResult, the job's PipelineOptions, the WorkflowWatch to
+    start while waiting)."""
     args, beam_args = parse_job_args(stream_parser(), argv)
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
@@ -274,9 +277,11 @@ def _launch(argv, out) -> tuple:
     require_writable(options, {'--state': args.state, '--dead_letter': job.dead_letter})
     team, account = preflight(job.loops)
     print(f'Loops API key accepted (team: {team}).', file=out)
+    watch = workflow_guard.watch_stream(job.loops, job.selection, args.workflow_check_seconds,
+                                        out)
     p = beam.Pipeline(options=options)
     build_stream(p, job, account)
-    return p.run(), options
+    return p.run(), options, watch
 
 
 def stream_counters(result) -> dict:
@@ -287,15 +292,18 @@ def stream_counters(result) -> dict:
 def run(argv=None, out=sys.stdout) -> int:
     """Runs until the job ends or Ctrl-C, then prints its counters; raises
     AuthError when Loops rejected the API key while it ran."""
-    result, options = _launch(argv, out)
+    result, options, watch = _launch(argv, out)
     if not runs_locally(options):
         print('Streaming job submitted; it runs until you cancel it.', file=out)
         return 0
     print('Streaming. Ctrl-C stops the job.', file=out)
+    watch.start()
     try:
         result.wait_until_finish()
     except KeyboardInterrupt:
         result.cancel()
+    finally:
+        watch.stop()
     counters = stream_counters(result)
     if counters:
         print(run_summary.format_table(counters, 'stream counters'), file=out)

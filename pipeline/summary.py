@@ -61,7 +61,8 @@ ACCOUNTED = ('parse_failed', 'filtered_out', 'map_failed', 'held_back_events', '
              'merged', 'contacts_unchanged', 'contacts_before_deletion', 'contacts',
              'events_already_sent', 'events_before_deletion', 'events')
 DETAIL_PREFIXES = ('filter/filtered_out_', INTEGRATIONS_OFF, 'parse/', 'map/', 'conform/',
-                   'refused/', 'held_back/', 'deliver/failed_', 'state/')
+                   'refused/', 'held_back/', 'deliver/failed_', 'state/',
+                   'workflows/')
 
 
 def backfill_summary(counters: Mapping[str, int], keys: Mapping[str, str]) -> dict:
