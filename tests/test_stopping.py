@@ -1,0 +1,145 @@
+"""Stopping a job with SIGINT or SIGTERM: the real command in a subprocess,
+against the local Loops sandbox over HTTP.
+
+A backfill stopped halfway exits with 130 or 143 within seconds, prints one
+line (what was done, what was not, the command that resumes it) and no
+traceback, writes its summary so far and its failure records (nothing
+half-written left in the dead letter), and leaves a sync state from which
+that command sends at most what was in flight at the stop beyond what the
+stopped run did not deliver; the account ends up as one uninterrupted run
+leaves it.
+"""
+import glob
+import io
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import backfill
+from pipeline.lifecycle import STOP_STATUS
+from pipeline.local.samples import write_archive
+from pipeline.local.sandbox import LoopsSandbox
+from tests.test_sync_state import account, assert_same_account, writes
+
+KEY = 'stopping-test-key-5d21'
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IN_FLIGHT = 6    # --max_in_flight: requests on their way at any moment, at most
+
+
+def archive_glob(archive) -> str:
+    return os.path.join(archive.root, 'segment-logs', '*', '*', '*.gz')
+
+
+@pytest.fixture(scope='module')
+def archive(tmp_path_factory):
+    return write_archive(str(tmp_path_factory.mktemp('archive')), users=40, days=2, seed=43)
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    path = tmp_path / 'key'
+    path.write_text(KEY)
+    return str(path)
+
+
+def backfill_args(base_url: str, key_file: str, tmp_path, archive, *extra) -> list:
+    return ['--input', archive_glob(archive), '--types', 'identify,track',
+            '--max_event_age', 'none', '--loops_base_url', base_url,
+            '--loops_api_key_file', key_file, '--dead_letter', str(tmp_path / 'dl') + '/',
+            *extra]
+
+
+@pytest.fixture(scope='module')
+def reference(archive, tmp_path_factory):
+    """(account, write requests) of one uninterrupted run without a state."""
+    tmp_path = tmp_path_factory.mktemp('reference')
+    key_file = tmp_path / 'key'
+    key_file.write_text(KEY)
+    with LoopsSandbox(KEY, rate_limit=None) as loops:
+        backfill.run(backfill_args(loops.base_url, str(key_file), tmp_path, archive,
+                                   '--rate_limit', '1000'), out=io.StringIO())
+        return account(loops), len(writes(loops))
+
+
+def segment_loops(argv: list, log_path) -> subprocess.Popen:
+    """`segment-loops ARGV` (python -m pipeline) in its own process group,
+    stdout and stderr into `log_path`."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    with open(log_path, 'w') as log:
+        return subprocess.Popen([sys.executable, '-m', 'pipeline', *argv], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def signal_when(process, loops, condition, number: int, timeout: float = 120) -> float:
+    """Sends signal `number` to the process once `condition(write requests
+    seen)` holds; -> when (time.monotonic)."""
+    deadline = time.monotonic() + timeout
+    while not condition(len(writes(loops))):
+        assert process.poll() is None, 'the run ended before it could be stopped'
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, number)
+    return time.monotonic()
+
+
+def resume_argv(line: str) -> list:
+    """The command a stop line ends with, as arguments after `segment-loops`."""
+    command = line.split(': segment-loops ', 1)[1]
+    return shlex.split(command)
+
+
+@pytest.mark.parametrize('number, fraction', [(signal.SIGINT, 0.2), (signal.SIGTERM, 0.6)],
+                         ids=['SIGINT', 'SIGTERM'])
+def test_a_stopped_backfill_ends_cleanly_and_resumes_with_at_most_what_was_in_flight(
+        number, fraction, archive, reference, key_file, tmp_path):
+    expected, one_run = reference
+    name = signal.Signals(number).name
+    summary_path = tmp_path / 'summary.json'
+    args = backfill_args(
+        'URL', key_file, tmp_path, archive, '--state', str(tmp_path / 'state'),
+        '--summary', str(summary_path), '--rate_limit', '40', '--max_in_flight', str(IN_FLIGHT),
+        '--failures_ok', 'http_400')
+    with LoopsSandbox(KEY, rate_limit=None, latency=(0.05, 0.15)) as loops:
+        args[args.index('URL')] = loops.base_url
+        process = segment_loops(['backfill', *args], tmp_path / 'stopped.log')
+        signalled = signal_when(process, loops, lambda seen: seen >= one_run * fraction, number)
+        at_signal = len(writes(loops))
+        status = process.wait(timeout=60)
+        took = time.monotonic() - signalled
+        at_exit = writes(loops)
+        output = (tmp_path / 'stopped.log').read_text()
+        stopped = json.loads(summary_path.read_text())
+        lines = [line for line in output.splitlines() if 'stopped by' in line]
+        assert len(lines) == 1, output
+
+        resumed = segment_loops(resume_argv(lines[0]), tmp_path / 'resumed.log')
+        assert resumed.wait(timeout=120) == 0, (tmp_path / 'resumed.log').read_text()
+        resume = json.loads(summary_path.read_text())
+        sent = writes(loops)
+        assert_same_account(account(loops), expected)
+
+    assert status == STOP_STATUS[number], output
+    assert 'Traceback' not in output and 'Error' not in output, output
+    assert lines[0].startswith(f'segment-loops backfill: stopped by {name}: ')
+    assert ' requests delivered' in lines[0] and 'not sent; to resume' in lines[0]
+    assert took < 15
+    # No request started after the stop but those already on their way.
+    assert len(at_exit) - at_signal <= IN_FLIGHT
+    # The summary so far accounts for every request.
+    assert stopped['delivered'] > 0 and stopped['not_sent'] > 0
+    assert (stopped['delivered'] + stopped['already_delivered'] + stopped['delivery_failed']
+            + stopped['not_sent']) == stopped['contacts'] + stopped['events']
+    assert not glob.glob(str(tmp_path / 'dl' / 'beam-temp-*'))
+    assert glob.glob(str(tmp_path / 'dl' / 'failures-*.avro'))
+    # The resume sends what the stopped run did not deliver, and at most
+    # what was in flight at the stop besides.
+    not_delivered = stopped['not_sent'] + stopped['delivery_failed']
+    assert resume['contacts'] + resume['events'] <= not_delivered + IN_FLIGHT
+    assert len(sent) <= one_run + stopped['delivery_failed'] + IN_FLIGHT
+    assert sum(r['status'] == 409 for r in sent) <= IN_FLIGHT
