@@ -78,12 +78,15 @@ class StopSignals:
     Handlers are installed only in the main thread (Python runs signal
     handlers there); elsewhere the context does nothing but clear the stop
     flag, so a job run from another thread behaves as before. `signal` is
-    the number of the first signal received, or None.
+    the number of the first signal received, or None. `stop_steps`: a signal
+    while the pipeline runs asks its steps to stop at once; a stream
+    (`wait_for_stream`) asks them only when its stop takes too long.
     """
 
-    def __init__(self, command: str):
+    def __init__(self, command: str, stop_steps: bool = True):
         self.command = command
         self.signal: Optional[int] = None
+        self._stop_steps = stop_steps
         self._running = None    # None: not yet; True: in this process; False: elsewhere
         self._previous = {}
 
@@ -110,7 +113,8 @@ class StopSignals:
         if self.signal is not None:
             self._exit_now(number)
         self.signal = number
-        request_stop()
+        if self._stop_steps:
+            request_stop()
         name = signal_name(number)
         if self._running is None:
             raise Stopped(number, f'stopped by {name} before anything was sent')
@@ -132,6 +136,48 @@ class StopSignals:
         if self.signal is None:
             return None
         return Stopped(self.signal, f'stopped by {signal_name(self.signal)}: {line}')
+
+
+# How long a stopping stream's current bundle may take to finish before its
+# writers are asked to stop (transforms/core/stop.py).
+STREAM_GRACE_SECONDS = 5.0
+
+
+def wait_for_stream(result, signals: StopSignals, grace: float = STREAM_GRACE_SECONDS) -> bool:
+    """Waits for a stream in this process (Beam's local streaming runner) to
+    end, or for a signal; then cancels it. The local runner lets the bundle
+    it is running finish: the writer sends the rest of its batch and its
+    recorder flushes what was delivered. When that takes more than `grace`
+    seconds (Loops unreachable, requests waiting on retries), the writers are
+    asked to stop too: -> whether they were. Raises what the stream failed
+    with, if it did."""
+    ended, failure = threading.Event(), []
+
+    def wait():
+        try:
+            result.wait_until_finish()
+        except BaseException as error:  # handed to the waiting thread
+            failure.append(error)
+        finally:
+            ended.set()
+    threading.Thread(target=wait, daemon=True, name='stream-wait').start()
+    while not ended.wait(STREAM_POLL_SECONDS):
+        if signals.signal is not None:
+            cancelling = threading.Thread(target=result.cancel, daemon=True,
+                                          name='stream-cancel')
+            cancelling.start()
+            cancelling.join(grace)
+            if not cancelling.is_alive():
+                return False
+            request_stop()
+            cancelling.join()
+            return True
+    if failure:
+        raise failure[0]
+    return False
+
+
+STREAM_POLL_SECONDS = 0.2
 
 
 def command_line(command: str, argv: list) -> str:
