@@ -1,5 +1,5 @@
 """Stopping a job with SIGINT or SIGTERM: the real command in a subprocess,
-against the local Loops sandbox over HTTP.
+against the local Loops sandbox over HTTP (and the Pub/Sub emulator).
 
 A backfill stopped halfway exits with 130 or 143 within seconds, prints one
 line (what was done, what was not, the command that resumes it) and no
@@ -7,7 +7,8 @@ traceback, writes its summary so far and its failure records (nothing
 half-written left in the dead letter), and leaves a sync state from which
 that command sends at most what was in flight at the stop beyond what the
 stopped run did not deliver; the account ends up as one uninterrupted run
-leaves it.
+leaves it. A replay stops the same way; a stream finishes the batch it is
+sending and flushes what it delivered into its sync state.
 """
 import glob
 import io
@@ -19,13 +20,18 @@ import subprocess
 import sys
 import time
 
+import fastavro
 import pytest
 
 from pipeline import backfill
 from pipeline.lifecycle import STOP_STATUS
 from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
+from schemas import load_schema
+from tests.pubsub_emulator import runner_kept_pulling
 from tests.test_sync_state import account, assert_same_account, writes
+from transforms.core.records import NO_STAMP, contact_upsert, failure_record
+from transforms.state.files import list_state, read_facts
 
 KEY = 'stopping-test-key-5d21'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +100,15 @@ def resume_argv(line: str) -> list:
     return shlex.split(command)
 
 
+def stop_line_of(output: str, command: str, name: str) -> str:
+    """The one line a stopped command printed; fails on a traceback or more lines."""
+    assert 'Traceback' not in output and 'Error' not in output, output
+    lines = [line for line in output.splitlines() if 'stopped by' in line]
+    assert len(lines) == 1, output
+    assert lines[0].startswith(f'segment-loops {command}: stopped by {name}: ')
+    return lines[0]
+
+
 @pytest.mark.parametrize('number, fraction', [(signal.SIGINT, 0.2), (signal.SIGTERM, 0.6)],
                          ids=['SIGINT', 'SIGTERM'])
 def test_a_stopped_backfill_ends_cleanly_and_resumes_with_at_most_what_was_in_flight(
@@ -113,21 +128,17 @@ def test_a_stopped_backfill_ends_cleanly_and_resumes_with_at_most_what_was_in_fl
         status = process.wait(timeout=60)
         took = time.monotonic() - signalled
         at_exit = writes(loops)
-        output = (tmp_path / 'stopped.log').read_text()
+        line = stop_line_of((tmp_path / 'stopped.log').read_text(), 'backfill', name)
         stopped = json.loads(summary_path.read_text())
-        lines = [line for line in output.splitlines() if 'stopped by' in line]
-        assert len(lines) == 1, output
 
-        resumed = segment_loops(resume_argv(lines[0]), tmp_path / 'resumed.log')
+        resumed = segment_loops(resume_argv(line), tmp_path / 'resumed.log')
         assert resumed.wait(timeout=120) == 0, (tmp_path / 'resumed.log').read_text()
         resume = json.loads(summary_path.read_text())
         sent = writes(loops)
         assert_same_account(account(loops), expected)
 
-    assert status == STOP_STATUS[number], output
-    assert 'Traceback' not in output and 'Error' not in output, output
-    assert lines[0].startswith(f'segment-loops backfill: stopped by {name}: ')
-    assert ' requests delivered' in lines[0] and 'not sent; to resume' in lines[0]
+    assert status == STOP_STATUS[number]
+    assert ' requests delivered' in line and 'not sent; to resume' in line
     assert took < 15
     # No request started after the stop but those already on their way.
     assert len(at_exit) - at_signal <= IN_FLIGHT
@@ -143,3 +154,79 @@ def test_a_stopped_backfill_ends_cleanly_and_resumes_with_at_most_what_was_in_fl
     assert resume['contacts'] + resume['events'] <= not_delivered + IN_FLIGHT
     assert len(sent) <= one_run + stopped['delivery_failed'] + IN_FLIGHT
     assert sum(r['status'] == 409 for r in sent) <= IN_FLIGHT
+
+
+def upserts(count: int) -> list:
+    return [contact_upsert({'email': f'u{n}@example.com', 'userId': f'u{n}'}, f'user:u{n}',
+                           NO_STAMP, 'test') for n in range(count)]
+
+
+def test_a_stopped_replay_ends_cleanly_and_running_it_again_finishes_it(key_file, tmp_path):
+    dead_letter = tmp_path / 'dl'
+    dead_letter.mkdir()
+    with open(dead_letter / 'failures-00000-of-00001.avro', 'wb') as f:
+        fastavro.writer(f, load_schema('failure'), [
+            failure_record('deliver', 'retries_exhausted', 'no answer', request=request,
+                           attempts=6) for request in upserts(60)])
+    summary_path = tmp_path / 'summary.json'
+    args = ['replay', '--dead_letter', str(dead_letter) + '/', '--loops_api_key_file', key_file,
+            '--replay_dead_letter', str(tmp_path / 'again') + '/', '--summary',
+            str(summary_path), '--rate_limit', '20', '--max_in_flight', str(IN_FLIGHT)]
+    with LoopsSandbox(KEY, rate_limit=None, latency=(0.05, 0.1)) as loops:
+        args += ['--loops_base_url', loops.base_url]
+        process = segment_loops(args, tmp_path / 'stopped.log')
+        signal_when(process, loops, lambda seen: seen >= 10, signal.SIGINT)
+        at_signal = len(writes(loops))
+        status = process.wait(timeout=60)
+        at_exit = len(writes(loops))
+        line = stop_line_of((tmp_path / 'stopped.log').read_text(), 'replay', 'SIGINT')
+        stopped = json.loads(summary_path.read_text())
+
+        again = segment_loops(resume_argv(line), tmp_path / 'again.log')
+        assert again.wait(timeout=60) == 0, (tmp_path / 'again.log').read_text()
+        contacts = {contact['userId'] for contact in loops.state()['contacts']}
+
+    assert status == STOP_STATUS[signal.SIGINT]
+    assert at_exit - at_signal <= IN_FLIGHT
+    assert 'requests delivered' in line and 'not sent; run it again to finish' in line
+    assert stopped['replayed'] == 60 and stopped['not_sent'] > 0
+    assert stopped['recovered'] + stopped['delivery_failed'] + stopped['not_sent'] == 60
+    assert contacts == {f'u{n}' for n in range(60)}
+
+
+def test_a_stopped_stream_flushes_what_it_delivered_into_the_state(pubsub_emulator, key_file,
+                                                                   tmp_path):
+    from google.cloud import pubsub_v1
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    suffix = str(int(time.time() * 1000))
+    topic = publisher.topic_path('segment-loops-test', f'stopping-{suffix}')
+    subscription = subscriber.subscription_path('segment-loops-test', f'stopping-{suffix}')
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=subscription, topic=topic)
+    state = str(tmp_path / 'state')
+    with LoopsSandbox(KEY, rate_limit=None, latency=(0.05, 0.1)) as loops:
+        # The state's own flush comes after a minute: only the stop can write it.
+        process = segment_loops(
+            ['stream', '--subscription', subscription, '--loops_base_url', loops.base_url,
+             '--loops_api_key_file', key_file, '--rate_limit', '20', '--max_buffering_seconds',
+             '0.5', '--dead_letter', str(tmp_path / 'dl') + '/', '--state', state,
+             '--state_flush_seconds', '60'], tmp_path / 'stream.log')
+        with runner_kept_pulling(publisher, topic):
+            for request in upserts(100):
+                publisher.publish(topic, json.dumps({
+                    'type': 'identify', 'messageId': request.body['userId'],
+                    'userId': request.body['userId'],
+                    'traits': {'email': request.body['email']}}).encode())
+            signalled = signal_when(process, loops, lambda seen: seen >= 25, signal.SIGTERM)
+            status = process.wait(timeout=60)
+            took = time.monotonic() - signalled
+        accepted = [r for r in writes(loops) if r['status'] == 200]
+    subscriber.close()
+
+    output = (tmp_path / 'stream.log').read_text()
+    line = stop_line_of(output, 'stream', 'SIGTERM')
+    assert status == STOP_STATUS[signal.SIGTERM]
+    assert took < 10
+    assert 'the batch being sent was finished, what was delivered is in the sync state' in line
+    assert line.endswith(f'--state {state} --state_flush_seconds 60')
+    assert len(read_facts(list_state(state))) == len(accepted) >= 25
