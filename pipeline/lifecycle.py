@@ -38,11 +38,13 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import threading
+import uuid
 from typing import Mapping, Optional
 
 from transforms.core.sinks import DEAD_LETTER_PREFIX
-from transforms.core.stop import clear_stop, request_stop
+from transforms.core.stop import STOP_FILE_ENV, clear_stop, request_stop
 
 EXIT_FAILURES = 5
 # 128 + the signal's number, as a shell reports a process the signal ended.
@@ -91,17 +93,34 @@ class StopSignals:
         self._previous = {}
 
     def __enter__(self) -> 'StopSignals':
+        # Local worker processes, started later by the runner, inherit it.
+        self._stop_file_before = os.environ.get(STOP_FILE_ENV)
+        os.environ[STOP_FILE_ENV] = os.path.join(
+            tempfile.gettempdir(), f'segment-loops-stop-{os.getpid()}-{uuid.uuid4().hex}')
         clear_stop()
         if threading.current_thread() is threading.main_thread():
             for number in STOP_STATUS:
                 self._previous[number] = signal.signal(number, self._on_signal)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, kind, error, _traceback) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous = {}
         clear_stop()
+        if self._stop_file_before is None:
+            os.environ.pop(STOP_FILE_ENV, None)
+        else:
+            os.environ[STOP_FILE_ENV] = self._stop_file_before
+        if self.signal is not None and isinstance(error, Exception):
+            # Worker processes of the runner got the signal too (Ctrl-C in a
+            # terminal reaches the whole process group) and died with it.
+            raise Stopped(self.signal, f'stopped by {signal_name(self.signal)}: the job ended '
+                                       f'with {type(error).__name__} after the stop, so the '
+                                       'failure records and the summary may be missing; a sync '
+                                       'state lacks at most the deliveries of the last '
+                                       '--state_flush_seconds (the next run sends them again)'
+                          ) from error
 
     def running(self, in_process: bool) -> None:
         """Call just before the pipeline starts: from now on a signal asks

@@ -29,7 +29,7 @@ from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from schemas import load_schema
 from tests.pubsub_emulator import runner_kept_pulling
-from tests.test_sync_state import account, assert_same_account, writes
+from tests.test_sync_state import WORKER_PROCESSES, account, assert_same_account, writes
 from transforms.core.records import NO_STAMP, contact_upsert, failure_record
 from transforms.state.files import list_state, read_facts
 
@@ -109,17 +109,19 @@ def stop_line_of(output: str, command: str, name: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize('number, fraction', [(signal.SIGINT, 0.2), (signal.SIGTERM, 0.6)],
-                         ids=['SIGINT', 'SIGTERM'])
+@pytest.mark.parametrize('number, fraction, runner', [
+    (signal.SIGINT, 0.2, []), (signal.SIGTERM, 0.6, []),
+    # The launcher alone gets the signal (kill PID); its workers see the stop file.
+    (signal.SIGTERM, 0.4, WORKER_PROCESSES)], ids=['SIGINT', 'SIGTERM', 'SIGTERM-workers'])
 def test_a_stopped_backfill_ends_cleanly_and_resumes_with_at_most_what_was_in_flight(
-        number, fraction, archive, reference, key_file, tmp_path):
+        number, fraction, runner, archive, reference, key_file, tmp_path):
     expected, one_run = reference
     name = signal.Signals(number).name
     summary_path = tmp_path / 'summary.json'
     args = backfill_args(
         'URL', key_file, tmp_path, archive, '--state', str(tmp_path / 'state'),
         '--summary', str(summary_path), '--rate_limit', '40', '--max_in_flight', str(IN_FLIGHT),
-        '--failures_ok', 'http_400')
+        '--failures_ok', 'http_400', *runner)
     with LoopsSandbox(KEY, rate_limit=None, latency=(0.05, 0.15)) as loops:
         args[args.index('URL')] = loops.base_url
         process = segment_loops(['backfill', *args], tmp_path / 'stopped.log')

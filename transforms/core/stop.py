@@ -17,10 +17,20 @@ folded, the failure records and the summary are written.
 `pause(seconds)` is a sleep that ends early when a stop is requested, for
 waits such as a retry's backoff.
 
-The flag is per process: Beam's in-process runner (the default for every
-batch job here) runs the steps in the process that received the signal.
+Beam's in-process runner (the default for every batch job here) runs the
+steps in the process that received the signal: a flag is enough. Local
+worker processes (--direct_running_mode=multi_processing) are started by
+that process and inherit its environment: when STOP_FILE_ENV names a file
+(the job's launcher sets it before the pipeline starts), `request_stop()`
+creates that file and `stop_requested()` looks for it too.
 """
+import os
 import threading
+import time
+
+STOP_FILE_ENV = 'SEGMENT_LOOPS_STOP_FILE'
+# How often a pause looks for the stop file (a stop in its own process wakes it at once).
+FILE_CHECK_SECONDS = 0.5
 
 _requested = threading.Event()
 
@@ -30,20 +40,37 @@ class StopRequested(Exception):
 
 
 def request_stop() -> None:
-    """Ask every step running in this process to stop."""
+    """Ask every step of this process, and of the worker processes it started, to stop."""
     _requested.set()
+    path = os.environ.get(STOP_FILE_ENV)
+    if path:
+        with open(path, 'w', encoding='utf-8'):
+            pass
 
 
 def stop_requested() -> bool:
-    return _requested.is_set()
+    if _requested.is_set():
+        return True
+    path = os.environ.get(STOP_FILE_ENV)
+    if path and os.path.exists(path):
+        _requested.set()
+        return True
+    return False
 
 
 def clear_stop() -> None:
     """Forget a stop: for a new run in the same process."""
     _requested.clear()
+    path = os.environ.get(STOP_FILE_ENV)
+    if path and os.path.exists(path):
+        os.remove(path)
 
 
 def pause(seconds: float) -> None:
     """Sleep `seconds`, or until a stop is requested if that comes first."""
-    if seconds > 0:
-        _requested.wait(seconds)
+    deadline = time.monotonic() + seconds
+    while not stop_requested():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        _requested.wait(min(left, FILE_CHECK_SECONDS))
