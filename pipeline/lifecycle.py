@@ -2,20 +2,26 @@
 
 Stopping. `StopSignals` turns SIGINT (Ctrl-C) and SIGTERM (a service
 manager, a scheduler, `kill`) into a clean stop. Before the pipeline runs,
-nothing has been sent: the signal raises `Stopped` at once. While it runs
-(`while_running()`), the signal only asks the steps to stop
-(transforms/core/stop.py): the writers let the requests in flight finish
-and start no new one, the reader opens no further file, and the pipeline
-runs to its end as usual, so the recorders flush what was delivered into
-the sync state, the state is folded, the failure records and the summary
-are written. The job then raises `Stopped` with one line for a person:
-what was done, what was not, and the command that resumes it
-(`stop_line`). A second signal ends the process at once (`os._exit`): the
-state then lacks at most the deliveries of the last --state_flush_seconds,
-which the next run sends again.
+nothing has been sent: the signal raises `Stopped` at once. Once the job
+says the pipeline runs (`StopSignals.running`), the signal only asks the
+steps to stop (transforms/core/stop.py): the writers let the requests in
+flight finish and start no new one, the reader opens no further file, and
+the pipeline runs to its end as usual, so the recorders flush what was
+delivered into the sync state, the state is folded, the failure records
+and the summary are written. The job then raises `Stopped` with one line
+for a person: what was done, what was not, and the command that resumes it
+(`sent_so_far`, `command_line`). A second signal ends the process at once
+(`os._exit`): the state then lacks at most the deliveries of the last
+--state_flush_seconds, which the next run sends again.
 
-On a runner elsewhere (Dataflow) the launcher only waits: a signal stops
-the waiting, not the job, and the line says how to stop the job itself.
+Beam's local worker processes (--direct_running_mode=multi_processing) see
+the stop through a file (transforms/core/stop.py). A signal sent to the
+whole process group (Ctrl-C in a terminal) also reaches them, and Beam's
+workers die of it: the job then fails, and ends with a line that says so.
+A stream (`wait_for_stream`) is cancelled instead, which lets the batch it
+is sending finish. On a runner elsewhere (Dataflow) the launcher only waits:
+a signal stops the waiting, not the job, and the line says how to stop the
+job itself.
 
 Failures. A run that completes but leaves failure records that need
 someone's action ends with exit status EXIT_FAILURES (5), after a report of
@@ -45,6 +51,7 @@ from typing import Mapping, Optional
 
 from transforms.core.sinks import DEAD_LETTER_PREFIX
 from transforms.core.stop import STOP_FILE_ENV, clear_stop, request_stop
+from transforms.loops.retry import STOPPED
 
 EXIT_FAILURES = 5
 # 128 + the signal's number, as a shell reports a process the signal ended.
@@ -53,6 +60,10 @@ COUNTED_STAGES = ('deliver', 'read')
 ALL_REASONS = 'all'
 # The summary's count of files a stop left unread (pipeline/summary.py).
 STOPPED_FILES = 'read/stopped_files'
+# How long a stopping stream's current bundle may take to finish before its
+# writers are asked to stop, and how often the waiting looks for a signal.
+STREAM_GRACE_SECONDS = 5.0
+STREAM_POLL_SECONDS = 0.2
 
 
 class Stopped(BaseException):
@@ -112,9 +123,10 @@ class StopSignals:
             os.environ.pop(STOP_FILE_ENV, None)
         else:
             os.environ[STOP_FILE_ENV] = self._stop_file_before
-        if self.signal is not None and isinstance(error, Exception):
-            # Worker processes of the runner got the signal too (Ctrl-C in a
-            # terminal reaches the whole process group) and died with it.
+        if self.signal is not None and isinstance(error, RuntimeError):
+            # The runner failed after the stop (Beam raises RuntimeError for
+            # a failed job): its worker processes got the signal too (Ctrl-C
+            # in a terminal reaches the whole process group) and died of it.
             raise Stopped(self.signal, f'stopped by {signal_name(self.signal)}: the job ended '
                                        f'with {type(error).__name__} after the stop, so the '
                                        'failure records and the summary may be missing; a sync '
@@ -157,11 +169,6 @@ class StopSignals:
         return Stopped(self.signal, f'stopped by {signal_name(self.signal)}: {line}')
 
 
-# How long a stopping stream's current bundle may take to finish before its
-# writers are asked to stop (transforms/core/stop.py).
-STREAM_GRACE_SECONDS = 5.0
-
-
 def wait_for_stream(result, signals: StopSignals, grace: float = STREAM_GRACE_SECONDS) -> bool:
     """Waits for a stream in this process (Beam's local streaming runner) to
     end, or for a signal; then cancels it. The local runner lets the bundle
@@ -196,12 +203,29 @@ def wait_for_stream(result, signals: StopSignals, grace: float = STREAM_GRACE_SE
     return False
 
 
-STREAM_POLL_SECONDS = 0.2
-
-
 def command_line(command: str, argv: list) -> str:
     """'segment-loops backfill --input ...': a command as a shell takes it."""
     return f'segment-loops {command} {shlex.join(argv)}'.rstrip()
+
+
+def sent_so_far(summary: Mapping[str, int], dead_letter: str) -> str:
+    """'412 of 2,310 requests delivered, 3 failed (records in dl/), 1,895 not
+    sent': the delivery figures of a stopped run."""
+    delivered = summary.get('delivered', 0) + summary.get('already_delivered', 0)
+    failed = summary.get('delivery_failed', 0)
+    not_sent = summary.get('not_sent', 0)
+    text = f'{delivered:,} of {delivered + failed + not_sent:,} requests delivered'
+    if failed:
+        text += f', {failed:,} failed (records in {dead_letter})'
+    if not_sent:
+        text += f', {not_sent:,} not sent'
+    return text
+
+
+def files_not_read(summary: Mapping[str, int]) -> str:
+    """', 7 files not read to their end' when a stop left some, else ''."""
+    stopped = summary.get(STOPPED_FILES, 0)
+    return f', {stopped:,} files not read to their end' if stopped else ''
 
 
 # ----------------------------------------------------------------- failures
@@ -272,8 +296,10 @@ def failure_report(summary: Mapping[str, int], dead_letter: str, resend: str) ->
 
 def _meaning(stage: str, reason: str) -> str:
     if stage == 'deliver' and reason.startswith('http_4'):
-        return 'refused by Loops: the records\' messages say why (fix, then replay with ' \
-               '--include_permanent)'
+        return ('refused by Loops: the records\' messages say why (fix, then replay with '
+                '--include_permanent)')
+    if stage == 'deliver' and reason == STOPPED:
+        return 'not retried: the run was stopped'
     if stage == 'deliver':
         return 'not delivered: Loops could not be reached or did not answer in time'
     if stage == 'read':
@@ -285,25 +311,3 @@ def exit_line(status: int) -> str:
     """The last line of a run that completed with failures that need action."""
     return (f'completed with failures (exit status {status}); --failures_ok accepts them, '
             '--failures_ok http_400 only refusals')
-
-
-# ------------------------------------------------------------------ stopping
-
-def sent_so_far(summary: Mapping[str, int], dead_letter: str) -> str:
-    """'412 of 2,310 requests delivered, 3 failed (records in dl/), 1,895 not
-    sent': the delivery figures of a stopped run."""
-    delivered = summary.get('delivered', 0) + summary.get('already_delivered', 0)
-    failed = summary.get('delivery_failed', 0)
-    not_sent = summary.get('not_sent', 0)
-    text = f'{delivered:,} of {delivered + failed + not_sent:,} requests delivered'
-    if failed:
-        text += f', {failed:,} failed (records in {dead_letter})'
-    if not_sent:
-        text += f', {not_sent:,} not sent'
-    return text
-
-
-def files_not_read(summary: Mapping[str, int]) -> str:
-    """', 7 files not read to their end' when a stop left some, else ''."""
-    stopped = summary.get(STOPPED_FILES, 0)
-    return f', {stopped:,} files not read to their end' if stopped else ''

@@ -68,7 +68,8 @@ def test_loops_unreachable_for_a_while_is_reported_with_a_replay_that_sends_the_
         replayed = None
         if not failures_ok:
             command = shlex.split(resend.split(': ', 1)[1])
-            replayed = segment_cli(*command[1:])
+            replayed = segment_cli(*command[1:], '--replay_dead_letter',
+                                   str(tmp_path / 'again') + '/')
 
     unreachable = summary['dead_letter/deliver_retries_exhausted']
     assert unreachable > 0 and summary['delivery_failed'] >= unreachable
