@@ -18,8 +18,9 @@ declared data, so it is tested without a server:
   `segment-loops replay` reads: `http_<status>` (permanent), RETRIES_EXHAUSTED
   (every attempt failed transiently: Loops may or may not have applied it),
   STOPPED (the attempts made failed transiently and the job was stopped
-  before the next one: Loops may or may not have applied it), KEY_REJECTED (Loops rejected the key, or the request was not sent after it
-  did: never applied).
+  before the next one: Loops may or may not have applied it), KEY_REJECTED
+  (Loops rejected the key, or the request was not sent after it did: never
+  applied).
 - `derived_key(key, salt)`: a new Idempotency-Key for a deliberate re-send.
   Loops may spend a key on a request it refuses (assume the stricter
   server), so a refused event sent again needs a key of its own; a
