@@ -297,6 +297,8 @@ def _run(argv, out) -> tuple:
         try:
             with sync.state_failures(job.state):
                 result.wait_until_finish()
+        except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting stopped
+            raise lifecycle.cancel_remote_job(result, stopped, job.rerun) from None
         finally:
             remove_runs(job.run_directory)
             sync.release(job.state)

@@ -19,9 +19,9 @@ the stop through a file (transforms/core/stop.py). A signal sent to the
 whole process group (Ctrl-C in a terminal) also reaches them, and Beam's
 workers die of it: the job then fails, and ends with a line that says so.
 A stream (`wait_for_stream`) is cancelled instead, which lets the batch it
-is sending finish. On a runner elsewhere (Dataflow) the launcher only waits:
-a signal stops the waiting, not the job, and the line says how to stop the
-job itself.
+is sending finish. On a runner elsewhere (Dataflow) the launcher only waits
+for the job: a signal cancels the job (`cancel_remote_job`), whose workers
+then stop at once, as after a crash.
 
 Failures. A run that completes but leaves failure records that need
 someone's action ends with exit status EXIT_FAILURES (5), after a report of
@@ -150,9 +150,9 @@ class StopSignals:
         if self._running is None:
             raise Stopped(number, f'stopped by {name} before anything was sent')
         if self._running is False:
-            raise Stopped(number, f'stopped waiting by {name}; the job goes on where it runs '
-                                  '(on Dataflow, `gcloud dataflow jobs cancel JOB_ID --region '
-                                  'REGION` stops it)')
+            raise Stopped(number, f'stopped by {name}; a job already submitted to its runner '
+                                  'goes on: cancel it there (on Dataflow, `gcloud dataflow jobs '
+                                  'cancel JOB_ID --region REGION`)')
 
     def _exit_now(self, number: int) -> None:
         print(f'{self.command}: stopped at once by a second {signal_name(number)}: the failure '
@@ -201,6 +201,25 @@ def wait_for_stream(result, signals: StopSignals, grace: float = STREAM_GRACE_SE
     if failure:
         raise failure[0]
     return False
+
+
+def cancel_remote_job(result, stopped: Stopped, resume: str) -> Stopped:
+    """A job that runs elsewhere (Dataflow) while this launcher waits for it,
+    which a signal stopped: the job is cancelled too, since the launcher
+    gives up what it holds for the job as it ends (the sync state's lease).
+    -> the Stopped to raise, its line saying so and how to resume."""
+    name = signal_name(stopped.signal_number)
+    try:
+        result.cancel()
+    except Exception as error:  # the runner's own error, for a person
+        return Stopped(stopped.signal_number,
+                       f'stopped by {name}, but the job could not be cancelled ({error}): '
+                       'cancel it on its runner (on Dataflow, `gcloud dataflow jobs cancel '
+                       'JOB_ID --region REGION`) before running it again')
+    return Stopped(stopped.signal_number,
+                   f'stopped by {name}: the job was cancelled on its runner; its sync state has '
+                   'what it delivered up to its writers\' last flush (--state_flush_seconds); '
+                   f'to resume: {resume}')
 
 
 def command_line(command: str, argv: list) -> str:

@@ -329,7 +329,11 @@ def _run(argv, out) -> tuple:
         build_replay(p, files, args.include_permanent, loops, args.replay_dead_letter)
         signals.running(in_process=runs_locally(options))
         result = p.run()
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting stopped
+            raise lifecycle.cancel_remote_job(
+                result, stopped, lifecycle.command_line('replay', argv)) from None
         counters = run_summary.pipeline_counters(result)
         summary = replay_summary(counters)
         again = lifecycle.command_line('replay', argv)

@@ -20,11 +20,12 @@ import subprocess
 import sys
 import time
 
+import apache_beam as beam
 import fastavro
 import pytest
 
 from pipeline import backfill
-from pipeline.lifecycle import STOP_STATUS
+from pipeline.lifecycle import STOP_STATUS, Stopped, cancel_remote_job
 from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from schemas import load_schema
@@ -232,3 +233,28 @@ def test_a_stopped_stream_flushes_what_it_delivered_into_the_state(pubsub_emulat
     assert 'the batch being sent was finished, what was delivered is in the sync state' in line
     assert line.endswith(f'--state {state} --state_flush_seconds 60')
     assert len(read_facts(list_state(state))) == len(accepted) >= 25
+
+
+def test_a_job_on_a_runner_elsewhere_is_cancelled_when_its_launcher_is_stopped():
+    """The launcher of a Dataflow job only waits for it, and gives up the sync
+    state's lease as it ends: a stop cancels the job (Beam's results of its
+    local runners stand in for Dataflow's: one cancels, one cannot)."""
+    stopped = Stopped(signal.SIGTERM, 'stopped by SIGTERM; a job already submitted ...')
+    pipeline = beam.Pipeline('BundleBasedDirectRunner')
+    _ = pipeline | beam.Create([1])
+    cancellable = pipeline.run()
+    cancellable.wait_until_finish()
+    pipeline = beam.Pipeline('FnApiRunner')
+    _ = pipeline | beam.Create([1])
+
+    cancelled = cancel_remote_job(cancellable, stopped, 'segment-loops backfill --x')
+    not_cancelled = cancel_remote_job(pipeline.run(), stopped, 'segment-loops backfill --x')
+
+    assert cancellable.state == 'CANCELLED' and cancelled.status == 143
+    assert cancelled.line == (
+        "stopped by SIGTERM: the job was cancelled on its runner; its sync state has what it "
+        "delivered up to its writers' last flush (--state_flush_seconds); to resume: "
+        "segment-loops backfill --x")
+    assert not_cancelled.line.startswith('stopped by SIGTERM, but the job could not be '
+                                         'cancelled (')
+    assert 'before running it again' in not_cancelled.line
