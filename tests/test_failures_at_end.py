@@ -69,7 +69,8 @@ def test_loops_unreachable_for_a_while_is_reported_with_a_replay_that_sends_the_
         if not failures_ok:
             command = shlex.split(resend.split(': ', 1)[1])
             replayed = segment_cli(*command[1:], '--replay_dead_letter',
-                                   str(tmp_path / 'again') + '/')
+                                   str(tmp_path / 'again') + '/', '--summary',
+                                   str(tmp_path / 'replay.json'))
 
     unreachable = summary['dead_letter/deliver_retries_exhausted']
     assert unreachable > 0 and summary['delivery_failed'] >= unreachable
@@ -88,9 +89,18 @@ def test_loops_unreachable_for_a_while_is_reported_with_a_replay_that_sends_the_
     assert result.stderr.splitlines()[-1] == (
         'segment-loops backfill: completed with failures (exit status 5); --failures_ok '
         'accepts them, --failures_ok http_400 only refusals')
-    # The printed replay sends what Loops did not get, now that it is back.
-    assert replayed.returncode == 0, replayed.stderr
-    assert f'{unreachable} of {unreachable} replayed requests recovered.' in replayed.stdout
+    # The printed replay sends what Loops did not get, now that it is back:
+    # Loops takes all of it but what it refuses (an event whose contact it
+    # refused), which makes the replay's exit status 5 in turn.
+    replay = json.loads((tmp_path / 'replay.json').read_text())
+    assert replay['replayed'] == unreachable
+    assert replay['recovered'] + replay['delivery_failed'] == unreachable
+    assert replay['recovered'] > 0 and 'dead_letter/deliver_retries_exhausted' not in replay
+    assert all(name.startswith('dead_letter/deliver_http_4') for name in replay
+               if name.startswith('dead_letter/deliver_'))
+    assert replayed.returncode == (lifecycle.EXIT_FAILURES if replay['delivery_failed'] else 0)
+    assert (f'{replay["recovered"]} of {unreachable} replayed requests recovered.'
+            in replayed.stdout)
 
 
 def counts(**by_name) -> dict:
