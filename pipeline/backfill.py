@@ -43,15 +43,16 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions
 
+from pipeline import lifecycle
 from pipeline import state as sync
 from pipeline import summary as run_summary
 from pipeline import workflow_guard
 from pipeline.loops_options import (add_conform_options, add_loops_options, connect_to_loops,
-                                    preflight, require_secret_on_remote_runner)
+                                    loops_argv, preflight, require_secret_on_remote_runner)
 from pipeline.options import (DEFAULT_BATCH_RUNNER, DEFAULT_MAX_EVENT_AGE, UsageError,
                               add_input_options, add_output_options, add_safety_options,
                               add_selection_options, job_parser, parse_job_args,
-                              require_cloud_paths, set_default_runner)
+                              require_cloud_paths, runs_locally, set_default_runner)
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
                                 policy_from_args)
 from pipeline.writable import require_writable
@@ -88,6 +89,9 @@ class BackfillJob:
     run_directory: Optional[str] = None
     allow_workflows: workflow_guard.Allowance = workflow_guard.Allowance()
     workflows: Optional[workflow_guard.RunWorkflows] = None   # what the guard found
+    failures_ok: frozenset = frozenset()
+    rerun: str = ''     # the command that runs this backfill again
+    replay: str = ''    # the command that replays its delivery failures
 
 
 def backfill_parser():
@@ -100,6 +104,7 @@ def backfill_parser():
     sync.add_lease_options(parser)
     sync.add_csv_options(parser)
     workflow_guard.add_allow_option(parser)
+    lifecycle.add_failure_options(parser)
     return parser
 
 
@@ -177,6 +182,7 @@ def job_from_args(args, options: PipelineOptions) -> BackfillJob:
         csv_rows=args.csv_rows,
         run_directory=run_directory_for(options),
         allow_workflows=workflow_guard.allowance_from(args.allow_workflows),
+        failures_ok=lifecycle.parse_failures_ok(args.failures_ok),
     )
 
 
@@ -237,13 +243,17 @@ def build_backfill(p: beam.Pipeline, job: BackfillJob,
         job.state.release_at_end(state_done)
 
 
-def start(argv=None, out=sys.stdout, hand_over_lease: bool = False) -> tuple:
+def start(argv=None, out=sys.stdout, hand_over_lease: bool = False,
+          signals: Optional[lifecycle.StopSignals] = None) -> tuple:
     """Validates, proves the outputs writable, takes the sync state's lease,
     checks the key and the account, and submits the backfill without
     waiting: -> (PipelineResult, BackfillJob). The caller releases the
     lease (`sync.release(job.state)`) once the job is over, or, with
     `hand_over_lease` (a launcher that does not wait), leaves that to the
-    job. Raises UsageError."""
+    job. With `signals`, a signal from the start of the pipeline on stops it
+    cleanly (pipeline/lifecycle.py); Beam's in-process runner runs the whole
+    pipeline before it returns. Raises UsageError."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, beam_args = parse_job_args(backfill_parser(), argv)
     options = PipelineOptions(beam_args)
     use_worker_processes_for_large_dry_runs(args, beam_args, options)
@@ -252,7 +262,10 @@ def start(argv=None, out=sys.stdout, hand_over_lease: bool = False) -> tuple:
     require_writable(options, {'--state': args.state, '--dead_letter': args.dead_letter,
                                '--dry_run': args.dry_run, '--contacts_csv': args.contacts_csv})
     job = replace(job, state=sync.open_state(args, options, job.policy, 'backfill', out,
-                                             hand_over=hand_over_lease))
+                                             hand_over=hand_over_lease),
+                  rerun=lifecycle.command_line('backfill', argv),
+                  replay=lifecycle.command_line('replay', ['--dead_letter', args.dead_letter,
+                                                           *loops_argv(args), *beam_args]))
     try:
         account = None
         if job.loops is not None:
@@ -261,6 +274,8 @@ def start(argv=None, out=sys.stdout, hand_over_lease: bool = False) -> tuple:
             job = replace(job, workflows=workflow_guard.guard_backfill(job, account, out))
         p = beam.Pipeline(options=options)
         build_backfill(p, job, account)
+        if signals is not None:
+            signals.running(in_process=runs_locally(options))
         with sync.state_failures(job.state):
             return p.run(), job
     except BaseException:
@@ -269,16 +284,51 @@ def start(argv=None, out=sys.stdout, hand_over_lease: bool = False) -> tuple:
 
 
 def run(argv=None, out=sys.stdout) -> dict:
-    """Runs a backfill to completion; returns its summary. Raises UsageError."""
-    result, job = start(argv, out)
-    try:
-        with sync.state_failures(job.state):
-            result.wait_until_finish()
-    finally:
-        remove_runs(job.run_directory)
-        sync.release(job.state)
-    counters = run_summary.pipeline_counters(result)
-    raise_if_key_rejected(counters)
+    """Runs a backfill to completion; returns its summary. Raises UsageError,
+    or lifecycle.Stopped after a stop by SIGINT or SIGTERM (the summary so
+    far written)."""
+    return _run(argv, out)[0]
+
+
+def main(argv=None) -> int:
+    """`segment-loops backfill`: the exit status, EXIT_FAILURES when the run
+    left failures that need action (pipeline/lifecycle.py) unless --failures_ok."""
+    summary, job = _run(argv, sys.stdout)
+    status = lifecycle.exit_status(summary, job.failures_ok)
+    if status:
+        print(f'segment-loops backfill: {lifecycle.exit_line(status)}', file=sys.stderr)
+    return status
+
+
+def _run(argv, out) -> tuple:
+    """-> (summary, BackfillJob)."""
+    with lifecycle.StopSignals('segment-loops backfill') as signals:
+        result, job = start(argv, out, signals=signals)
+        try:
+            with sync.state_failures(job.state):
+                result.wait_until_finish()
+        except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting stopped
+            raise lifecycle.cancel_remote_job(result, stopped, job.rerun) from None
+        finally:
+            remove_runs(job.run_directory)
+            sync.release(job.state)
+        counters = run_summary.pipeline_counters(result)
+        raise_if_key_rejected(counters)
+        summary = run_summary.backfill_summary(counters, summary_keys(job))
+        stopped = signals.stopped(stop_line(summary, job))
+        if stopped is None:
+            print(run_summary.format_table(summary, 'backfill summary'), file=out)
+            for note in end_notes(summary, job):
+                if note:
+                    print(note, file=out)
+        if job.summary_path:
+            run_summary.write_summary(summary, job.summary_path)
+        if stopped is not None:
+            raise stopped
+        return summary, job
+
+
+def summary_keys(job: BackfillJob) -> dict:
     keys = dict(run_summary.BACKFILL_KEYS)
     if job.loops is not None and not job.contacts_csv:
         keys.update(run_summary.DELIVERY_KEYS)
@@ -286,15 +336,37 @@ def run(argv=None, out=sys.stdout) -> dict:
         keys.update(run_summary.STATE_KEYS)
     if job.contacts_csv:
         keys.update(run_summary.CSV_KEYS)
-    summary = run_summary.backfill_summary(counters, keys)
-    print(run_summary.format_table(summary, 'backfill summary'), file=out)
-    notes = (run_summary.held_back_note(summary, job.max_event_age),
-             sync.state_note(summary, job.state),
-             sync.csv_note(summary, job.contacts_csv, job.state) if job.contacts_csv else '',
-             workflow_guard.end_note(summary, job.workflows))
-    for note in notes:
-        if note:
-            print(note, file=out)
-    if job.summary_path:
-        run_summary.write_summary(summary, job.summary_path)
-    return summary
+    keys.update(run_summary.FAILURE_KEYS)
+    return keys
+
+
+def end_notes(summary: dict, job: BackfillJob) -> tuple:
+    """What a person reads under the summary: what was held back, what the
+    state saved, the CSV steps, the workflows it set off, the failures and
+    how to send them again."""
+    if job.state:
+        resend = ('To send what was not delivered, run the same command again (with the '
+                  f'same --state it sends only that): {job.rerun}')
+    else:
+        resend = f'To send what was not delivered again: {job.replay}'
+    return (run_summary.held_back_note(summary, job.max_event_age),
+            sync.state_note(summary, job.state),
+            sync.csv_note(summary, job.contacts_csv, job.state) if job.contacts_csv else '',
+            workflow_guard.end_note(summary, job.workflows),
+            lifecycle.failure_report(summary, job.dead_letter, resend))
+
+
+def stop_line(summary: dict, job: BackfillJob) -> str:
+    """The one line of a stopped backfill (after 'stopped by SIGTERM: ')."""
+    not_read = lifecycle.files_not_read(summary)
+    if job.dry_run:
+        return (f'{summary["contacts"] + summary["events"]:,} requests written to '
+                f'{job.dry_run}{not_read}, a partial dry run; run it again: {job.rerun}')
+    if job.contacts_csv:
+        return (f'{summary.get("csv_rows", 0):,} contacts written to {job.contacts_csv}'
+                f'{not_read}, a partial first load; run it again: {job.rerun}')
+    done = lifecycle.sent_so_far(summary, job.dead_letter) + not_read
+    if job.state:
+        return f'{done}; to resume (it sends only what was not delivered): {job.rerun}'
+    return (f'{done}; without --state a rerun sends everything again (Loops answers 409 to '
+            f'the events it got in the last 24 h): {job.rerun}')

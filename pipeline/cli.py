@@ -1,5 +1,12 @@
-"""The `segment-loops` command (also `python -m pipeline`)."""
+"""The `segment-loops` command (also `python -m pipeline`).
+
+Exit statuses: 0 done; 1 the job failed; 2 a usage error; 3 Loops rejected
+the API key; 4 `check` found data the account would lose; 5 completed with
+failures (backfill, replay: pipeline/lifecycle.py says which count, and
+--failures_ok); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM.
+"""
 import logging
+import signal
 import sys
 from typing import Callable, Optional
 
@@ -24,8 +31,7 @@ EXIT_USAGE, EXIT_FAILED, EXIT_AUTH = 2, 1, 3
 
 def _backfill(argv):
     from pipeline import backfill
-    backfill.run(argv)
-    return 0
+    return backfill.main(argv)
 
 
 def _stream(argv):
@@ -101,10 +107,14 @@ def main(argv: Optional[list] = None) -> int:
         print(f'segment-loops: unknown command {command!r}\n\n{USAGE}', file=sys.stderr)
         return EXIT_USAGE
     configure_logging()
+    from pipeline.lifecycle import STOP_STATUS, Stopped
     from pipeline.options import UsageError
     from transforms.loops.client import AuthError
     try:
         return COMMANDS[command](rest)
+    except Stopped as stopped:  # asked for: one line, no traceback (pipeline/lifecycle.py)
+        print(f'segment-loops {command}: {stopped.line}', file=sys.stderr)
+        return stopped.status
     except UsageError as error:
         print(f'segment-loops {command}: error: {error}', file=sys.stderr)
         return EXIT_USAGE
@@ -114,9 +124,9 @@ def main(argv: Optional[list] = None) -> int:
         # itself after the run (transforms/delivery/write.py, raise_if_key_rejected).
         print(f'segment-loops {command}: {error}', file=sys.stderr)
         return EXIT_AUTH
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a command that does not stop cleanly (pipeline/lifecycle.py)
         print(f'segment-loops {command}: interrupted', file=sys.stderr)
-        return EXIT_FAILED
+        return STOP_STATUS[signal.SIGINT]
     except Exception as error:  # the job failed: one clear line, the details in the debug log
         logging.getLogger('segment_loops').debug('job failed', exc_info=True)
         print(f'segment-loops {command}: failed: {type(error).__name__}: {_first_line(error)}',

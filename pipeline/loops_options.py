@@ -1,4 +1,5 @@
 """Options for writing to Loops, shared by every job that sends."""
+import argparse
 import os
 
 from pipeline.options import UsageError
@@ -50,6 +51,21 @@ def add_conform_options(parser) -> None:
              'them (default; Loops may not store them), drop them (counted), or fail the '
              'event (a failure record). Values are also coerced to the account\'s property '
              'types where that is safe ("42" -> 42 for a number property).')
+
+
+def loops_argv(args) -> list:
+    """The Loops options in `args` (an argparse namespace with them) that
+    differ from their defaults, as arguments: for a command to print that
+    another job (a replay) runs with the same connection. Never the key
+    itself: only where it comes from."""
+    parser = argparse.ArgumentParser()
+    add_loops_options(parser)
+    argv = []
+    for name, default in vars(parser.parse_args([])).items():
+        value = getattr(args, name, default)
+        if value != default:
+            argv += [f'--{name}', f'{value:g}' if isinstance(value, float) else str(value)]
+    return argv
 
 
 NO_KEY_HINT = 'or use --dry_run to send nothing'

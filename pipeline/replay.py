@@ -3,7 +3,7 @@
 The pipeline, step by step:
   1. ReadFailures       the failure records (Avro) of --dead_letter
   2. SelectReplayable   stage `deliver` failures whose request is to be sent again:
-                        retries_exhausted and key_rejected always, a 4xx refusal
+                        retries_exhausted, stopped and key_rejected always, a 4xx refusal
                         (http_4xx) only with --include_permanent; every other record
                         is counted as skipped, by stage and reason
   3. GroupByContact     per phase and contact, the requests in the order they failed
@@ -23,9 +23,9 @@ Which request is sent, and with which Idempotency-Key:
   edited record must not be able to delete a contact. A deletion that
   failed is done again by `segment-loops delete` with its input (a contact
   already deleted then counts as already gone).
-- retries_exhausted (Loops may have applied it) and key_rejected (Loops never
-  processed it): the same Idempotency-Key, so an event that did reach Loops is
-  answered 409 and counted as already delivered, never sent twice.
+- retries_exhausted and stopped (Loops may have applied it), key_rejected
+  (Loops never processed it): the same Idempotency-Key, so an event that did
+  reach Loops is answered 409 and counted as already delivered, never sent twice.
 - A 4xx refusal: Loops may have spent the key on it, so an event is sent under
   a new key, `derived_key(key, failed_at)` (the same for the same record, so
   replaying one dead letter twice still sends it once); counted in
@@ -44,22 +44,24 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import lifecycle
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_loops_options, connect_to_loops,
                                     require_secret_on_remote_runner)
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, parse_job_args,
-                              require_cloud_paths, set_default_runner)
+                              require_cloud_paths, runs_locally, set_default_runner)
 from transforms.core.kinds import PHASES, kind_for
 from transforms.core.metrics import NAMESPACE, CounterFamily
 from transforms.core.records import ContactSequence, LoopsRequest, Stamp
-from transforms.core.sinks import WriteFailures, output_prefix
+from transforms.core.sinks import DEAD_LETTER_PREFIX, WriteFailures, output_prefix
 from transforms.delivery.write import WriteInPhases, phase_name, raise_if_key_rejected
 from transforms.loops.connection import LoopsConnection
-from transforms.loops.retry import KEY_REJECTED, RETRIES_EXHAUSTED, derived_key, is_permanent_reason
+from transforms.loops.retry import (KEY_REJECTED, RETRIES_EXHAUSTED, STOPPED, derived_key,
+                                    is_permanent_reason)
 
 DEFAULT_REPLAY_DEAD_LETTER = 'dead-letter-replay/'
 # Sent again as they were: Loops may have applied them, or never processed them.
-REPLAYED_AS_SENT = (RETRIES_EXHAUSTED, KEY_REJECTED)
+REPLAYED_AS_SENT = (RETRIES_EXHAUSTED, STOPPED, KEY_REJECTED)
 SKIPPED_PREFIX = 'replay/skipped_'
 REPLAY_KEYS = {'read': 'replay/read', 'skipped': 'replay/skipped',
                'replayed': 'replay/replayed'}
@@ -254,12 +256,13 @@ def build_replay(p: beam.Pipeline, files: list, include_permanent: bool,
 
 def replay_summary(counters: dict) -> dict:
     """Counters -> the summary: read, skipped, replayed, rekeyed, recovered (delivered
-    or already delivered), delivery_failed, retries, rate_limited, then the
-    skipped and failed counts by reason.
-    read == skipped + replayed; replayed == recovered + delivery_failed."""
+    or already delivered), delivery_failed, not_sent (left by a stop), retries,
+    rate_limited, dead_lettered, then the skipped, failed and dead-lettered
+    counts by reason.
+    read == skipped + replayed; replayed == recovered + delivery_failed + not_sent."""
     figures = run_summary.build_summary(
-        counters, {**REPLAY_KEYS, **run_summary.DELIVERY_KEYS},
-        detail_prefixes=(SKIPPED_PREFIX, 'deliver/failed_'))
+        counters, {**REPLAY_KEYS, **run_summary.DELIVERY_KEYS, **run_summary.FAILURE_KEYS},
+        detail_prefixes=(SKIPPED_PREFIX, 'deliver/failed_', DEAD_LETTER_PREFIX))
     summary = {key: figures.pop(key) for key in REPLAY_KEYS}
     summary['rekeyed'] = int(counters.get(REKEYED, 0))
     summary['recovered'] = figures.pop('delivered') + figures.pop('already_delivered')
@@ -286,6 +289,7 @@ def replay_parser() -> argparse.ArgumentParser:
     group.add_argument(
         '--summary', default=None, metavar='PATH',
         help='Write the run\'s counts as a JSON object to PATH (also printed as a table).')
+    lifecycle.add_failure_options(parser)
     add_loops_options(parser)
     return parser
 
@@ -294,7 +298,14 @@ def run(argv=None, out=sys.stdout) -> dict:
     """Runs a replay to completion; prints and returns its summary. Raises
     UsageError for options that can't be used (the message says what to fix),
     AuthError when Loops rejects the key (before the run, or during it: then
-    after the summary is printed and written)."""
+    after the summary is printed and written), lifecycle.Stopped after a stop
+    by SIGINT or SIGTERM (the summary so far written)."""
+    return _run(argv, out)[0]
+
+
+def _run(argv, out) -> tuple:
+    """-> (summary, parsed arguments)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, beam_args = parse_job_args(replay_parser(), argv)
     if not args.dead_letter:
         raise UsageError('--dead_letter is required (the failure records to replay, '
@@ -310,29 +321,65 @@ def run(argv=None, out=sys.stdout) -> dict:
     FileSystems.set_options(options)
     check_output_apart(args.replay_dead_letter, patterns)
     files = failure_files(patterns)
-    loops = connect_to_loops(args)
-    team = loops.check_key()
-    print(f'Loops API key accepted (team: {team}).', file=out)
-    p = beam.Pipeline(options=options)
-    build_replay(p, files, args.include_permanent, loops, args.replay_dead_letter)
-    result = p.run()
-    result.wait_until_finish()
-    counters = run_summary.pipeline_counters(result)
-    summary = replay_summary(counters)
-    print(run_summary.format_table(summary, 'replay summary'), file=out)
-    print(outcome_note(summary, args.replay_dead_letter, args.include_permanent), file=out)
-    if args.summary:
-        run_summary.write_summary(summary, args.summary)
-    raise_if_key_rejected(counters)
-    return summary
+    with lifecycle.StopSignals('segment-loops replay') as signals:
+        loops = connect_to_loops(args)
+        team = loops.check_key()
+        print(f'Loops API key accepted (team: {team}).', file=out)
+        p = beam.Pipeline(options=options)
+        build_replay(p, files, args.include_permanent, loops, args.replay_dead_letter)
+        signals.running(in_process=runs_locally(options))
+        result = p.run()
+        try:
+            result.wait_until_finish()
+        except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting stopped
+            raise lifecycle.cancel_remote_job(
+                result, stopped, lifecycle.command_line('replay', argv)) from None
+        counters = run_summary.pipeline_counters(result)
+        summary = replay_summary(counters)
+        again = lifecycle.command_line('replay', argv)
+        stopped = signals.stopped(
+            f'{lifecycle.sent_so_far(summary, args.replay_dead_letter)}; run it again to '
+            f'finish (what was delivered is sent again; Loops answers 409 to the events it got '
+            f'in the last 24 h): {again}')
+        if stopped is None:
+            print(run_summary.format_table(summary, 'replay summary'), file=out)
+            print(outcome_note(summary, args.include_permanent), file=out)
+            report = lifecycle.failure_report(
+                summary, args.replay_dead_letter,
+                'To replay what failed again: ' + lifecycle.command_line(
+                    'replay', replay_again_argv(argv, args.replay_dead_letter)))
+            if report:
+                print(report, file=out)
+        if args.summary:
+            run_summary.write_summary(summary, args.summary)
+        if stopped is not None:
+            raise stopped
+        raise_if_key_rejected(counters)
+        return summary, args
 
 
-def outcome_note(summary: dict, dead_letter: str, include_permanent: bool) -> str:
-    """One or two sentences on what to do next, from the summary."""
+def replay_again_argv(argv: list, replay_dead_letter: str) -> list:
+    """The arguments of a replay of this replay's failures: `argv` with the
+    failures it wrote as --dead_letter and a new --replay_dead_letter (the
+    new failures must not land on the ones being read)."""
+    kept, skip = [], False
+    for arg in argv:
+        name = arg.split('=', 1)[0]
+        if skip:
+            skip = False
+        elif name in ('--dead_letter', '--replay_dead_letter', '--summary'):
+            skip = '=' not in arg
+        else:
+            kept.append(arg)
+    again = replay_dead_letter.rstrip('/') + '-again' + ('/' if replay_dead_letter.endswith('/')
+                                                          else '')
+    return ['--dead_letter', replay_dead_letter, '--replay_dead_letter', again, *kept]
+
+
+def outcome_note(summary: dict, include_permanent: bool) -> str:
+    """One or two sentences on what was recovered and what was skipped, from
+    the summary (what failed again: lifecycle.failure_report)."""
     lines = [f'{summary["recovered"]} of {summary["replayed"]} replayed requests recovered.']
-    if summary['delivery_failed']:
-        lines.append(f'{summary["delivery_failed"]} failed again: their failure records are '
-                     f'under {dead_letter}.')
     permanent = sum(count for key, count in summary.items()
                     if key.startswith(SKIPPED_PREFIX + 'deliver_http_4'))
     if permanent and not include_permanent:
@@ -342,7 +389,11 @@ def outcome_note(summary: dict, dead_letter: str, include_permanent: bool) -> st
 
 
 def main(argv: Optional[list] = None) -> int:
-    """`segment-loops replay` (the arguments after `replay`) -> exit status 0
-    once the replay ran; UsageError and AuthError are left to the caller."""
-    run(argv)
-    return 0
+    """`segment-loops replay` (the arguments after `replay`) -> exit status:
+    0, or EXIT_FAILURES when requests failed again (unless --failures_ok);
+    UsageError, AuthError and lifecycle.Stopped are left to the caller."""
+    summary, args = _run(argv, sys.stdout)
+    status = lifecycle.exit_status(summary, lifecycle.parse_failures_ok(args.failures_ok))
+    if status:
+        print(f'segment-loops replay: {lifecycle.exit_line(status)}', file=sys.stderr)
+    return status

@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import parse_subscription, parse_topic
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline import lifecycle
 from pipeline import state as sync
 from pipeline import summary as run_summary
 from pipeline import workflow_guard
@@ -42,7 +43,7 @@ from pipeline.selection import event_selection_from_args, parse_duration, policy
 from pipeline.writable import require_writable
 from transforms.contacts.stream_state import KeepLatestPerContact
 from transforms.core.records import ContactSequence, RawEvent
-from transforms.core.sinks import PublishFailures, WriteWindowedFailures
+from transforms.core.sinks import CountFailures, PublishFailures, WriteWindowedFailures
 from transforms.delivery.contact_wait import ContactWait
 from transforms.delivery.write import WriteToLoops, raise_if_key_rejected
 from transforms.loops.connection import LoopsConnection
@@ -252,7 +253,8 @@ def build_stream(p: beam.Pipeline, job: StreamJob, account: AccountSchema) -> No
                                          batch_size=job.batch_size,
                                          contact_wait=contact_wait, recorder=job.recorder))
     failures = ((processing_failed, written.failures)
-                | 'AllFailures' >> beam.Flatten())
+                | 'AllFailures' >> beam.Flatten()
+                | 'CountFailures' >> CountFailures())
     if job.dead_letter_topic:
         failures | 'FailuresToTopic' >> PublishFailures(job.dead_letter_topic)
     if job.dead_letter:
@@ -266,9 +268,9 @@ def start(argv=None, out=sys.stdout):
     return _launch(argv, out)[0]
 
 
-def _launch(argv, out) -> tuple:
-    """-> (PipelineResult, the job's PipelineOptions, the WorkflowWatch to
-    start while waiting)."""
+def _launch(argv, out, signals: Optional[lifecycle.StopSignals] = None) -> tuple:
+    """-> (PipelineResult, the job's PipelineOptions, its StreamJob, the
+    WorkflowWatch to start while waiting)."""
     args, beam_args = parse_job_args(stream_parser(), argv)
     options = PipelineOptions(beam_args)
     options.view_as(StandardOptions).streaming = True
@@ -281,7 +283,9 @@ def _launch(argv, out) -> tuple:
                                         out)
     p = beam.Pipeline(options=options)
     build_stream(p, job, account)
-    return p.run(), options, watch
+    if signals is not None:
+        signals.running(in_process=runs_locally(options))
+    return p.run(), options, job, watch
 
 
 def stream_counters(result) -> dict:
@@ -290,25 +294,45 @@ def stream_counters(result) -> dict:
 
 
 def run(argv=None, out=sys.stdout) -> int:
-    """Runs until the job ends or Ctrl-C, then prints its counters; raises
-    AuthError when Loops rejected the API key while it ran."""
-    result, options, watch = _launch(argv, out)
-    if not runs_locally(options):
-        print('Streaming job submitted; it runs until you cancel it.', file=out)
+    """Runs until the job ends or is stopped (SIGINT, SIGTERM:
+    pipeline/lifecycle.py), then prints its counters; raises AuthError when
+    Loops rejected the API key while it ran, lifecycle.Stopped after a stop."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with lifecycle.StopSignals('segment-loops stream', stop_steps=False) as signals:
+        result, options, job, watch = _launch(argv, out, signals)
+        if not runs_locally(options):
+            print('Streaming job submitted; it runs until you drain or cancel it (on Dataflow: '
+                  '`gcloud dataflow jobs drain JOB_ID --region REGION`).', file=out)
+            return 0
+        print('Streaming. Ctrl-C or SIGTERM stops the job.', file=out)
+        watch.start()
+        try:
+            writers_stopped = lifecycle.wait_for_stream(result, signals)
+        finally:
+            watch.stop()
+        counters = stream_counters(result)
+        if counters:
+            print(run_summary.format_table(counters, 'stream counters'), file=out)
+        note = run_summary.integrations_note(counters)
+        if note:
+            print(note, file=out)
+        raise_if_key_rejected(counters)
+        stopped = signals.stopped(stop_line(job, writers_stopped, argv))
+        if stopped is not None:
+            raise stopped
         return 0
-    print('Streaming. Ctrl-C stops the job.', file=out)
-    watch.start()
-    try:
-        result.wait_until_finish()
-    except KeyboardInterrupt:
-        result.cancel()
-    finally:
-        watch.stop()
-    counters = stream_counters(result)
-    if counters:
-        print(run_summary.format_table(counters, 'stream counters'), file=out)
-    note = run_summary.integrations_note(counters)
-    if note:
-        print(note, file=out)
-    raise_if_key_rejected(counters)
-    return 0
+
+
+def stop_line(job: StreamJob, writers_stopped: bool, argv: list) -> str:
+    """The one line of a stopped stream (after 'stopped by SIGTERM: ')."""
+    if writers_stopped:
+        done = (f'Loops did not answer within {lifecycle.STREAM_GRACE_SECONDS:g} s, so the '
+                'requests of the batch being sent that had not gone out were dropped (the local '
+                'runner acknowledged their messages when it read them)')
+    else:
+        done = 'the batch being sent was finished'
+    if job.recorder is not None:
+        done += ', what was delivered is in the sync state'
+    waiting = ('messages not yet read wait in the subscription' if job.subscription
+               else 'messages published while it is stopped are lost (--topic)')
+    return f'{done}; {waiting}; start it again to go on: {lifecycle.command_line("stream", argv)}'

@@ -38,6 +38,7 @@ DELIVERY_KEYS = {
     'delivered': 'deliver/delivered',
     'already_delivered': 'deliver/already_delivered',
     'delivery_failed': 'deliver/failed',
+    'not_sent': 'deliver/not_sent',
     'retries': 'deliver/retries',
     'rate_limited': 'deliver/rate_limited',
 }
@@ -57,12 +58,15 @@ CSV_KEYS = {
 }
 # Counted in filtered_out too; a detail of the summary under this name.
 INTEGRATIONS_OFF = 'filter/integrations_off'
+# What a run wrote to its dead letter: the records in all, then (details)
+# dead_letter/<stage>_<reason> for each kind (transforms/core/sinks.py).
+FAILURE_KEYS = {'dead_lettered': 'dead_letter/records'}
 ACCOUNTED = ('parse_failed', 'filtered_out', 'map_failed', 'held_back_events', 'duplicates',
              'merged', 'contacts_unchanged', 'contacts_before_deletion', 'contacts',
              'events_already_sent', 'events_before_deletion', 'events')
 DETAIL_PREFIXES = ('filter/filtered_out_', INTEGRATIONS_OFF, 'parse/', 'map/', 'conform/',
-                   'refused/', 'held_back/', 'deliver/failed_', 'state/',
-                   'workflows/')
+                   'refused/', 'held_back/', 'deliver/failed_', 'state/', 'dead_letter/',
+                   'read/stopped_files', 'workflows/')
 
 
 def backfill_summary(counters: Mapping[str, int], keys: Mapping[str, str]) -> dict:

@@ -1,5 +1,7 @@
-"""deliver_sequences against a real LoopsSandbox; DeliveryProgress on an injected clock."""
+"""deliver_sequences against a real LoopsSandbox, also when the job stops;
+DeliveryProgress on an injected clock."""
 import threading
+import time
 from collections import Counter, defaultdict
 
 import pytest
@@ -7,6 +9,7 @@ import pytest
 from pipeline.local.sandbox import LoopsSandbox
 from transforms.core.records import (NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send,
                                      idempotency_key_for)
+from transforms.core.stop import StopRequested, clear_stop, request_stop
 from transforms.delivery.in_flight import (Delivered, DeliveryProgress, deliver_one,
                                            deliver_sequences, in_flight_for)
 from transforms.loops.client import LoopsClient, Outcome
@@ -258,3 +261,79 @@ def test_progress_line_has_no_contact_data():
                             'http_400', 'rejected: a@example.com'))
     progress.finish()
     assert '@' not in lines[0] and lines[0].endswith(', done')
+
+
+@pytest.fixture
+def stop_afterwards():
+    """Clears the process's stop flag after a test that requests a stop."""
+    yield
+    clear_stop()
+
+
+def stop_when(sandbox, requests: int) -> threading.Thread:
+    """Requests a stop (as a signal handler would) once the sandbox has seen `requests`."""
+    def watch():
+        while len(sandbox.state()['requests']) < requests:
+            time.sleep(0.005)
+        request_stop()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_stop_lets_the_requests_in_flight_finish_and_starts_no_more(stop_afterwards):
+    sequences = contact_sequences(contacts=10, events=3)
+    with LoopsSandbox(api_key=KEY, rate_limit=None, latency=(0.2, 0.2)) as sandbox:
+        client = LoopsClient(sandbox.base_url, KEY, rate=100)
+        stop_when(sandbox, 4)
+        delivered = list(deliver_sequences(client, sequences, max_in_flight=4))
+        logged = sandbox.state()['requests']
+    # Every request sent got its answer back; none started after the stop.
+    assert len(delivered) == len(logged) and 4 <= len(logged) <= 8
+    assert {d.outcome.status for d in delivered} == {'delivered'}
+    assert {r['status'] for r in logged} == {200}
+    # What was sent of each contact is the start of its sequence, in order.
+    sent = defaultdict(list)
+    for item in delivered:
+        sent[item.request.contact].append(item.request)
+    for contact, requests in sent.items():
+        given = next(s.requests for s in sequences if s.contact == contact)
+        assert tuple(requests) == given[:len(requests)]
+
+
+def test_a_stop_ends_a_retry_wait_with_the_answer_so_far(stop_afterwards):
+    with LoopsSandbox(api_key=KEY, rate_limit=None) as sandbox:
+        sandbox.outage(60)
+        client = LoopsClient(sandbox.base_url, KEY, rate=100, max_attempts=6,
+                             backoff_base=20, seed=1)
+        threading.Timer(0.5, request_stop).start()
+        started = time.monotonic()
+        outcome = client.send(upsert('a'))
+        waited = time.monotonic() - started
+        with pytest.raises(StopRequested, match='was not sent: the job is stopping'):
+            client.send(upsert('b'))
+        logged = sandbox.state()['requests']
+    assert waited < 2
+    assert (outcome.status, outcome.reason) == ('failed', 'stopped')
+    assert outcome.attempts == len(logged) >= 1
+    assert outcome.message.startswith('PUT /v1/contacts/update was not retried after')
+    assert 'the job was stopping' in outcome.message
+
+
+def test_progress_lines_go_on_while_requests_wait_on_retries():
+    clock, lines = FakeClock(), []
+    progress = DeliveryProgress(100, 10, interval=10, clock=clock, log=lines.append,
+                                label='contacts')
+    progress.record(outcome())
+    for second in range(2, 37, 2):   # an outage: the writer ticks every 2 s, nothing finishes
+        clock.now = float(second)
+        progress.tick()
+    assert lines == [
+        'contacts sent 1/100 (1%), 0.1 req/s (limit 10), 0 failed, 0 retries, ETA 16m30s, '
+        'no request finished for 10s',
+        'contacts sent 1/100 (1%), 0.1 req/s (limit 10), 0 failed, 0 retries, ETA 33m00s, '
+        'no request finished for 20s',
+        'contacts sent 1/100 (1%), 0.0 req/s (limit 10), 0 failed, 0 retries, ETA 49m30s, '
+        'no request finished for 30s']
+    progress.finish(not_sent=99)
+    assert lines[-1].endswith(', stopped: 99 not sent')

@@ -20,7 +20,7 @@ import apache_beam as beam
 import fastavro
 import pytest
 
-from pipeline import backfill, check, cli, stream
+from pipeline import backfill, check, cli, lifecycle, stream
 from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
@@ -112,7 +112,9 @@ def test_backfill_against_loops_with_delivery_failures(archive, tmp_path, key_fi
                          '--max_attempts', '1', '--dead_letter', str(tmp_path / 'out' / 'dl') + '/',
                          '--summary', str(tmp_path / 'out' / 'summary.json'), *key_args,
                          env={'LOOPS_API_KEY': KEY} if key_from == 'env' else {})
-    assert result.returncode == 0, result.stderr
+    # Completed with failures, reported with the command that replays them.
+    assert result.returncode == lifecycle.EXIT_FAILURES, result.stderr
+    assert 'segment-loops replay --dead_letter' in result.stdout
     files = written_files(str(tmp_path / 'out'))
     failures = ''.join(text for path, text in files.items() if path.endswith('.avro'))
     assert 'retries_exhausted' in failures and '"response_body"' in failures
@@ -164,7 +166,8 @@ def test_replay(archive, tmp_path, key_file, sandbox):
             '--summary', str(tmp_path / 'out' / 'summary.json'),
             '--loops_base_url', sandbox.base_url, '--loops_api_key_file', key_file]
     result = segment_cli('replay', *argv)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == lifecycle.EXIT_FAILURES, result.stderr
+    assert 'To replay what failed again: segment-loops replay' in result.stdout
     stdout, stderr = result.stdout, result.stderr
     files = written_files(str(tmp_path / 'out'))
     assert any(path.endswith('.avro') and 'deliver' in text for path, text in files.items())

@@ -8,9 +8,11 @@ import fastavro
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows
 
 from schemas import load_schema
+from transforms.core.metrics import NAMESPACE, CounterFamily
 
 
 def output_prefix(prefix: str, default_name: str) -> str:
@@ -21,16 +23,45 @@ def output_prefix(prefix: str, default_name: str) -> str:
     return prefix
 
 
+# Counters of the failure records a job writes: DEAD_LETTERED in all, and
+# DEAD_LETTER_PREFIX + '<stage>_<reason>' (e.g. dead_letter/deliver_http_400).
+DEAD_LETTERED = 'dead_letter/records'
+DEAD_LETTER_PREFIX = 'dead_letter/'
+
+
+class _CountFailure(beam.DoFn):
+    def setup(self):
+        self._records = Metrics.counter(NAMESPACE, DEAD_LETTERED)
+        self._by_reason = CounterFamily(DEAD_LETTER_PREFIX)
+
+    def process(self, record):
+        self._records.inc()
+        self._by_reason.inc(f'{record["stage"]}_{record["reason"]}')
+        yield record
+
+
+class CountFailures(beam.PTransform):
+    """Failure records -> the same records, counted by stage and reason on
+    their way to a sink (the counters above): the end of a run reports
+    exactly what its dead letter holds."""
+
+    def expand(self, failures):
+        return failures | 'Count' >> beam.ParDo(_CountFailure())
+
+
 class WriteFailures(beam.PTransform):
-    """Failure records (schemas/failure.avsc dicts) -> Avro files under a prefix."""
+    """Failure records (schemas/failure.avsc dicts) -> Avro files under a
+    prefix, counted (CountFailures)."""
 
     def __init__(self, prefix: str):
         super().__init__()
         self._prefix = output_prefix(prefix, 'failures')
 
     def expand(self, failures):
-        return failures | 'WriteFailureAvro' >> beam.io.WriteToAvro(
-            self._prefix, schema=load_schema('failure'), file_name_suffix='.avro')
+        return (failures
+                | 'CountFailures' >> CountFailures()
+                | 'WriteFailureAvro' >> beam.io.WriteToAvro(
+                    self._prefix, schema=load_schema('failure'), file_name_suffix='.avro'))
 
 
 class WriteDryRun(beam.PTransform):

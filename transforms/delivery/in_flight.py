@@ -15,6 +15,12 @@ A rejected API key stops the sending, not the job: the request the client
 raised `AuthError` for and every request not yet sent come back failed with
 reason `key_rejected` (never sent after the rejection, so nothing is lost:
 their failure records can be replayed with a valid key).
+
+A stop of the job (transforms/core/stop.py) stops the sending too: no new
+sequence starts, a sequence in flight sends no further request, and the
+requests in flight end with their answers. What was never sent comes back
+as nothing at all: it is left for the next run (with a sync state, a rerun
+sends exactly what this one did not deliver), and the writer counts it.
 """
 import gc
 import logging
@@ -26,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from transforms.core.records import ContactSequence, LoopsRequest
+from transforms.core.stop import StopRequested, stop_requested
 from transforms.core.text import format_duration
 from transforms.loops.client import AuthError, LoopsClient, Outcome
 from transforms.loops.refusal import refused_part, split_off
@@ -119,7 +126,7 @@ class _Flight:
 
     def fill(self, pending: Iterator[ContactSequence]) -> None:
         """Start sequences while workers are free (and nothing stopped us)."""
-        while not self.stop.is_set() and self.running < self._max:
+        while not self.stop.is_set() and not stop_requested() and self.running < self._max:
             sequence = self.held if self.held is not None else next(pending, None)
             if sequence is None:
                 return
@@ -137,8 +144,12 @@ class _Flight:
                 if self.stop.is_set():
                     self._results.put(_rejected(request))
                     continue
+                if stop_requested():
+                    break
                 try:
                     self._results.put(deliver_one(self._client, request))
+                except StopRequested:
+                    break
                 except AuthError as error:
                     self.key_rejected = True
                     self.stop.set()
@@ -182,9 +193,10 @@ def deliver_sequences(client: LoopsClient, sequences: Iterable[ContactSequence],
     called on the consuming thread whenever `tick_seconds` pass without a
     result.
 
-    After a 401 nothing more is sent: see the module docstring. Any other
-    exception stops the sending too; the results already finished are
-    yielded and the exception is re-raised.
+    After a 401 nothing more is sent, and after a stop of the job nothing
+    more is started: see the module docstring. Any other exception stops the
+    sending too; the results already finished are yielded and the exception
+    is re-raised.
     """
     if max_in_flight < 1:
         raise ValueError(f'max_in_flight must be at least 1, got {max_in_flight!r}')
@@ -223,10 +235,14 @@ class DeliveryProgress:
 
     In: the total number of requests if known, the rate limit (shown for
     comparison), the interval between lines. `record()` takes each outcome and
-    logs at most one line every `interval` seconds; `finish()` logs the last
-    line. Line: "<label> sent 1200/5000 (24%), 9.8 req/s (limit 10),
-    3 failed, 2 retries, ETA 6m20s" (no percentage or ETA without a total).
-    Call it from one thread (the writer records from the consuming one).
+    logs at most one line every `interval` seconds; `tick()`, called while
+    the writer waits for answers, logs one too when `interval` has passed
+    without a line (requests waiting on retries finish nothing for a while);
+    `finish()` logs the last line. Line: "<label> sent 1200/5000 (24%),
+    9.8 req/s (limit 10), 3 failed, 2 retries, ETA 6m20s" (no percentage or
+    ETA without a total), then ", no request finished for 34s" when none did
+    for an interval, or ", stopped: 3800 not sent" at the end of a stopped
+    delivery. Call it from one thread (the writer records from the consuming one).
     """
 
     def __init__(self, total: Optional[int], rate_limit: float, *,
@@ -241,6 +257,7 @@ class DeliveryProgress:
         self._log = log
         self._started = clock()
         self._last_line = self._started
+        self._last_finished = self._started
         self.sent = 0
         self.failed = 0
         self.retries = 0
@@ -251,14 +268,20 @@ class DeliveryProgress:
         self.retries += max(0, outcome.attempts - 1)
         if outcome.status == 'failed':
             self.failed += 1
+        self._last_finished = self._clock()
+        self.tick()
+
+    def tick(self) -> None:
+        """Log a line if `interval` has passed since the last one."""
         now = self._clock()
         if now - self._last_line >= self.interval:
             self._last_line = now
             self._log(self.line(now))
 
-    def finish(self) -> None:
-        """Log the final line."""
-        self._log(self.line(self._clock()))
+    def finish(self, not_sent: int = 0) -> None:
+        """Log the final line; `not_sent`: requests a stop of the job left unsent."""
+        line = self.line(self._clock())
+        self._log(f'{line}, stopped: {not_sent} not sent' if not_sent else line)
 
     def line(self, now: float) -> str:
         """The progress line as of clock reading `now`."""
@@ -273,6 +296,9 @@ class DeliveryProgress:
                 eta = ', done'
             elif rate > 0:
                 eta = f', ETA {format_duration(left / rate)}'
+        idle = now - self._last_finished
+        waiting = (f', no request finished for {format_duration(idle)}'
+                   if idle >= self.interval and self.sent != self.total else '')
         prefix = f'{self.label} ' if self.label else ''
         return (f'{prefix}{sent}, {rate:.1f} req/s (limit {self.rate_limit:g}), '
-                f'{self.failed} failed, {self.retries} retries{eta}')
+                f'{self.failed} failed, {self.retries} retries{eta}{waiting}')

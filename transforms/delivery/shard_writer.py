@@ -34,6 +34,8 @@ from transforms.loops.connection import LoopsConnection
 from transforms.loops.retry import Outcome
 
 FAILED = 'failed'
+# Counted (deliver/not_sent) for the requests a stop of the job left unsent.
+NOT_SENT = 'not_sent'
 
 
 @runtime_checkable
@@ -134,7 +136,8 @@ class WriteShard(beam.DoFn):
         yield shard, sent
 
     def _deliver(self, shard, sequences: Iterable[ContactSequence]) -> Iterator[Delivered]:
-        """Sends a shard's sequences, part by part; one Delivered per request."""
+        """Sends a shard's sequences, part by part; one Delivered per request
+        sent. What a stop of the job leaves unsent is counted (`deliver/not_sent`)."""
         # A GroupByKey result can be iterated again on every runner: one
         # pass to count (a total for the progress line) and find the parts,
         # then one pass per part.
@@ -145,16 +148,26 @@ class WriteShard(beam.DoFn):
         progress = DeliveryProgress(total, self._connection.shard_rate,
                                     interval=self._connection.progress_interval,
                                     label=f'{self._label} shard {shard}:')
+
+        def tick():
+            self._recording.tick()
+            progress.tick()
+
+        finished = 0
         for part in sorted(parts):
             in_part = (sequence for sequence in sequences if sequence.part == part)
-            for delivered in self._send(in_part):
+            for delivered in self._send(in_part, tick):
+                finished += 1
                 progress.record(delivered.outcome)
                 yield delivered
-        progress.finish()
+        if total > finished:
+            self._counters.inc(NOT_SENT, total - finished)
+        progress.finish(not_sent=total - finished)
 
-    def _send(self, sequences: Iterable[ContactSequence]) -> Iterator[Delivered]:
+    def _send(self, sequences: Iterable[ContactSequence],
+              tick: Optional[Callable[[], None]] = None) -> Iterator[Delivered]:
         return deliver_sequences(self._client, sequences, self._in_flight,
-                                 tick=self._recording.tick)
+                                 tick=tick or self._recording.tick)
 
     def _finish(self, delivered: Delivered):
         """Count, record and (if it failed) emit the failure record of one final result."""

@@ -21,7 +21,8 @@ waiting for the previous one's `done`.
 
 Counters (`deliver/...`): `delivered`, `already_delivered`, `already_gone`
 (a deletion of a contact Loops does not have), `failed` and
-`failed_<reason>` (one per request), `retries`, `rate_limited`,
+`failed_<reason>` (one per request), `not_sent` (left unsent by a stop of
+the job, transforms/core/stop.py: no failure record), `retries`, `rate_limited`,
 `refused_parts` (parts of a request Loops refused and that were split off:
 each is a failure record of its own, not counted in `failed`), and
 `throttled_ms` (the time the token bucket held requests back, like RRIO's

@@ -18,15 +18,20 @@ A rejected API key (401) raises `AuthError`, and from then on the client
 raises it at once for every call, without sending: no later request can
 succeed, and a key Loops refused should not be offered again and again.
 
+A stop of the job (transforms/core/stop.py) ends the retry loop: a request
+not yet sent raises `StopRequested` (it is left for the next run), one sent
+before ends with the last answer it got (reason `stopped`). The backoff
+between attempts (`pause`) ends early on a stop.
+
 The client is safe to pickle before and after use (Beam ships it to workers).
 """
 import json
 import random
-import time
 from typing import Callable, NamedTuple, Optional
 
 from transforms.core.kinds import JSON_HEADERS
 from transforms.core.records import LoopsRequest
+from transforms.core.stop import StopRequested, pause, stop_requested
 from transforms.loops.caller import REDACTED, Answer, LoopsCaller, check_base_url
 from transforms.loops.rate_limit import TokenBucket
 from transforms.loops.retry import (RATE_LIMITED_STATUS, AuthError, LoopsError, Outcome,
@@ -42,11 +47,13 @@ KEY_REJECTED_MESSAGE = ('Loops rejected the API key (401 Unauthorized): check th
 
 
 class _Exchange(NamedTuple):
-    """A request's last attempt: its verdict and answer, and the attempt counts."""
+    """A request's last attempt: its verdict and answer, the attempt counts,
+    and whether a stop of the job ended the retries."""
     verdict: Verdict
     answer: Answer
     attempts: int
     rate_limited: int
+    stopped: bool = False
 
 
 class LoopsClient:
@@ -55,14 +62,15 @@ class LoopsClient:
     `LoopsClient(base_url, api_key, rate=..., max_attempts=..., ...)` builds
     its own parts; `LoopsClient.from_parts(caller, policy, throttler)` takes
     them ready-made (a test's fake caller, a policy of its own). `seed` seeds
-    the backoff's jitter; `sleep` is what waits (injectable for tests).
+    the backoff's jitter; `sleep` is what waits between attempts (default:
+    until the backoff is over or the job stops; injectable for tests).
     """
 
     def __init__(self, base_url: str, api_key: str, *, rate: float = 10.0,
                  max_attempts: int = 6, connect_timeout: float = 5.0,
                  read_timeout: float = 30.0, backoff_base: float = 0.5,
                  backoff_max: float = 30.0, seed: Optional[int] = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = pause):
         self._compose(
             LoopsCaller(base_url, api_key, connect_timeout=connect_timeout,
                         read_timeout=read_timeout),
@@ -72,7 +80,7 @@ class LoopsClient:
     @classmethod
     def from_parts(cls, caller: Callable[..., Answer], policy: RetryPolicy,
                    throttler: TokenBucket, *, seed: Optional[int] = None,
-                   sleep: Callable[[float], None] = time.sleep) -> 'LoopsClient':
+                   sleep: Callable[[float], None] = pause) -> 'LoopsClient':
         """A client of the given parts. `caller(method, path, body, headers)`
         -> Answer; its `close()`, if it has one, is called by close()."""
         client = cls.__new__(cls)
@@ -104,16 +112,22 @@ class LoopsClient:
                   headers: Optional[dict] = None, keyed: bool = False,
                   removes_contact: bool = False) -> _Exchange:
         """The retry loop: paced attempts until one is final or the policy
-        says stop. Raises AuthError on 401 (and ever after)."""
+        says stop. Raises AuthError on 401 (and ever after), StopRequested
+        when the job stops before the first attempt."""
         if self._key_rejected:
             raise AuthError(KEY_REJECTED_MESSAGE)
         rate_limited = 0
         attempt = 0
+        last = None
         while True:
             if attempt:
                 self._sleep(self.policy.backoff_seconds(attempt - 1, self._random.random()))
-            attempt += 1
             self.throttler.acquire()
+            if stop_requested():
+                if last is None:
+                    raise StopRequested(f'{method} {path} was not sent: the job is stopping')
+                return last._replace(stopped=True)
+            attempt += 1
             answer = self.caller(method, path, body, headers)
             if answer.http_status is not None:
                 self.throttler.on_response(answer.limit, answer.remaining)
@@ -124,8 +138,9 @@ class LoopsClient:
             if verdict is Verdict.KEY_REJECTED:
                 self._key_rejected = True
                 raise AuthError(KEY_REJECTED_MESSAGE)
+            last = _Exchange(verdict, answer, attempt, rate_limited)
             if not self.policy.retries_left(verdict, attempt):
-                return _Exchange(verdict, answer, attempt, rate_limited)
+                return last
 
     def send(self, request: LoopsRequest) -> Outcome:
         """Send one request until it reaches a final Outcome. Raises AuthError on 401."""
@@ -135,7 +150,7 @@ class LoopsClient:
         answer = done.answer
         return final_outcome(done.verdict, answer.http_status, answer.body, answer.error,
                              done.attempts, done.rate_limited,
-                             f'{request.method} {request.path}')
+                             f'{request.method} {request.path}', done.stopped)
 
     def get(self, path: str) -> object:
         """Authenticated GET of `path` (e.g. '/v1/lists'), returning its JSON.
@@ -158,7 +173,7 @@ class LoopsClient:
         where = f'{method} {path}'
         if done.verdict is not Verdict.DELIVERED:
             outcome = final_outcome(done.verdict, answer.http_status, answer.body, answer.error,
-                                    done.attempts, done.rate_limited, where)
+                                    done.attempts, done.rate_limited, where, done.stopped)
             raise LoopsError(outcome.message, answer.http_status, loops_message(answer.body))
         try:
             return json.loads(answer.body)

@@ -17,8 +17,10 @@ declared data, so it is tested without a server:
 - The reason codes of failed requests, which failure records carry and
   `segment-loops replay` reads: `http_<status>` (permanent), RETRIES_EXHAUSTED
   (every attempt failed transiently: Loops may or may not have applied it),
-  KEY_REJECTED (Loops rejected the key, or the request was not sent after it
-  did: never applied).
+  STOPPED (the attempts made failed transiently and the job was stopped
+  before the next one: Loops may or may not have applied it), KEY_REJECTED
+  (Loops rejected the key, or the request was not sent after it did: never
+  applied).
 - `derived_key(key, salt)`: a new Idempotency-Key for a deliberate re-send.
   Loops may spend a key on a request it refuses (assume the stricter
   server), so a refused event sent again needs a key of its own; a
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 RETRIES_EXHAUSTED = 'retries_exhausted'
+STOPPED = 'stopped'
 KEY_REJECTED = 'key_rejected'
 PERMANENT_REASON = re.compile(r'http_4\d\d')
 RATE_LIMITED_STATUS = 429
@@ -75,7 +78,7 @@ class Outcome(NamedTuple):
     """How one request ended.
 
     status: 'delivered' | 'already_delivered' | 'already_gone' | 'failed'.
-    reason (failed only): 'http_<status>', RETRIES_EXHAUSTED or KEY_REJECTED.
+    reason (failed only): 'http_<status>', RETRIES_EXHAUSTED, STOPPED or KEY_REJECTED.
     message (failed only): for a person, with Loops' own words if any
     (`loops_message`).
     attempts: HTTP attempts made (0: never sent); rate_limited: 429s among them.
@@ -151,15 +154,20 @@ class RetryPolicy:
 
 def final_outcome(verdict: Verdict, status: Optional[int], body: Optional[str],
                   error: Optional[str], attempts: int, rate_limited: int,
-                  where: str) -> Outcome:
+                  where: str, stopped: bool = False) -> Outcome:
     """The Outcome of a request whose last attempt (number `attempts`) was
-    judged `verdict`; `where` is 'PUT /v1/contacts/update', for messages."""
+    judged `verdict`; `where` is 'PUT /v1/contacts/update', for messages.
+    `stopped`: the job was stopping, so a transient failure was not retried."""
     if verdict is Verdict.DELIVERED:
         return Outcome('delivered', status, None, attempts, rate_limited, None, None)
     if verdict is Verdict.ALREADY_DELIVERED:
         return Outcome('already_delivered', status, body, attempts, rate_limited, None, None)
     if verdict is Verdict.ALREADY_GONE:
         return Outcome('already_gone', status, body, attempts, rate_limited, None, None)
+    if verdict is Verdict.TRANSIENT and stopped:
+        message = failure_message(where, f'was not retried after {attempts} attempts (the job '
+                                  'was stopping)', status, body, error)
+        return Outcome('failed', status, body, attempts, rate_limited, STOPPED, message)
     if verdict is Verdict.TRANSIENT:
         reason = RETRIES_EXHAUSTED
         message = failure_message(where, f'failed after {attempts} attempts', status, body,

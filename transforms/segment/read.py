@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.core.metrics import NAMESPACE, CounterFamily
 from transforms.core.records import RawEvent, failure_record
+from transforms.core.stop import stop_requested
 from transforms.segment.avro_events import from_avro_record
 from transforms.segment.parse import UndecodableEvent
 from transforms.segment.timestamps import DAY_MS
@@ -206,16 +207,25 @@ class _ReadArchiveFile(beam.DoFn):
 
     A file that cannot be read (corrupt or truncated gzip, a foreign Avro
     schema) yields what it could read, then one failure record (stage
-    `read`) on the 'failed' output.
+    `read`) on the 'failed' output. Once the job is stopping
+    (transforms/core/stop.py) no file is opened and no further chunk read:
+    those files are counted in `read/stopped_files`.
     """
     FAILED = 'failed'
 
     def setup(self):
         self._lines = Metrics.counter(NAMESPACE, 'read/lines')
         self._unreadable = Metrics.counter(NAMESPACE, 'read/unreadable_files')
+        self._stopped = Metrics.counter(NAMESPACE, 'read/stopped_files')
 
     def process(self, path: str):
+        if stop_requested():
+            self._stopped.inc()
+            return
         for item in read_archive_file(path):
+            if stop_requested():
+                self._stopped.inc()
+                return
             if type(item) is Unreadable:
                 self._unreadable.inc()
                 yield beam.pvalue.TaggedOutput(self.FAILED, item.failure)
