@@ -35,12 +35,13 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import lifecycle
 from pipeline import state as sync
 from pipeline import summary as run_summary
 from pipeline.loops_options import (add_loops_options, connect_to_loops,
                                     require_secret_on_remote_runner)
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, parse_job_args,
-                              require_cloud_paths, set_default_runner)
+                              require_cloud_paths, runs_locally, set_default_runner)
 from pipeline.selection import check_inputs_match
 from pipeline.writable import require_writable
 from transforms.core.metrics import BundleCounts
@@ -71,7 +72,7 @@ SENT_KEYS = {
     'retries': 'deliver/retries',
     'rate_limited': 'deliver/rate_limited',
 }
-DETAIL_PREFIXES = ('delete/', 'deliver/failed_')
+DETAIL_PREFIXES = ('delete/', 'deliver/failed_', 'dead_letter/')
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class DeleteJob:
     loops: Optional[LoopsConnection]
     state: Optional[str] = None
     recorder: Optional[StateRecorder] = None
+    failures_ok: frozenset = frozenset()   # failure reasons the exit status accepts
 
 
 def delete_parser() -> argparse.ArgumentParser:
@@ -116,6 +118,7 @@ def delete_parser() -> argparse.ArgumentParser:
         'backfill with it never sends their data from before the deletion. Default: none (a '
         'later backfill would create them again).'))
     sync.add_lease_options(parser)
+    lifecycle.add_failure_options(parser)
     return parser
 
 
@@ -138,7 +141,8 @@ def job_from_args(args, options: PipelineOptions, now_ms: Optional[int] = None) 
         loops=None if args.dry_run else connect_to_loops(args),
         state=args.state,
         # A dry run sends nothing, so it has nothing to record.
-        recorder=None if args.dry_run else recorder)
+        recorder=None if args.dry_run else recorder,
+        failures_ok=lifecycle.parse_failures_ok(args.failures_ok))
 
 
 class _ReadDeletionFile(beam.DoFn):
@@ -243,7 +247,8 @@ def build_delete(p: beam.Pipeline, job: DeleteJob) -> None:
 def delete_summary(counters: dict, sent: bool) -> dict:
     """Counters -> the summary: the DELETE_KEYS figures, the SENT_KEYS ones
     when the run sent, then the invalid lines and the failures by reason."""
-    keys = {**DELETE_KEYS, **SENT_KEYS} if sent else DELETE_KEYS
+    keys = {**DELETE_KEYS, **SENT_KEYS, **run_summary.FAILURE_KEYS} if sent else {
+        **DELETE_KEYS, **run_summary.FAILURE_KEYS}
     return run_summary.build_summary(counters, keys, DETAIL_PREFIXES)
 
 
@@ -285,7 +290,14 @@ def run(argv=None, out=sys.stdout) -> dict:
     """Runs the deletions to completion; prints and returns the summary.
     Raises UsageError for options that can't be used, AuthError when Loops
     rejects the key (before the run, or during it: then after the summary is
-    printed and written)."""
+    printed and written), lifecycle.Stopped after a stop by SIGINT or SIGTERM
+    (the summary so far written)."""
+    return _run(argv, out)[0]
+
+
+def _run(argv, out) -> tuple:
+    """-> (summary, DeleteJob)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, beam_args = parse_job_args(delete_parser(), argv)
     options = PipelineOptions(beam_args)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
@@ -293,34 +305,55 @@ def run(argv=None, out=sys.stdout) -> dict:
     recording = job.recorder is not None
     require_writable(options, {'--state': job.state if recording else None,
                                '--dead_letter': job.dead_letter, '--dry_run': job.dry_run})
-    # A deletion recorded beside a backfill that read the state before it
-    # would not stop that backfill from sending the contact again: the
-    # state's lease keeps them apart.
-    state = sync.open_state(args, options, None, 'delete', out, check=False) \
-        if recording else None
-    try:
-        job = replace(job, recorder=state.recorder()) if state else job
-        if job.loops is not None:
-            print(f'Loops API key accepted (team: {job.loops.check_key()}).', file=out)
-        p = beam.Pipeline(options=options)
-        build_delete(p, job)
-        with sync.state_failures(state):
-            result = p.run()
-            result.wait_until_finish()
-    finally:
-        sync.release(state)
-    counters = run_summary.pipeline_counters(result)
-    summary = delete_summary(counters, sent=job.loops is not None)
-    print(run_summary.format_table(summary, 'delete summary'), file=out)
-    print(outcome_note(summary, job), file=out)
-    if job.summary_path:
-        run_summary.write_summary(summary, job.summary_path)
-    raise_if_key_rejected(counters)
-    return summary
+    again = lifecycle.command_line('delete', argv)
+    with lifecycle.StopSignals('segment-loops delete') as signals:
+        # A deletion recorded beside a backfill that read the state before it
+        # would not stop that backfill from sending the contact again: the
+        # state's lease keeps them apart.
+        state = sync.open_state(args, options, None, 'delete', out, check=False) \
+            if recording else None
+        try:
+            job = replace(job, recorder=state.recorder()) if state else job
+            if job.loops is not None:
+                print(f'Loops API key accepted (team: {job.loops.check_key()}).', file=out)
+            p = beam.Pipeline(options=options)
+            build_delete(p, job)
+            signals.running(in_process=runs_locally(options))
+            with sync.state_failures(state):
+                result = p.run()
+                try:
+                    result.wait_until_finish()
+                except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting
+                    raise lifecycle.cancel_remote_job(result, stopped, again) from None
+        finally:
+            sync.release(state)
+        counters = run_summary.pipeline_counters(result)
+        summary = delete_summary(counters, sent=job.loops is not None)
+        stopped = signals.stopped(
+            f'{summary.get("deleted", 0) + summary.get("deleted_already_gone", 0):,} of '
+            f'{summary["deletions"]:,} deletions done; run it again to finish (a contact '
+            f'already deleted is answered 404 and counted as already gone): {again}')
+        if stopped is None:
+            print(run_summary.format_table(summary, 'delete summary'), file=out)
+            print(outcome_note(summary, job), file=out)
+            report = lifecycle.failure_report(summary, job.dead_letter,
+                                              f'To delete them, run it again: {again}')
+            if report:
+                print(report, file=out)
+        if job.summary_path:
+            run_summary.write_summary(summary, job.summary_path)
+        if stopped is not None:
+            raise stopped
+        raise_if_key_rejected(counters)
+        return summary, job
 
 
 def main(argv: Optional[list] = None) -> int:
-    """`segment-loops delete` (the arguments after `delete`) -> exit status 0
-    once the run is done; UsageError and AuthError are left to the caller."""
-    run(argv)
-    return 0
+    """`segment-loops delete` (the arguments after `delete`) -> exit status:
+    0, or EXIT_FAILURES when deletions failed (unless --failures_ok);
+    UsageError, AuthError and lifecycle.Stopped are left to the caller."""
+    summary, job = _run(argv, sys.stdout)
+    status = lifecycle.exit_status(summary, job.failures_ok)
+    if status:
+        print(f'segment-loops delete: {lifecycle.exit_line(status)}', file=sys.stderr)
+    return status

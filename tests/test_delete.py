@@ -130,6 +130,7 @@ def test_a_deletion_that_runs_out_of_retries_is_a_failure_record_done_by_running
                       for r in records) == [('deliver', 'retries_exhausted', 'u1'),
                                             ('deliver', 'retries_exhausted', 'u3')]
         assert 'run this same command again' in printed
+        assert '2 failure records in' in printed and 'To delete them, run it again:' in printed
         sandbox.configure(fail_before=0)
         # A replay never sends a deletion, even one of its own records.
         replayed = replay.run(['--dead_letter', str(tmp_path / 'dl') + '/',
@@ -235,3 +236,18 @@ def test_a_key_loops_rejects_is_exit_status_3(tmp_path, capsys):
         assert deletions_sent(sandbox) == []
     assert status == cli.EXIT_AUTH
     assert 'not-the-key' not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('extra, status', [([], 5), (['--failures_ok'], 0)])
+def test_failed_deletions_end_with_exit_status_5_unless_accepted(extra, status, tmp_path,
+                                                                 key_file, capsys):
+    lines = write_lines(tmp_path / 'deletions.txt', ['u1'])
+    with LoopsSandbox(KEY, rate_limit=None, contacts=CONTACTS) as sandbox:
+        fail_once_the_key_is_checked(sandbox)
+        assert cli.main(['delete', '--input', lines, '--loops_base_url', sandbox.base_url,
+                         '--loops_api_key_file', key_file, '--max_attempts', '1',
+                         '--rate_limit', '1000', '--dead_letter', str(tmp_path / 'dl') + '/',
+                         *extra]) == status
+    err = capsys.readouterr().err
+    assert ('segment-loops delete: completed with failures (exit status 5)' in err) == (
+        status == 5)

@@ -197,6 +197,34 @@ def test_a_stopped_replay_ends_cleanly_and_running_it_again_finishes_it(key_file
     assert contacts == {f'u{n}' for n in range(60)}
 
 
+def test_a_stopped_delete_ends_cleanly_and_running_it_again_finishes_it(key_file, tmp_path):
+    ids = tmp_path / 'ids.txt'
+    ids.write_text(''.join(f'u{n}\n' for n in range(60)))
+    contacts = [{'userId': f'u{n}', 'email': f'u{n}@example.com'} for n in range(60)]
+    args = ['delete', '--input', str(ids), '--loops_api_key_file', key_file,
+            '--dead_letter', str(tmp_path / 'dl') + '/', '--summary', str(tmp_path / 's.json'),
+            '--rate_limit', '20', '--max_in_flight', str(IN_FLIGHT)]
+    with LoopsSandbox(KEY, rate_limit=None, latency=(0.05, 0.1), contacts=contacts) as loops:
+        args += ['--loops_base_url', loops.base_url]
+        process = segment_loops(args, tmp_path / 'stopped.log')
+        signal_when(process, loops, lambda seen: seen >= 10, signal.SIGTERM)
+        at_signal = len(writes(loops))
+        status = process.wait(timeout=60)
+        at_exit = len(writes(loops))
+        line = stop_line_of((tmp_path / 'stopped.log').read_text(), 'delete', 'SIGTERM')
+        stopped = json.loads((tmp_path / 's.json').read_text())
+
+        again = segment_loops(resume_argv(line), tmp_path / 'again.log')
+        assert again.wait(timeout=60) == 0, (tmp_path / 'again.log').read_text()
+        left = loops.state()['contacts']
+
+    assert status == STOP_STATUS[signal.SIGTERM]
+    assert at_exit - at_signal <= IN_FLIGHT
+    assert 'deletions done; run it again to finish' in line
+    assert 0 < stopped['deleted'] < 60 and stopped['deletions'] == 60
+    assert left == []
+
+
 def test_a_stopped_stream_flushes_what_it_delivered_into_the_state(pubsub_emulator, key_file,
                                                                    tmp_path):
     from google.cloud import pubsub_v1
