@@ -262,7 +262,8 @@ def replay_summary(counters: dict) -> dict:
     read == skipped + replayed; replayed == recovered + delivery_failed + not_sent."""
     figures = run_summary.build_summary(
         counters, {**REPLAY_KEYS, **run_summary.DELIVERY_KEYS, **run_summary.FAILURE_KEYS},
-        detail_prefixes=(SKIPPED_PREFIX, 'deliver/failed_', DEAD_LETTER_PREFIX))
+        detail_prefixes=(SKIPPED_PREFIX, 'deliver/failed_', DEAD_LETTER_PREFIX,
+                         run_summary.SENT_WITH_FALLBACK_EMAIL))
     summary = {key: figures.pop(key) for key in REPLAY_KEYS}
     summary['rekeyed'] = int(counters.get(REKEYED, 0))
     summary['recovered'] = figures.pop('delivered') + figures.pop('already_delivered')

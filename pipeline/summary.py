@@ -61,12 +61,16 @@ INTEGRATIONS_OFF = 'filter/integrations_off'
 # What a run wrote to its dead letter: the records in all, then (details)
 # dead_letter/<stage>_<reason> for each kind (transforms/core/sinks.py).
 FAILURE_KEYS = {'dead_lettered': 'dead_letter/records'}
+# Event sends by userId that Loops did not know, sent again with their email
+# (counted in delivered, already_delivered or delivery_failed by how that
+# ended); a detail of the summary under this name.
+SENT_WITH_FALLBACK_EMAIL = 'deliver/sent_with_fallback_email'
 ACCOUNTED = ('parse_failed', 'filtered_out', 'map_failed', 'held_back_events', 'duplicates',
              'merged', 'contacts_unchanged', 'contacts_before_deletion', 'contacts',
              'events_already_sent', 'events_before_deletion', 'events')
 DETAIL_PREFIXES = ('filter/filtered_out_', INTEGRATIONS_OFF, 'parse/', 'map/', 'conform/',
-                   'refused/', 'held_back/', 'deliver/failed_', 'state/', 'dead_letter/',
-                   'read/stopped_files', 'workflows/')
+                   'refused/', 'held_back/', 'deliver/failed_', SENT_WITH_FALLBACK_EMAIL,
+                   'state/', 'dead_letter/', 'read/stopped_files', 'workflows/')
 
 
 def backfill_summary(counters: Mapping[str, int], keys: Mapping[str, str]) -> dict:

@@ -111,6 +111,53 @@ def test_events_wait_for_the_contacts_of_the_same_run(tmp_path):
     assert min(sends) > max(upserts)
 
 
+def write_calls(tmp_path, calls) -> str:
+    """Segment calls as one archive file; -> its pattern."""
+    folder = tmp_path / 'segment-logs' / 'src' / '1761955200000'
+    folder.mkdir(parents=True)
+    with gzip.open(folder / 'f.gz', 'wt') as f:
+        f.write(''.join(json.dumps(call) + '\n' for call in calls))
+    return str(folder / '*.gz')
+
+
+def test_old_events_never_put_back_old_emails_and_track_only_users_are_still_created(tmp_path):
+    def call(kind, message_id, user, hour, **fields):
+        return {'type': kind, 'messageId': message_id, 'userId': user,
+                'timestamp': f'2025-11-01T{hour:02d}:00:00Z', **fields}
+
+    calls = [
+        call('identify', 'i1', 'ann', 7, traits={'email': 'ann.old@example.com'}),
+        call('track', 't1', 'ann', 8, event='Ordered',
+             context={'traits': {'email': 'ann.old@example.com'}}),
+        call('identify', 'i2', 'ann', 9, traits={'email': 'ann.new@example.com'}),
+        # Segment's default reads properties.email: here an invitee's.
+        call('track', 't2', 'ann', 10, event='Invited',
+             properties={'email': 'guest@example.com'}),
+        # A user Loops hears of only through track calls.
+        call('track', 't3', 'bob', 8, event='Visited', properties={'email': 'bob@example.com'}),
+        call('track', 't4', 'bob', 9, event='Visited', properties={'email': 'bob@example.com'}),
+    ]
+    pattern = write_calls(tmp_path, calls)
+    key_file = tmp_path / 'key'
+    key_file.write_text(KEY)
+    with LoopsSandbox(api_key=KEY, rate_limit=0) as sandbox:
+        summary = backfill.run([
+            '--input', pattern, '--types', 'identify,track', '--max_event_age', 'none',
+            '--loops_base_url', sandbox.base_url, '--loops_api_key_file', str(key_file),
+            '--dead_letter', str(tmp_path / 'dl') + '/'], out=open(os.devnull, 'w'))
+        state = sandbox.state()
+    emails = {c['userId']: c['email'] for c in state['contacts']}
+    assert emails == {'ann': 'ann.new@example.com', 'bob': 'bob@example.com'}
+    assert sorted(e['eventName'] for e in state['events']) == [
+        'Invited', 'Ordered', 'Visited', 'Visited']
+    # bob's first event found no contact and went again with its email; the
+    # second found bob by userId.
+    assert summary['deliver/sent_with_fallback_email'] == 1
+    assert (summary['delivered'], summary['delivery_failed']) == (1 + 4, 0)
+    refused = [r for r in state['requests'] if r['status'] == 400]
+    assert [r['path'] for r in refused] == ['/v1/events/send']
+
+
 def test_a_wrong_key_stops_the_job_in_seconds_with_a_clear_message(archive, tmp_path):
     key_file = tmp_path / 'key'
     key_file.write_text('not-the-key')

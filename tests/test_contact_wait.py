@@ -18,7 +18,7 @@ from transforms.core.digests import key_digest
 from transforms.core.records import ContactSequence, Stamp, contact_upsert, event_send
 from transforms.delivery.contact_wait import (ContactWait, HeldEvent, HeldEvents, resend_request,
                                               waited_out, waits_for_contact)
-from transforms.delivery.in_flight import Delivered
+from transforms.delivery.in_flight import FALLBACK_SALT, Delivered
 from transforms.delivery.write import WriteToLoops
 from transforms.loops.connection import LoopsConnection
 from transforms.loops.credentials import ApiKey
@@ -31,8 +31,8 @@ NOT_FOUND = Outcome('failed', 400, '{"success": false, "message": "Contact not f
                     'Contact not found.')
 
 
-def event(user: str, message_id: str):
-    return event_send({'eventName': 'Signed Up', 'userId': user}, f'user:{user}',
+def event(user: str, message_id: str, **email):
+    return event_send({'eventName': 'Signed Up', 'userId': user, **email}, f'user:{user}',
                       Stamp(1, 0, message_id), message_id, f'segment-{message_id}')
 
 
@@ -106,6 +106,7 @@ def test_held_events_come_out_by_contact_or_when_due():
 
 
 B_KEYS = [derived_key('segment-m2', f'contact-wait-{n}') for n in (1, 2, 3, 4)]
+C_KEYS = [derived_key('segment-m3', f'contact-wait-{n}') for n in (1, 2, 3, 4)]
 
 
 def failure_summary(record: dict) -> tuple:
@@ -124,19 +125,22 @@ def test_in_a_pipeline_an_event_waits_for_its_contact_or_fails_after_the_wait(
         monkeypatch, tmp_path, error_shape):
     count_every_bundle(monkeypatch)
     # a's track arrives first; its identify 16 s later (after two refused
-    # re-sends). b's identify never comes. Timers are set on a clock fixed
-    # at 0, TestStream's processing-time axis, which the test moves on.
+    # re-sends). b's identify never comes, nor c's, but c's track carried an
+    # email: its last try goes with it. Timers are set on a clock fixed at
+    # 0, TestStream's processing-time axis, which the test moves on.
     arrivals = (TestStream()
                 .advance_watermark_to(0)
                 .add_elements([ContactSequence('user:a', (event('a', 'm1'),)),
-                               ContactSequence('user:b', (event('b', 'm2'),))])
+                               ContactSequence('user:b', (event('b', 'm2'),)),
+                               ContactSequence('user:c', (event('c', 'm3',
+                                                                email='c@example.com'),))])
                 .advance_processing_time(1)
                 .advance_processing_time(5)     # 5 s: both sent again, refused again
                 .advance_processing_time(10)    # 15 s: again
                 .add_elements([ContactSequence('user:a', (upsert('a'),))])
                 .advance_processing_time(1)     # a's upsert is delivered: a's event goes
-                .advance_processing_time(20)    # 35 s: b again
-                .advance_processing_time(10)    # 40 s: b's last try, at the deadline
+                .advance_processing_time(20)    # 35 s: b and c again
+                .advance_processing_time(10)    # 40 s: b's and c's last try, at the deadline
                 .advance_watermark_to_infinity())
     with LoopsSandbox('wait-key', rate_limit=None, error_shape=error_shape) as sandbox:
         connection = LoopsConnection(sandbox.base_url, ApiKey('wait-key'), rate_limit=50)
@@ -159,15 +163,23 @@ def test_in_a_pipeline_an_event_waits_for_its_contact_or_fails_after_the_wait(
         ('segment-m1', 400), (a_keys[0], 400), (a_keys[1], 400), (a_keys[2], 200)]
     assert [s for s in sends if s[0] in ['segment-m2'] + B_KEYS] == [
         ('segment-m2', 400)] + [(key, 400) for key in B_KEYS]
-    assert [(e['userId'], e['idempotency_key']) for e in state['events']] == [('a', a_keys[2])]
-    # The sync state records a's event under its own key, which a later copy
-    # of its message carries.
+    with_email = derived_key(C_KEYS[3], FALLBACK_SALT)
+    assert [s for s in sends if s[0] in ['segment-m3', with_email] + C_KEYS] == [
+        ('segment-m3', 400)] + [(key, 400) for key in C_KEYS] + [(with_email, 200)]
+    assert [(e['userId'], e['idempotency_key']) for e in state['events']] == [
+        ('a', a_keys[2]), ('c', with_email)]
+    assert [(c['userId'], c['email']) for c in state['contacts']] == [
+        ('a', 'a@example.com'), ('c', 'c@example.com')]
+    # The sync state records a's and c's events under their own keys, which
+    # a later copy of their message carries.
     recorded = read_facts(list_state(str(tmp_path / 'state')))
-    assert [facts.events for (partition, _), facts in recorded.items()
-            if partition != 'contacts'] == [frozenset({key_digest('segment-m1')})]
+    assert frozenset().union(*(facts.events for (partition, _), facts in recorded.items()
+                               if partition != 'contacts')) == {
+        key_digest('segment-m1'), key_digest('segment-m3')}
 
     counters = pipeline_counters(result)
     assert collections.Counter({name: n for name, n in counters.items()
                                 if name.startswith('stream/')}) == {
-        'stream/events_held': 2, 'stream/events_released': 1, 'stream/events_waited_out': 1}
-    assert counters['deliver/delivered'] == 2 and counters['deliver/failed_http_400'] == 1
+        'stream/events_held': 3, 'stream/events_released': 2, 'stream/events_waited_out': 1}
+    assert counters['deliver/delivered'] == 3 and counters['deliver/failed_http_400'] == 1
+    assert counters['deliver/sent_with_fallback_email'] == 1

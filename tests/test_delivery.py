@@ -10,9 +10,11 @@ from pipeline.local.sandbox import LoopsSandbox
 from transforms.core.records import (NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send,
                                      idempotency_key_for)
 from transforms.core.stop import StopRequested, clear_stop, request_stop
-from transforms.delivery.in_flight import (Delivered, DeliveryProgress, deliver_one,
-                                           deliver_sequences, in_flight_for)
+from transforms.delivery.in_flight import (FALLBACK_SALT, Delivered, DeliveryProgress,
+                                           deliver_one, deliver_sequences, fallback_request,
+                                           in_flight_for)
 from transforms.loops.client import LoopsClient, Outcome
+from transforms.loops.retry import derived_key
 
 KEY = 'sk-delivery-test-key-42'
 
@@ -74,8 +76,10 @@ def test_injected_faults_deliver_every_event_exactly_once_or_fail():
         client = LoopsClient(sandbox.base_url, KEY, rate=100, backoff_base=0.01, seed=5)
         delivered = list(deliver_sequences(client, sequences, max_in_flight=6))
         state = sandbox.state()
-    outcomes = {d.request.idempotency_key: d.outcome for d in delivered}
+    # A contact's first event finds no contact and goes again with its email.
+    outcomes = {key_sent(d): d.outcome for d in delivered}
     assert len(outcomes) == 60
+    assert sum(d.with_fallback_email for d in delivered) >= 15
     stored = Counter(item['idempotency_key'] for item in state['events'])
     assert max(stored.values()) == 1
     for key, outcome in outcomes.items():
@@ -86,6 +90,13 @@ def test_injected_faults_deliver_every_event_exactly_once_or_fail():
     # The faults did happen and were retried through.
     assert sum(o.attempts for o in outcomes.values()) > 60
     assert Counter(o.status for o in outcomes.values())['already_delivered'] > 0
+
+
+def key_sent(delivered: Delivered) -> str:
+    """The Idempotency-Key of the send a Delivered's outcome is of."""
+    if delivered.with_fallback_email:
+        return fallback_request(delivered.request).idempotency_key
+    return delivered.request.idempotency_key
 
 
 def test_a_rejected_key_stops_sending_and_every_request_comes_back_unsent():
@@ -209,6 +220,40 @@ def test_a_refused_part_is_split_off_once_and_a_refusal_naming_nothing_stays_who
     assert [r['status'] for r in state['requests']] == [400, 400, 400, 400]
 
 
+@pytest.mark.parametrize('error_shape', SHAPES)
+def test_an_event_goes_with_its_email_only_when_loops_does_not_know_its_user_id(error_shape):
+    new_user, known_user, invitee = (
+        event_send({'eventName': name, 'userId': user, 'email': email}, f'user:{user}',
+                   NO_STAMP, 'test', f'segment-{number}')
+        for number, (name, user, email) in enumerate([
+            ('Visited', 'n', 'n@example.com'), ('Ordered', 'a', 'a.old@example.com'),
+            ('Invited', 'a', 'guest@example.com')]))
+    assert (known_user.body, known_user.fallback_email) == (
+        {'eventName': 'Ordered', 'userId': 'a'}, 'a.old@example.com')
+    [_, created, found, invited], state = refusals_against_the_sandbox(
+        upsert('a'), new_user, known_user, invitee, error_shape=error_shape)
+    assert created.with_fallback_email and created.outcome.status == 'delivered'
+    assert created.request == new_user   # as first sent, under its own key
+    assert not found.with_fallback_email and not invited.with_fallback_email
+    assert {c['userId']: c['email'] for c in state['contacts']} == {
+        'a': 'a@example.com', 'n': 'n@example.com'}
+    keys = [(r['status'], r['idempotency_key']) for r in state['requests']
+            if r['path'] == '/v1/events/send']
+    assert keys == [(400, 'segment-0'), (200, derived_key('segment-0', FALLBACK_SALT)),
+                    (200, 'segment-1'), (200, 'segment-2')]
+
+
+def test_an_event_whose_fallback_is_not_allowed_comes_back_refused():
+    request = event_send({'eventName': 'Visited', 'userId': 'n', 'email': 'n@example.com'},
+                         'user:n', NO_STAMP, 'test', 'segment-0')
+    with LoopsSandbox(api_key=KEY, rate_limit=None) as sandbox:
+        client = LoopsClient(sandbox.base_url, KEY, rate=100)
+        held = deliver_one(client, request, fall_back=False)
+        assert sandbox.state()['contacts'] == []
+    assert (held.outcome.reason, held.with_fallback_email) == ('http_400', False)
+    assert 'Contact not found' in held.outcome.message
+
+
 @pytest.mark.parametrize('rate, latency, expected', [
     (10, 0.5, 10), (10, 0.3, 6), (1, 0.5, 2), (0.1, 0.5, 2), (100, 0.25, 50),
 ])
@@ -281,9 +326,15 @@ def stop_when(sandbox, requests: int) -> threading.Thread:
     return thread
 
 
+def seeded(contacts: int) -> list:
+    """The contacts of contact_sequences, for a sandbox that has them already."""
+    return [{'userId': f'c{c}', 'email': f'c{c}@example.com'} for c in range(contacts)]
+
+
 def test_a_stop_lets_the_requests_in_flight_finish_and_starts_no_more(stop_afterwards):
     sequences = contact_sequences(contacts=10, events=3)
-    with LoopsSandbox(api_key=KEY, rate_limit=None, latency=(0.2, 0.2)) as sandbox:
+    with LoopsSandbox(api_key=KEY, rate_limit=None, latency=(0.2, 0.2),
+                      contacts=seeded(10)) as sandbox:
         client = LoopsClient(sandbox.base_url, KEY, rate=100)
         stop_when(sandbox, 4)
         delivered = list(deliver_sequences(client, sequences, max_in_flight=4))
@@ -299,6 +350,17 @@ def test_a_stop_lets_the_requests_in_flight_finish_and_starts_no_more(stop_after
     for contact, requests in sent.items():
         given = next(s.requests for s in sequences if s.contact == contact)
         assert tuple(requests) == given[:len(requests)]
+
+
+def test_a_stop_before_the_fallback_leaves_the_refusal_as_the_events_outcome(stop_afterwards):
+    with LoopsSandbox(api_key=KEY, rate_limit=None, latency=(0.2, 0.2)) as sandbox:
+        client = LoopsClient(sandbox.base_url, KEY, rate=100)
+        stop_when(sandbox, 1)
+        delivered = deliver_one(client, event('n', 0))
+        logged = sandbox.state()['requests']
+    assert (delivered.outcome.reason, delivered.with_fallback_email) == ('http_400', False)
+    assert 'Contact not found' in delivered.outcome.message
+    assert [r['status'] for r in logged] == [400]
 
 
 def test_a_stop_ends_a_retry_wait_with_the_answer_so_far(stop_afterwards):

@@ -25,6 +25,8 @@ from transforms.contacts.merge import merged_states, upsert_from_state
 from transforms.contacts.model import state_of
 from transforms.core.records import RawEvent, contact_key, idempotency_key_for
 from transforms.core.sinks import read_failure_records
+from transforms.delivery.in_flight import FALLBACK_SALT
+from transforms.loops.retry import derived_key
 from transforms.mapping.language import default_mapping
 from transforms.mapping.processor import EventProcessor, Selection
 
@@ -43,13 +45,14 @@ class Expected:
     """What Loops must hold after delivering `events`, from the one per-event
     path and the contact model: per contact the body of its merged upsert
     (leads resolved, consent applied), and per Idempotency-Key the body of
-    each event send. Events of any age (runs use --max_event_age none)."""
+    each event send and its fallback email. Events of any age (runs use
+    --max_event_age none)."""
 
     def __init__(self, events, mapping=None, resubscribe=False):
         processor = EventProcessor(Selection(('identify', 'track'), None,
                                              mapping or default_mapping()))
         counts = collections.Counter()
-        updates, self.sends = [], {}
+        updates, self.sends, self.fallback_emails = [], {}, {}
         for number, event in enumerate(events, start=1):
             raw = RawEvent('expected', number, json.dumps(event))
             request = processor.process(raw, counts).request
@@ -59,6 +62,7 @@ class Expected:
                 updates.append((request.contact, state_of(request.body, request.stamp)))
             else:
                 self.sends[request.idempotency_key] = request.body
+                self.fallback_emails[request.idempotency_key] = request.fallback_email
         self.contacts = {contact: upsert_from_state(contact, state, resubscribe, counts).body
                          for contact, state in merged_states(updates, counts)}
 
@@ -69,12 +73,24 @@ class Expected:
 
     @property
     def unsendable_events(self) -> set:
-        """Keys of events with no email whose contact can't exist: Loops finds
-        no contact by the userId alone (400)."""
+        """Keys of events with no email, nor one to fall back on, whose
+        contact can't exist: Loops finds no contact by the userId alone (400)."""
         known = {body['userId'] for body in self.contacts.values()
                  if 'email' in body and 'userId' in body}
         return {key for key, body in self.sends.items()
-                if 'email' not in body and body['userId'] not in known}
+                if 'email' not in body and self.fallback_emails[key] is None
+                and body['userId'] not in known}
+
+    def own_key(self, key: str, rekeyed: dict) -> str:
+        """The key of the event Loops stored under `key`: its own, one it was
+        re-sent under (`rekeyed`: a replay of a refusal), or either's
+        with its fallback email."""
+        key = self._fallback_keys(rekeyed).get(key, key)
+        return rekeyed.get(key, key)
+
+    def _fallback_keys(self, rekeyed: dict) -> dict:
+        sent = [*self.sends, *rekeyed]
+        return {fallback_request_key(key): key for key in sent}
 
 
 def contact_state(body: dict) -> dict:
@@ -126,13 +142,18 @@ def assert_loops_holds(expected: Expected, state: dict, deliver_failures: list,
         if contact not in failed_upserts:
             assert contacts[contact] == contact_state(body), contact
 
-    sends = collections.Counter(rekeyed.get(event['idempotency_key'], event['idempotency_key'])
+    sends = collections.Counter(expected.own_key(event['idempotency_key'], rekeyed)
                                 for event in state['events'])
     assert sends == {key: 1 for key in expected.sends if key not in failed_events}
     for event in state['events']:
-        body = expected.sends[rekeyed.get(event['idempotency_key'], event['idempotency_key'])]
+        body = expected.sends[expected.own_key(event['idempotency_key'], rekeyed)]
         assert (event['eventName'], event['userId']) == (body['eventName'], body.get('userId'))
         assert event['eventProperties'] == body.get('eventProperties', {})
+
+
+def fallback_request_key(key: str) -> str:
+    """The key an event sent under `key` goes again under with its fallback email."""
+    return derived_key(key, FALLBACK_SALT)
 
 
 def assert_failure_records_say_why(failures: list) -> None:

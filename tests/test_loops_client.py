@@ -40,8 +40,10 @@ def upsert(user: str = 'u1', **extra):
 
 
 def event(user: str = 'u1', message_id: str = 'm1'):
-    body = {'eventName': 'signedUp', 'email': f'{user}@example.com', 'userId': user}
-    return event_send(body, f'user:{user}', Stamp(0, 0, message_id), 'test',
+    """An event by email (one by userId would go without its email, and
+    the client alone sends no fallback): Loops creates its contact."""
+    body = {'eventName': 'signedUp', 'email': f'{user}@example.com'}
+    return event_send(body, f'email:{user}@example.com', Stamp(0, 0, message_id), 'test',
                       idempotency_key_for(message_id))
 
 

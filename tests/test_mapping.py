@@ -133,7 +133,8 @@ def _without_user_id(event):
     (_without_user_id(track({'email': 'p@example.com'},
                             context={'traits': {'email': 'c@example.com'}})), EVENT_SEND,
      'email:p@example.com', {'email': 'p@example.com'}),
-    (track({'email': 'a@b.co'}), EVENT_SEND, 'user:u1', {'userId': 'u1', 'email': 'a@b.co'}),
+    # An event by userId keeps its email aside (LoopsRequest.fallback_email).
+    (track({'email': 'a@b.co'}), EVENT_SEND, 'user:u1', {'userId': 'u1'}),
 ])
 def test_a_call_is_sent_by_user_id_else_by_email(event, kind, contact, identity):
     request = map_event(event, DEFAULT).request
@@ -335,9 +336,11 @@ def test_track_request_with_the_destination_defaults():
     request = mapped.request
     assert request.kind == EVENT_SEND.name
     assert (request.method, request.path) == (EVENT_SEND.method, EVENT_SEND.path)
-    assert request.body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'ann@example.com',
+    # Sent by userId alone: its email is sent only if Loops has no such contact.
+    assert request.body == {'eventName': 'Signed Up', 'userId': 'u1',
                             'eventProperties': {'email': 'ann@example.com',
                                                 'planName': 'pro', 'items': '1, 2'}}
+    assert request.fallback_email == 'ann@example.com'
     assert request.idempotency_key == idempotency_key_for('m1')
     assert (request.contact, request.stamp, request.source) == (
         'user:u1', Stamp(1000, 2000, 'm1'), 'm1')
@@ -345,8 +348,10 @@ def test_track_request_with_the_destination_defaults():
 
 
 def test_track_email_falls_back_to_context_traits_and_empty_properties_are_not_sent():
-    body, _ = event_body(track({}, context={'traits': {'email': 'c@example.com'}}))
-    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'c@example.com'}
+    request = map_event_send(track({}, context={'traits': {'email': 'c@example.com'}}),
+                             DEFAULT).request
+    assert request.body == {'eventName': 'Signed Up', 'userId': 'u1'}
+    assert request.fallback_email == 'c@example.com'
 
 
 @pytest.mark.parametrize('event, reason', [
@@ -415,8 +420,8 @@ def test_contact_properties_from_a_path_are_spread_flat_like_traits():
         'eventName': 'x', 'eventProperties': 'y', 'userId': 'z', 'firstName': 'Ann',
         '': 'blank', 'tags': ['a', 'b']}}), SPREAD)
     # The event's own name and contact are never overwritten (its email comes
-    # from context.traits.email by default: the same email, nothing is lost).
-    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'c@example.com',
+    # from context.traits.email by default: the same email, its fallback).
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1',
                     'plan': 'pro', 'addressCity': 'Oslo', 'tags': 'a, b', 'firstName': 'Ann'}
     assert adjustments == {'dropped_reserved': 1, 'flattened': 1, 'joined': 1,
                            'dropped_invalid_name': 1, 'dropped_event_field': 2,
@@ -452,17 +457,19 @@ def test_loops_contact_fields_ride_with_an_event_as_top_level_fields():
 def test_what_an_event_leaves_out_of_its_contact_properties_is_counted(traits, counted):
     event = track({'email': 'p@example.com'}, context={'traits': traits})
     body, adjustments = event_body(event, SPREAD)
-    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'p@example.com'}
+    assert body == {'eventName': 'Signed Up', 'userId': 'u1'}
     assert adjustments[counted] == 1
 
 
 @pytest.mark.parametrize('traits', [{'userId': 'u1'}, {'userId': ' u1 '},
                                     {'email': ' p@example.com'}, {'email': None}])
 def test_the_events_own_identity_among_its_contact_properties_loses_nothing(traits):
-    body, adjustments = event_body(track({'email': 'p@example.com'},
-                                         context={'traits': traits}), SPREAD)
-    assert body == {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'p@example.com'}
-    assert adjustments == {}
+    request = map_event_send(track({'email': 'p@example.com'}, context={'traits': traits}),
+                             SPREAD).request
+    assert (request.body, request.fallback_email) == (
+        {'eventName': 'Signed Up', 'userId': 'u1'}, 'p@example.com')
+    assert map_event_send(track({'email': 'p@example.com'}, context={'traits': traits}),
+                          SPREAD).adjustments == {}
 
 
 def test_contact_fields_mapped_key_by_key_are_converted_as_a_contacts():

@@ -55,7 +55,7 @@ def test_an_events_contact_fields_are_sent_and_its_resubscribe_is_held_back():
     sent, sent_counts = process(event, SPREAD, Policy(resubscribe=True))
 
     assert held.request.body == {
-        'eventName': 'Ordered', 'userId': 'u1', 'email': 'ann@example.com',
+        'eventName': 'Ordered', 'userId': 'u1',
         'firstName': 'Ann', 'lastName': 'Lee', 'userGroup': 'beta', 'source': 'ads',
         'plan': 'pro'}
     assert counts['held_back/resubscribes'] == 1

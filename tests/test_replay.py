@@ -312,6 +312,31 @@ def test_a_replayed_request_is_exactly_the_one_that_failed():
     assert request.stamp == Stamp(1_700_000_000_123, 0, '')
 
 
+def test_an_events_fallback_email_is_in_its_record_and_replayed_with_it():
+    event = event_send({'eventName': 'Signed Up', 'userId': 'u1', 'email': 'u1@example.com'},
+                       'user:u1', Stamp(1, 0, 'm1'), 'm1', 'segment-abc')
+    record = failure_record('deliver', 'http_400', 'm', request=event, failed_at_ms=FAILED_AT)
+    assert json.loads(record['request']) == {
+        'method': 'POST', 'path': '/v1/events/send', 'headers': event.headers,
+        'body': {'eventName': 'Signed Up', 'userId': 'u1'}, 'fallback_email': 'u1@example.com'}
+    request = replay.request_of(record)
+    assert (request.body, request.fallback_email) == (event.body, 'u1@example.com')
+
+
+@pytest.mark.parametrize('edited', [
+    {'fallback_email': 42},
+    {'fallback_email': ''},
+    {'body': {'eventName': 'Signed Up', 'userId': 'u1', 'email': 'u1@example.com'}},
+    {'body': {'eventName': 'Signed Up', 'email': 'u1@example.com'}},
+    {'method': 'PUT', 'path': '/v1/contacts/update', 'headers': {}},
+])
+def test_a_fallback_email_only_rides_with_an_event_by_user_id(edited):
+    as_sent = {**REQUEST.to_dict(), 'fallback_email': 'u1@example.com', **edited}
+    record = {**failure_record('deliver', 'retries_exhausted', 'm'),
+              'request': json.dumps(as_sent)}
+    assert replay.replayable(record, False) == (None, 'deliver_invalid_request')
+
+
 @pytest.mark.parametrize('value, pattern', [
     ('dead-letter/', 'dead-letter/failures*.avro'),
     ('gs://bucket/runs/7/failures', 'gs://bucket/runs/7/failures*.avro'),

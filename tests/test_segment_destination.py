@@ -54,11 +54,21 @@ def case_id(case: dict) -> str:
 class Ours(NamedTuple):
     """What this tool does with a case where it differs from Segment, and why.
     body: the request body sent (None: no request); refused: (stage, reason)
-    of the failure records; counted: counters that must be set."""
+    of the failure records; counted: counters that must be set;
+    fallback_email: the email an event by userId goes with only when Loops
+    has no contact of that userId."""
     why: str
     body: Optional[dict]
     refused: tuple = ()
     counted: dict = {}
+    fallback_email: Optional[str] = None
+
+
+# Why an event by userId goes without its email (docs/mapping.md).
+FALLBACK_EMAIL = ('an event that has a userId goes without its email, which would set the '
+                  "contact's email to the event's (older, or someone else's: properties.email "
+                  'is an invitee\'s in some tracks); the email is sent only if Loops answers '
+                  'that it has no contact of that userId, so that it is still created')
 
 
 OURS = {
@@ -92,15 +102,21 @@ OURS = {
                 {'userId': 'u-12', 'email': 'h@example.com', 'source': 'Segment',
                  'mailingLists': {'list_x': True}},
                 counted={'held_back/resubscribes': 1}),
+    'D13': Ours(FALLBACK_EMAIL, {'eventName': 'Signed Up', 'userId': 'u-13', 'eventProperties': {
+        'plan': 'pro', 'email': 'p@example.com', 'seats': 3}}, fallback_email='p@example.com'),
+    'D14': Ours(FALLBACK_EMAIL, {'eventName': 'Signed Up', 'userId': 'u-14',
+                                 'eventProperties': {'plan': 'pro'}},
+                fallback_email='ctx@example.com'),
     'D15': Ours('an empty eventProperties is not sent (nothing to send)',
                 {'eventName': 'Signed Up', 'userId': 'u-15'}),
     'D16': Ours('both refuse the call; Segment for its missing userId, we for having '
                 'neither a userId nor an email', None, refused=(('map', 'missing_identity'),)),
     'D17': Ours("an event's own name and contact are never overwritten by its contact "
-                "properties; what is left out is counted",
-                {'eventName': 'Signed Up', 'userId': 'u-17', 'email': 'ctx@example.com',
-                 'firstName': 'Ctx', 'eventProperties': {'a': 1}},
-                counted={'map/dropped_other_identity': 1, 'map/dropped_event_field': 1}),
+                "properties; what is left out is counted; and " + FALLBACK_EMAIL,
+                {'eventName': 'Signed Up', 'userId': 'u-17', 'firstName': 'Ctx',
+                 'eventProperties': {'a': 1}},
+                counted={'map/dropped_other_identity': 1, 'map/dropped_event_field': 1},
+                fallback_email='ctx@example.com'),
     'D18': Ours('Loops event properties cannot be null: null values are left out and '
                 'counted', {'eventName': 'Signed Up', 'userId': 'u-18'},
                 counted={'map/dropped_null_event_properties': 2}),
@@ -208,6 +224,7 @@ def test_our_request_is_segments_but_where_our_rules_decide(case):
         return
     (request,) = requests
     assert request.body == ours.body
+    assert request.fallback_email == ours.fallback_email
     if 'body' in expected:
         assert (request.method, LOOPS_API + request.path) == (expected['method'],
                                                              expected['url'])

@@ -70,15 +70,17 @@ def test_an_email_only_contact_is_named_by_its_email_even_when_that_is_old():
     assert second.body == {'email': 'lead@example.com', 'city': 'Oslo'}
 
 
-def test_an_event_by_user_id_gets_the_contacts_latest_email():
+def test_an_event_by_user_id_gets_the_contacts_latest_email_as_its_fallback_only():
     sent, counts = admitted(event('m0'), upsert(20, email='new@example.com'),
                             upsert(10, email='old@example.com', plan='free'),
                             event('m1'), event('m2', email='own@example.com'))
-    assert 'email' not in sent[0].body
-    assert sent[3].body == {'eventName': 'Signed Up', 'userId': 'a', 'email': 'new@example.com'}
+    assert 'email' not in sent[0].body and sent[0].fallback_email is None
+    # Never in the body, where it would set the contact's email; its own
+    # email (older, or someone else's) gives way to the latest one.
+    assert [(r.body, r.fallback_email) for r in sent[3:]] == [
+        ({'eventName': 'Signed Up', 'userId': 'a'}, 'new@example.com')] * 2
     assert sent[3].idempotency_key == 'segment-m1'
-    assert sent[4].body['email'] == 'own@example.com'
-    assert counts['stream/events_given_email'] == 1
+    assert counts['stream/events_given_email'] == 2
 
 
 @pytest.mark.parametrize('resubscribe, subscribed_sent', [(True, True), (False, None)])
@@ -134,7 +136,7 @@ def test_in_a_pipeline_late_arrivals_are_dropped_until_the_contact_is_forgotten(
     assert_that(bodies(sent), equal_to([
         (A, {'userId': 'a', 'plan': 'pro', 'email': 'a@example.com'}),
         (A, {'userId': 'a', 'city': 'Oslo'}),
-        (A, {'eventName': 'Signed Up', 'userId': 'a', 'email': 'a@example.com'}),
+        (A, {'eventName': 'Signed Up', 'userId': 'a'}),
         ('user:b', {'userId': 'b', 'plan': 'free'}),
         (A, {'userId': 'a', 'plan': 'trial'}),
     ]))

@@ -16,10 +16,12 @@ in Beam keyed state:
 - the consent rule of the contact model applies to what is left
   (`upsert_from_state`): unless `resubscribe`, a `subscribed: true` is held
   back (`held_back/resubscribes`);
-- an event send that names its contact by userId alone is given the
-  contact's latest email when the memory has one
-  (`stream/events_given_email`): Loops then finds the contact by either, or
-  creates it, even before the contact's upsert has landed.
+- an event send that names its contact by userId is given the contact's
+  latest email as its fallback email when the memory has one
+  (`stream/events_given_email`), in place of the email its own call carried
+  (older, or someone else's): never sent with the event, which would set
+  the contact's email to it, but only if Loops still has no contact of
+  that userId after the writer's wait (transforms/delivery/contact_wait.py).
 
 - a deletion always goes on; the memory then keeps only its stamp (a
   tombstone): a later-arriving call of the contact from before the
@@ -102,12 +104,12 @@ def admit_upsert(request: LoopsRequest, memory: ContactMemory, resubscribe: bool
 
 
 def with_known_email(request: LoopsRequest, memory: ContactMemory, counts) -> LoopsRequest:
-    """An event send that names its contact by userId alone, with the
-    contact's latest email when the memory has one."""
-    if memory.email is None or 'email' in request.body:
+    """An event send that names its contact by userId, with the contact's
+    latest email as its fallback email when the memory has one."""
+    if memory.email is None or 'userId' not in request.body or 'email' in request.body:
         return request
     counts['stream/events_given_email'] += 1
-    return dataclasses.replace(request, body={**request.body, 'email': memory.email})
+    return dataclasses.replace(request, fallback_email=memory.email)
 
 
 def admit_deletion(request: LoopsRequest, memory: ContactMemory) -> tuple:
@@ -166,8 +168,8 @@ class _KeepLatest(beam.DoFn):
 class KeepLatestPerContact(beam.PTransform):
     """LoopsRequest -> LoopsRequest: per contact key, upserts with only the
     properties newer than those already let through, events with the
-    contact's latest email (see the module docstring). Nothing fails here;
-    what is dropped is counted.
+    contact's latest email as their fallback (see the module docstring).
+    Nothing fails here; what is dropped is counted.
 
     `ttl_seconds`: how long a contact is remembered after its last request
     (processing time; `clock`, in seconds, is for tests). `resubscribe`:

@@ -4,8 +4,9 @@ A `LoopsRequest` is everything needed to make one call to Loops, plus what the
 pipeline needs to order and shard it (the contact it belongs to and its
 event-time `Stamp`). Its `kind` (transforms/core/kinds.py) says how it is sent,
 merged and ordered. `to_dict()` is the exact request as the dry run writes it
-and as failure records carry it; `from_dict()` reads one back (replay), and
-accepts only the requests this tool itself makes.
+and as failure records carry it (with the fallback email of an event send,
+which is sent only if Loops does not know the event's userId); `from_dict()`
+reads one back (replay), and accepts only the requests this tool itself makes.
 """
 import dataclasses
 import hashlib
@@ -24,6 +25,9 @@ STAGES = tuple(next(field['type']['symbols'] for field in load_schema('failure')
                     if field['name'] == 'stage'))
 MAX_RESPONSE_BODY = 2000
 MAX_SOURCE = 1000
+# The key of an event send's fallback email beside its request, in the dry
+# run's lines and in failure records.
+FALLBACK_EMAIL = 'fallback_email'
 
 
 class Stamp(NamedTuple):
@@ -59,7 +63,10 @@ class LoopsRequest:
     `stamps`: when the body's properties were set one by one (a merged
     upsert), property -> stamp tuple, for the sync state to record each
     property's own; None (the default) when `stamp` dates the whole body.
-    Never sent."""
+    Never sent. `fallback_email`: of an event send that names its contact
+    by userId, the email its call carried, left out of the body (see
+    `event_send`) and sent only when Loops answers that it has no contact
+    of that userId (transforms/delivery/in_flight.py)."""
     kind: str
     body: dict
     headers: dict
@@ -67,6 +74,7 @@ class LoopsRequest:
     stamp: Stamp = NO_STAMP
     source: str = ''
     stamps: Optional[dict] = None
+    fallback_email: Optional[str] = None
 
     @property
     def spec(self) -> RequestKind:
@@ -85,9 +93,21 @@ class LoopsRequest:
         return self.headers.get(IDEMPOTENCY_HEADER)
 
     def to_dict(self) -> dict:
-        """The request exactly as sent (without the Authorization header)."""
-        return {'method': self.method, 'path': self.path,
+        """The request exactly as sent (without the Authorization header),
+        and its `fallback_email` when it has one."""
+        sent = {'method': self.method, 'path': self.path,
                 'headers': self.headers, 'body': self.body}
+        if self.fallback_email is not None:
+            sent[FALLBACK_EMAIL] = self.fallback_email
+        return sent
+
+    def with_fallback_email(self) -> 'LoopsRequest':
+        """The event send as it goes out when Loops does not know its userId:
+        its fallback email in the body (and none kept aside)."""
+        if self.fallback_email is None:
+            raise ValueError('the request has no fallback email')
+        return dataclasses.replace(self, body={**self.body, 'email': self.fallback_email},
+                                   fallback_email=None)
 
     def to_json(self) -> str:
         """The request as one line of JSON, keys sorted (the dry run's lines)."""
@@ -119,7 +139,21 @@ class LoopsRequest:
             raise ValueError('the request names no contact (no userId or email)')
         contact = contact_key(user_id if isinstance(user_id, str) else None,
                               email if isinstance(email, str) else None)
-        return cls(kind.name, body, headers, contact, NO_STAMP, source)
+        return cls(kind.name, body, headers, contact, NO_STAMP, source,
+                   fallback_email=_fallback_email_of(d, kind, body))
+
+
+def _fallback_email_of(d: dict, kind: RequestKind, body: dict) -> Optional[str]:
+    """The fallback email of a request as to_dict() wrote it: text, and only
+    on an event send that names its contact by userId and not by email."""
+    fallback = d.get(FALLBACK_EMAIL)
+    if fallback is None:
+        return None
+    if not isinstance(fallback, str) or not fallback:
+        raise ValueError('the fallback email is not text')
+    if kind is not EVENT_SEND or 'email' in body or not isinstance(body.get('userId'), str):
+        raise ValueError('only an event send by userId alone has a fallback email')
+    return fallback
 
 
 # LoopsRequest's fields in declaration order, so encoding and decoding can't
@@ -151,8 +185,19 @@ def contact_upsert(body: dict, contact: str, stamp: Stamp, source: str) -> Loops
 
 def event_send(body: dict, contact: str, stamp: Stamp, source: str,
                idempotency_key: str) -> LoopsRequest:
+    """An event send. A body with both a userId and an email goes without
+    its email, kept as the request's `fallback_email`: Loops sets the email
+    of the contact a userId finds to the email sent with it (OAS 1520-1526),
+    and an event's email is the one its call had then (older than the
+    contact's latest, or, in Segment's default mapping, `properties.email`,
+    which can be someone else's). It is sent only when Loops does not know
+    the userId, so that the contact is still created."""
+    fallback_email = None
+    if 'userId' in body and 'email' in body:
+        body = dict(body)
+        fallback_email = body.pop('email')
     return LoopsRequest(EVENT_SEND.name, body, EVENT_SEND.headers(idempotency_key), contact,
-                        stamp, source)
+                        stamp, source, fallback_email=fallback_email)
 
 
 def contact_delete(user_id: Optional[str], email: Optional[str], stamp: Stamp,

@@ -13,9 +13,12 @@ again
   by Loops (its upsert, usually: the contact exists now);
 - otherwise after a wait that doubles, `ContactWait.first_backoff` (5 s),
   10 s, 20 s, ... on a processing-time timer, the last try `ContactWait.seconds`
-  (`--contact_wait_seconds`, 600) after the first refusal. Refused then too,
-  it is a failure record (stage deliver, reason http_400, Loops' message and
-  how long it waited).
+  (`--contact_wait_seconds`, 600) after the first refusal. That last try
+  goes with the event's fallback email when it has one (the email its call
+  carried, `LoopsRequest.fallback_email`): the contact never came, so Loops
+  creates it from the event, as a backfill would (transforms/delivery/in_flight.py).
+  Refused then too, it is a failure record (stage deliver, reason http_400,
+  Loops' message and how long it waited).
 A shard's contacts are all written by that shard's writer, one batch after
 another, so the writer sees every upsert its held events wait for.
 
@@ -23,9 +26,12 @@ Loops may spend an Idempotency-Key on a refused request, so re-send n goes out
 under `derived_key(original key, 'contact-wait-<n>')`: a new key, the same
 for the same n, so a retried bundle (whose state starts again from before
 it) repeats the same keys and gets 409 (already delivered), never a second
-event. A released event is recorded (--state) under its own key. Counters: `stream/events_held` (first refusals held),
-`stream/events_released` (held events Loops then accepted),
-`stream/events_waited_out` (held events failed after the whole wait).
+event; the last try's re-send with its fallback email goes under
+derived_key(that re-send's key, 'fallback-email'). A released event is
+recorded (--state) under its own key. Counters: `stream/events_held`
+(first refusals held), `stream/events_released` (held events Loops then
+accepted), `stream/events_waited_out` (held events failed after the whole
+wait), and the writer's `deliver/sent_with_fallback_email`.
 """
 import dataclasses
 import time
@@ -41,11 +47,10 @@ from apache_beam.utils.timestamp import Timestamp
 from transforms.core.metrics import CounterFamily
 from transforms.core.records import ContactSequence, LoopsRequest
 from transforms.core.text import format_duration
-from transforms.delivery.in_flight import REFUSED_STATUS, Delivered
+from transforms.delivery.in_flight import Delivered, no_such_contact
 from transforms.delivery.shard_writer import WriteShard
-from transforms.loops.retry import derived_key, loops_message
+from transforms.loops.retry import derived_key
 
-CONTACT_NOT_FOUND = 'Contact not found'
 RESEND_SALT = 'contact-wait-'
 
 
@@ -83,10 +88,11 @@ class HeldEvent(NamedTuple):
 
 def waits_for_contact(delivered: Delivered) -> bool:
     """Whether Loops refused an event because it has no such contact (yet)."""
-    outcome = delivered.outcome
-    return (not delivered.request.spec.mergeable and outcome.status == 'failed'
-            and outcome.http_status == REFUSED_STATUS
-            and CONTACT_NOT_FOUND in (loops_message(outcome.response_body) or ''))
+    return no_such_contact(delivered.request, delivered.outcome)
+
+
+def never(request: LoopsRequest) -> bool:
+    return False
 
 
 def resend_request(held: HeldEvent) -> LoopsRequest:
@@ -161,7 +167,8 @@ class WriteShardWaitingForContacts(WriteShard):
         now = float(self._clock())
         held = HeldEvents(held_state.read())
         accepted, sent = set(), 0
-        for delivered in self._deliver(shard, sequences):
+        # A first refusal is held, not sent again with its fallback email.
+        for delivered in self._deliver(shard, sequences, fall_back=never):
             sent += 1
             # A deletion is no sign that the contact now exists.
             if (delivered.outcome.status != 'failed'
@@ -188,15 +195,22 @@ class WriteShardWaitingForContacts(WriteShard):
 
     def _send_again(self, events: list, held: HeldEvents, now: float):
         """Re-sends `events`, each contact's in event-time order; holds again
-        those still refused for want of their contact, until their wait is over."""
-        by_key, by_contact = {}, {}
+        those still refused for want of their contact, until their wait is
+        over; a last try goes with its fallback email."""
+        by_key, by_contact, last_tries = {}, {}, set()
         for event in sorted(events, key=lambda e: (e.request.contact, e.request.stamp)):
             request = resend_request(event)
             by_key[request.idempotency_key] = event
             by_contact.setdefault(request.contact, []).append(request)
+            if self._wait.next_try(event.first_refused, event.resends + 1, now) is None:
+                last_tries.add(request.idempotency_key)
         sequences = [ContactSequence(contact, tuple(requests))
                      for contact, requests in by_contact.items()]
-        for delivered in self._send(sequences) if sequences else ():
+
+        def last_try(request: LoopsRequest) -> bool:
+            return request.idempotency_key in last_tries
+
+        for delivered in self._send(sequences, fall_back=last_try) if sequences else ():
             event = by_key[delivered.request.idempotency_key]
             if waits_for_contact(delivered):
                 due = self._wait.next_try(event.first_refused, event.resends + 1, now)

@@ -9,7 +9,14 @@ two sequences of one contact at the same time.
 
 Each request goes through `deliver_one`: a contact upsert that Loops refuses
 (400) because of one property or mailing list is sent once more without it,
-and the part it refused comes back on its own (transforms/loops/refusal.py).
+and the part it refused comes back on its own (transforms/loops/refusal.py);
+an event send by userId that Loops refuses because it has no contact of
+that userId ("Contact not found") is sent once more with its fallback email
+(`LoopsRequest.fallback_email`), so that Loops creates the contact, or finds
+it by its email, as Segment's destination would have it. That re-send goes
+under `derived_key(key, FALLBACK_SALT)`: Loops may have spent the event's
+key on the refusal, and the same record sent twice still derives the same
+key.
 
 A rejected API key stops the sending, not the job: the request the client
 raised `AuthError` for and every request not yet sent come back failed with
@@ -22,6 +29,7 @@ requests in flight end with their answers. What was never sent comes back
 as nothing at all: it is left for the next run (with a sync state, a rerun
 sends exactly what this one did not deliver), and the writer counts it.
 """
+import dataclasses
 import gc
 import logging
 import math
@@ -36,27 +44,62 @@ from transforms.core.stop import StopRequested, stop_requested
 from transforms.core.text import format_duration
 from transforms.loops.client import AuthError, LoopsClient, Outcome
 from transforms.loops.refusal import refused_part, split_off
-from transforms.loops.retry import KEY_REJECTED, loops_message, not_sent
+from transforms.loops.retry import KEY_REJECTED, derived_key, loops_message, not_sent
 
 # The longest the consuming thread waits for a result before calling `tick`.
 TICK_SECONDS = 2.0
 REFUSED_STATUS = 400
+# Loops' words for an event whose userId names no contact (OAS
+# `EventFailureResponse` 4593-4609: "Contact not found.").
+CONTACT_NOT_FOUND = 'Contact not found'
+FALLBACK_SALT = 'fallback-email'
 _IDLE = object()   # take(): no result came in time
 
 
 class Delivered(NamedTuple):
     """One request and how its delivery ended. `refused`: the parts of it
     Loops refused and that were split off, each a Delivered of its own
-    (`request` is then what was sent without them)."""
+    (`request` is then what was sent without them). `with_fallback_email`:
+    the outcome is that of the event's re-send with its fallback email
+    (`request` is the event as first sent, under its own key)."""
     request: LoopsRequest
     outcome: Outcome
     refused: tuple = ()
+    with_fallback_email: bool = False
 
 
-def deliver_one(client: LoopsClient, request: LoopsRequest) -> Delivered:
+def no_such_contact(request: LoopsRequest, outcome: Outcome) -> bool:
+    """Whether Loops refused an event send because it has no contact of the
+    userId (or email) it names."""
+    return (not request.spec.mergeable and outcome.status == 'failed'
+            and outcome.http_status == REFUSED_STATUS
+            and CONTACT_NOT_FOUND in (loops_message(outcome.response_body) or ''))
+
+
+def fallback_request(request: LoopsRequest) -> LoopsRequest:
+    """An event send as it goes out again with its fallback email, under
+    derived_key(its key, FALLBACK_SALT)."""
+    with_email = request.with_fallback_email()
+    key = derived_key(request.idempotency_key, FALLBACK_SALT)
+    return dataclasses.replace(with_email, headers=request.spec.headers(key))
+
+
+def deliver_one(client: LoopsClient, request: LoopsRequest,
+                fall_back: bool = True) -> Delivered:
     """Send `request`; when Loops refuses a mergeable request (400) for a part
-    its message names, send the rest once more (raises AuthError on 401)."""
+    its message names, send the rest once more; when it refuses an event
+    send for want of its contact and `fall_back`, send it once more with its
+    fallback email, if it has one (raises AuthError on 401)."""
     outcome = client.send(request)
+    if (fall_back and request.fallback_email is not None
+            and no_such_contact(request, outcome)):
+        try:
+            return Delivered(request, client.send(fallback_request(request)),
+                             with_fallback_email=True)
+        except StopRequested:
+            # The job stops: the refusal is the event's outcome (a failure
+            # record, and sent again by the next run under a new key).
+            return Delivered(request, outcome)
     if (outcome.http_status != REFUSED_STATUS or outcome.status != 'failed'
             or not request.spec.mergeable):
         return Delivered(request, outcome)
@@ -111,9 +154,11 @@ class _Flight:
     `max_in_flight + 1` sequences are held at once.
     """
 
-    def __init__(self, client: LoopsClient, max_in_flight: int):
+    def __init__(self, client: LoopsClient, max_in_flight: int,
+                 fall_back: Callable[[LoopsRequest], bool]):
         self._client = client
         self._max = max_in_flight
+        self._fall_back = fall_back
         self._results: 'queue.Queue[object]' = queue.Queue()
         self._executor = ThreadPoolExecutor(max_workers=max_in_flight,
                                             thread_name_prefix='loops-delivery')
@@ -147,7 +192,8 @@ class _Flight:
                 if stop_requested():
                     break
                 try:
-                    self._results.put(deliver_one(self._client, request))
+                    self._results.put(deliver_one(self._client, request,
+                                                  self._fall_back(request)))
                 except StopRequested:
                     break
                 except AuthError as error:
@@ -180,9 +226,15 @@ class _Flight:
         self._executor.shutdown(wait=True)
 
 
+def always(request: LoopsRequest) -> bool:
+    return True
+
+
 def deliver_sequences(client: LoopsClient, sequences: Iterable[ContactSequence],
                       max_in_flight: int, *, tick: Optional[Callable[[], None]] = None,
-                      tick_seconds: float = TICK_SECONDS) -> Iterator[Delivered]:
+                      tick_seconds: float = TICK_SECONDS,
+                      fall_back: Callable[[LoopsRequest], bool] = always
+                      ) -> Iterator[Delivered]:
     """Send each sequence's requests in order, up to `max_in_flight` sequences at once.
 
     In: `sequences` of ContactSequence (consumed lazily, only as workers free
@@ -191,7 +243,9 @@ def deliver_sequences(client: LoopsClient, sequences: Iterable[ContactSequence],
     across contacts). Within a sequence the next request is sent only after
     the previous one has its outcome, whatever it is. `tick`, if given, is
     called on the consuming thread whenever `tick_seconds` pass without a
-    result.
+    result. `fall_back(request)` says whether an event send Loops refuses
+    for want of its contact goes again with its fallback email (deliver_one):
+    always, but for a stream's first sends (transforms/delivery/contact_wait.py).
 
     After a 401 nothing more is sent, and after a stop of the job nothing
     more is started: see the module docstring. Any other exception stops the
@@ -200,7 +254,7 @@ def deliver_sequences(client: LoopsClient, sequences: Iterable[ContactSequence],
     """
     if max_in_flight < 1:
         raise ValueError(f'max_in_flight must be at least 1, got {max_in_flight!r}')
-    flight = _Flight(client, max_in_flight)
+    flight = _Flight(client, max_in_flight, fall_back)
     pending = iter(sequences)
     try:
         while True:

@@ -27,8 +27,8 @@ from apache_beam.metrics import Metrics
 
 from transforms.core.metrics import NAMESPACE, CounterFamily
 from transforms.core.records import ContactSequence, LoopsRequest, failure_record
-from transforms.delivery.in_flight import (Delivered, DeliveryProgress, deliver_sequences,
-                                           in_flight_for, steady_pace)
+from transforms.delivery.in_flight import (Delivered, DeliveryProgress, always,
+                                           deliver_sequences, in_flight_for, steady_pace)
 from transforms.loops.client import LoopsClient
 from transforms.loops.connection import LoopsConnection
 from transforms.loops.retry import Outcome
@@ -53,11 +53,18 @@ class DeliveryRecorder(Protocol):
     def close(self) -> None: ...
 
 
+FALLBACK_NOTE = (' (sent again with its fallback email: Loops had no contact of its userId, '
+                 '"Contact not found")')
+
+
 def delivery_failure(delivered: Delivered) -> dict:
     """The failure record (stage `deliver`) of a request that failed for good."""
     request, outcome = delivered.request, delivered.outcome
+    message = outcome.message or outcome.reason
+    if delivered.with_fallback_email:
+        message += FALLBACK_NOTE
     return failure_record(
-        'deliver', outcome.reason, outcome.message or outcome.reason, request=request,
+        'deliver', outcome.reason, message, request=request,
         http_status=outcome.http_status, response_body=outcome.response_body,
         attempts=outcome.attempts, source=request.source)
 
@@ -135,9 +142,11 @@ class WriteShard(beam.DoFn):
             yield from self._finish(delivered)
         yield shard, sent
 
-    def _deliver(self, shard, sequences: Iterable[ContactSequence]) -> Iterator[Delivered]:
+    def _deliver(self, shard, sequences: Iterable[ContactSequence],
+                 fall_back: Callable[[LoopsRequest], bool] = always) -> Iterator[Delivered]:
         """Sends a shard's sequences, part by part; one Delivered per request
-        sent. What a stop of the job leaves unsent is counted (`deliver/not_sent`)."""
+        sent (`fall_back` as in deliver_sequences). What a stop of the job
+        leaves unsent is counted (`deliver/not_sent`)."""
         # A GroupByKey result can be iterated again on every runner: one
         # pass to count (a total for the progress line) and find the parts,
         # then one pass per part.
@@ -156,7 +165,7 @@ class WriteShard(beam.DoFn):
         finished = 0
         for part in sorted(parts):
             in_part = (sequence for sequence in sequences if sequence.part == part)
-            for delivered in self._send(in_part, tick):
+            for delivered in self._send(in_part, tick, fall_back):
                 finished += 1
                 progress.record(delivered.outcome)
                 yield delivered
@@ -165,9 +174,11 @@ class WriteShard(beam.DoFn):
         progress.finish(not_sent=total - finished)
 
     def _send(self, sequences: Iterable[ContactSequence],
-              tick: Optional[Callable[[], None]] = None) -> Iterator[Delivered]:
+              tick: Optional[Callable[[], None]] = None,
+              fall_back: Callable[[LoopsRequest], bool] = always) -> Iterator[Delivered]:
+        """deliver_sequences with this writer's client; `fall_back` as there."""
         return deliver_sequences(self._client, sequences, self._in_flight,
-                                 tick=tick or self._recording.tick)
+                                 tick=tick or self._recording.tick, fall_back=fall_back)
 
     def _finish(self, delivered: Delivered):
         """Count, record and (if it failed) emit the failure record of one final result."""
@@ -177,6 +188,8 @@ class WriteShard(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, delivery_failure(part))
         outcome = delivered.outcome
         self._count_attempts(outcome)
+        if delivered.with_fallback_email:
+            self._counters.inc('sent_with_fallback_email')
         self._counters.inc(outcome.status)
         self._recording.record(delivered)
         if outcome.status == 'failed':

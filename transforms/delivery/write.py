@@ -24,7 +24,10 @@ Counters (`deliver/...`): `delivered`, `already_delivered`, `already_gone`
 `failed_<reason>` (one per request), `not_sent` (left unsent by a stop of
 the job, transforms/core/stop.py: no failure record), `retries`, `rate_limited`,
 `refused_parts` (parts of a request Loops refused and that were split off:
-each is a failure record of its own, not counted in `failed`), and
+each is a failure record of its own, not counted in `failed`),
+`sent_with_fallback_email` (event sends by userId that Loops refused with
+"Contact not found", sent again with the email their call carried; each is
+counted once more by how that ended: delivered, failed, ...), and
 `throttled_ms` (the time the token bucket held requests back, like RRIO's
 `cumulativeThrottlingSeconds`).
 
