@@ -18,7 +18,8 @@ from pipeline.plain_backfill import FILES_OPENED
 from transforms.contacts.merge import EMAIL_PREFIX
 from transforms.core.kinds import MAILING_LISTS
 from transforms.core.records import LoopsRequest
-from transforms.mapping.conform import AccountSchema, is_changed, is_custom_property
+from transforms.mapping.conform import (NOT_SETTABLE, AccountSchema, is_changed,
+                                        is_custom_property)
 from transforms.mapping.processor import Processed
 
 EXAMPLE_CHARS = 80
@@ -32,9 +33,9 @@ PATH_COUNTS = frozenset({'map/failed', 'map/contact_updates', 'map/event_sends'}
 # The options that send what a backfill holds back by default.
 SEND_OLD_EVENTS, SEND_RESUBSCRIBES = '--max_event_age none', '--resubscribe'
 
-# Property statuses; the first two lose data.
-MISSING, TYPE_CONFLICT, COERCED, OK, BUILT_IN = (
-    'missing', 'type_conflict', 'coerced', 'ok', 'built_in')
+# Property statuses; the first three lose data.
+MISSING, TYPE_CONFLICT, NOT_SETTABLE_STATUS, COERCED, OK, BUILT_IN = (
+    'missing', 'type_conflict', 'not_settable', 'coerced', 'ok', 'built_in')
 
 
 @dataclass
@@ -114,7 +115,8 @@ class Observations:
             stats.value_types[value_type(value)] += 1
             if stats.example is None:
                 stats.example = value
-            if not is_custom_property(key, kind) or key not in self.account.properties:
+            if (not is_custom_property(key, kind) or key not in self.account.properties
+                    or key in NOT_SETTABLE):
                 continue
             if key not in sent:   # the account has it: fit refused the value
                 stats.type_conflicts += 1
@@ -143,8 +145,11 @@ class CheckRun(NamedTuple):
 
 
 def property_status(key: str, stats: PropertyStats, schema: AccountSchema) -> str:
-    """built_in (a Loops field), missing (not in the account), type_conflict
-    (some values cannot be coerced), coerced (some values would be), or ok."""
+    """not_settable (a field no request can set), built_in (a Loops field),
+    missing (not in the account), type_conflict (some values cannot be
+    coerced), coerced (some values would be), or ok."""
+    if key in NOT_SETTABLE:
+        return NOT_SETTABLE_STATUS
     if not is_custom_property(key):
         return BUILT_IN
     if key not in schema.properties:
@@ -251,8 +256,9 @@ def _adjustments(counts, failures) -> dict:
 
 def _refused_section(report: dict, counts, seen: Observations) -> dict:
     """Parts a backfill would leave out, by what they are: those the account
-    refuses, property names Loops cannot hold, invalid emails of calls sent by
-    their userId, events whose name has a colon."""
+    refuses, fields no request can set, property names Loops cannot hold,
+    invalid emails of calls sent by their userId, events whose name has a
+    colon."""
     properties = report['properties'].items()
     under_fail = report['account']['unknown_properties'] == 'fail'
     return {
@@ -263,6 +269,8 @@ def _refused_section(report: dict, counts, seen: Observations) -> dict:
                           if item['type_conflicts']},
         'unknown_property': {key: item['count'] for key, item in properties
                              if under_fail and item['status'] == MISSING},
+        'not_settable': {key: item['count'] for key, item in properties
+                         if item['status'] == NOT_SETTABLE_STATUS},
         'invalid_property_name': counts[INVALID_NAME],
         'invalid_email': counts[INVALID_EMAIL],
         COLON_IN_EVENT_NAME: dict(seen.colon_names.most_common()),
@@ -292,6 +300,11 @@ def data_loss_findings(report: dict) -> list:
                 f'{item["type_conflicts"]:,} values cannot be one (e.g. '
                 f'{item["conflict_example"]!r}); those values would be refused (failure '
                 'records), the rest of each request sent'))
+    for key, n in report['refused']['not_settable'].items():
+        findings.append(_finding(
+            'not_settable', key, n,
+            f'{key!r} cannot be sent: {NOT_SETTABLE[key]}; those {n:,} values would be '
+            'refused (failure records), the rest of each request sent'))
     for list_id, n in report['refused']['unknown_mailing_list'].items():
         findings.append(_finding(
             'unknown_mailing_list', list_id, n,

@@ -7,7 +7,7 @@ import json
 
 from pipeline import summary as run_summary
 from pipeline.check_report import (COERCED, COLON_IN_EVENT_NAME, EXAMPLE_CHARS, MISSING,
-                                   TYPE_CONFLICT)
+                                   NOT_SETTABLE_STATUS, TYPE_CONFLICT)
 from transforms.core.text import format_duration
 
 TOP_TRACK_NAMES = 20
@@ -120,6 +120,8 @@ def _refused(report: dict) -> list:
     rows += [(f'property {key!r}', f'{n:,}',
               'parts: not in the account (--unknown_properties fail)')
              for key, n in refused['unknown_property'].items()]
+    rows += [(f'field {key!r}', f'{n:,}', 'parts: Loops cannot set it through its API')
+             for key, n in refused['not_settable'].items()]
     if refused['invalid_property_name']:
         rows.append(('property names Loops cannot hold', f'{refused["invalid_property_name"]:,}',
                      'parts: dropped when mapped'))
@@ -149,6 +151,8 @@ def _status_text(item: dict) -> str:
         return f'TYPE CONFLICT ({item["type_conflicts"]:,})'
     if item['status'] == MISSING:
         return 'NOT IN THE ACCOUNT'
+    if item['status'] == NOT_SETTABLE_STATUS:
+        return 'NOT SETTABLE'
     if item['status'] == COERCED:
         return f'coerced ({item["coerced"]:,})'
     return item['status'].replace('_', '-')

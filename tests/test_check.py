@@ -190,7 +190,8 @@ def test_json_report_properties_lists_and_what_would_be_lost(tmp_path, key_file)
                                      'map/flattened': 1}
     assert report['refused'] == {
         'unknown_mailing_list': {}, 'type_mismatch': {'seats': 1}, 'unknown_property': {},
-        'invalid_property_name': 0, 'invalid_email': 0, 'colon_in_event_name': {}}
+        'not_settable': {}, 'invalid_property_name': 0, 'invalid_email': 0,
+        'colon_in_event_name': {}}
     assert [(f['kind'], f['subject']) for f in report['findings']] == [
         ('unknown_property', 'addressCity'), ('unknown_property', 'nickname'),
         ('type_mismatch', 'seats')]
@@ -209,6 +210,21 @@ def test_unknown_properties_fail_predicts_the_refused_parts(tmp_path, key_file):
     assert report['failures'] == {}
     assert report['requests']['contact_upserts'] == 2   # the rest of u1's upsert is sent
     assert 'failure records (--unknown_properties=fail)' in report['findings'][0]['message']
+
+
+def test_a_field_loops_cannot_set_is_reported_as_a_refused_part(tmp_path, key_file):
+    path = write_events(tmp_path, [identify('m1', 'u1', notes='Met at the fair', plan='pro'),
+                                   identify('m2', 'u2', plan='pro')])
+
+    status, text, report = run_check(tmp_path, key_file, [path], [prop('plan', 'string')])
+
+    assert report['properties']['notes']['status'] == 'not_settable'
+    assert report['refused']['not_settable'] == {'notes': 1}
+    assert report['refused']['type_mismatch'] == {}
+    assert report['summary']['refused/not_settable'] == 1
+    assert [(f['kind'], f['subject']) for f in report['findings']] == [('not_settable', 'notes')]
+    assert status == check.EXIT_DATA_LOSS
+    assert "field 'notes'" in text and 'NOT SETTABLE' in text
 
 
 def test_sample_reads_only_the_first_lines_in_path_order(tmp_path, key_file):
@@ -364,8 +380,8 @@ def test_leads_consent_and_refusals_are_reported(tmp_path, key_file):
     assert report['held_back']['resubscribes']['count'] == 0
     assert report['refused'] == {
         'unknown_mailing_list': {'list_gone': 1}, 'type_mismatch': {'seats': 1},
-        'unknown_property': {}, 'invalid_property_name': 1, 'invalid_email': 0,
-        'colon_in_event_name': {'Order:Done': 1}}
+        'unknown_property': {}, 'not_settable': {}, 'invalid_property_name': 1,
+        'invalid_email': 0, 'colon_in_event_name': {'Order:Done': 1}}
     assert report['failures'] == {'map/colon_in_event_name': 1}
     assert [(f['kind'], f['subject']) for f in report['findings']] == [
         ('type_mismatch', 'seats'), ('unknown_mailing_list', 'list_gone')]

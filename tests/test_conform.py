@@ -14,7 +14,8 @@ from transforms.core.records import RawEvent
 from transforms.loops.account import read_account
 from transforms.loops.client import LoopsClient
 from transforms.mapping.conform import AccountSchema, coerce_value, conform_body
-from transforms.mapping.language import default_mapping
+from transforms.delivery.in_flight import deliver_one
+from transforms.mapping.language import default_mapping, mapping_from_dict
 from transforms.mapping.processor import EventProcessor, Selection
 from transforms.segment.parse import Rejected
 
@@ -192,6 +193,10 @@ def test_event_fields_in_a_contact_body_are_custom_properties():
     ({'userId': 'u1', 'mailingLists': {'list_gone': False, 'list_old': True}}, 'send',
      {'userId': 'u1'}, ['unknown_mailing_list', 'unknown_mailing_list'],
      ["'list_gone'", "'list_old'"]),
+    # Fields no request can set, whatever the policy and the account's list.
+    ({'userId': 'u1', 'notes': 'VIP', 'optInStatus': 'accepted', 'plan': 'pro'}, 'send',
+     {'userId': 'u1', 'plan': 'pro'}, ['not_settable', 'not_settable'],
+     ["'notes' ('VIP') cannot be sent", "'optInStatus' ('accepted') cannot be sent"]),
 ])
 def test_a_refused_part_costs_only_itself(body, policy, kept, reasons, named):
     conformed, _, refused = conform_body(body, SCHEMA, policy)
@@ -287,3 +292,38 @@ def test_the_processor_never_sends_an_integer_loops_would_round():
     assert event.failures == ()
     assert (counts['conform/unsafe_integer_as_text'], counts['refused/unsafe_integer'],
             counts['map/unsafe_integer_as_text']) == (1, 1, 1)
+
+
+SPREAD = mapping_from_dict({'event': {'contactProperties': '$.context.traits'}})
+
+
+def test_notes_cost_neither_an_event_nor_the_rest_of_an_upsert_against_the_sandbox():
+    # The sandbox refuses notes and optInStatus by name, as Loops refuses
+    # what it cannot set: an event that carried them would be refused whole.
+    traits = {'email': 'ann@example.com', 'notes': 'Met at the fair', 'plan': 'pro'}
+    calls = [{'type': 'identify', 'messageId': 'm1', 'userId': 'u1', 'traits': traits},
+             {'type': 'track', 'messageId': 'm2', 'userId': 'u1', 'event': 'Ordered',
+              'context': {'traits': traits}}]
+    with LoopsSandbox(KEY, rate_limit=None,
+                      custom_properties=[{'key': 'plan', 'label': 'Plan',
+                                          'type': 'string'}]) as sandbox:
+        client = LoopsClient(sandbox.base_url, KEY, rate=100)
+        try:
+            processor = EventProcessor(Selection(('identify', 'track'), None, SPREAD),
+                                       account=read_account(client))
+            counts = collections.Counter()
+            processed = [processor.process(RawEvent('f.gz', n, json.dumps(call)), counts)
+                         for n, call in enumerate(calls, start=1)]
+            delivered = [deliver_one(client, p.request) for p in processed]
+        finally:
+            client.close()
+        state = sandbox.state()
+
+    assert [d.outcome.status for d in delivered] == ['delivered', 'delivered']
+    assert [d.refused for d in delivered] == [(), ()]
+    assert [[(f['stage'], f['reason']) for f in p.failures] for p in processed] == [
+        [('conform', 'not_settable')]] * 2
+    assert counts['refused/not_settable'] == 2
+    [contact] = state['contacts']
+    assert (contact['plan'], 'notes' in contact) == ('pro', False)
+    assert [e['eventName'] for e in state['events']] == ['Ordered']

@@ -14,10 +14,16 @@ Loops stores numbers as doubles, so an integer beyond ±(2^53 − 1) is never
 sent as a number: for a string property it is sent as its text, every digit
 kept; for any other property, or one the account lacks, it is refused.
 
+Two contact fields can never be sent: Loops' `notes` cannot be set through
+its API (the Notes field is written in Loops' app) and `optInStatus` is set
+by Loops itself (forms with double opt-in); Loops refuses a request that
+carries either. Each is a refused part, so that it costs neither the rest of
+an upsert nor a whole event.
+
 Refusal reasons (stable; they become failure records' `reason`, stage
 `conform`): `unknown_property` (policy 'fail'), `type_mismatch` (a value that
 cannot be coerced safely), `unsafe_integer` (an integer Loops would round),
-`unknown_mailing_list`. Adjustment names (counted per value): `coerced`,
+`unknown_mailing_list`, `not_settable` (notes, optInStatus). Adjustment names (counted per value): `coerced`,
 `unsafe_integer_as_text`, `unknown_property_sent`, `unknown_property_dropped`.
 """
 import collections
@@ -41,6 +47,12 @@ LOOPS_TYPES = ('string', 'number', 'boolean', 'date')
 DEFAULT_PROPERTY_KEYS = frozenset({'firstName', 'lastName', 'email', 'notes', 'source',
                                    'userGroup', 'userId', 'subscribed', 'createdAt'})
 UNKNOWN_PROPERTY_POLICIES = ('send', 'drop', 'fail')
+# Contact fields no request can set, and why (see the module docstring).
+NOT_SETTABLE = {
+    'notes': "Loops' Notes field cannot be set through its API (it is written in Loops' app); "
+             'map the value to a custom property to keep it',
+    'optInStatus': 'Loops sets optInStatus itself (forms with double opt-in)',
+}
 
 _NUMBER_TEXT = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?',
                           re.ASCII)
@@ -172,15 +184,21 @@ def conform_body(body: dict, schema: AccountSchema, unknown_properties: str, *,
     account lacks is refused alone; the other lists stay. Loops' own fields
     pass unchanged, and so do the request's own fields (`kind.own_fields`:
     an event's name and properties): only the flat top-level contact
-    properties are conformed. A refused part costs only itself: the rest of
-    the body is sent. Refusal reasons: unknown_property, type_mismatch,
-    unsafe_integer, unknown_mailing_list. The input is not changed.
+    properties are conformed. A field no request can set (NOT_SETTABLE) is
+    refused. A refused part costs only itself: the rest of the body is sent.
+    Refusal reasons: unknown_property, type_mismatch, unsafe_integer,
+    unknown_mailing_list, not_settable. The input is not changed.
     """
     check_policy(unknown_properties)
     adjustments = collections.Counter()
     refused = []
     conformed = {}
     for key, value in body.items():
+        if key in NOT_SETTABLE:
+            refused.append(Refused('not_settable', f'{key!r} ({preview(value, _PREVIEW_CHARS)}) '
+                                   f'cannot be sent: {NOT_SETTABLE[key]}; the rest of the event '
+                                   'was sent'))
+            continue
         if key == MAILING_LISTS:
             value = _known_mailing_lists(value, schema, refused)
             if not value:
