@@ -52,12 +52,11 @@ from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, pars
                               require_cloud_paths, runs_locally, set_default_runner)
 from transforms.core.kinds import PHASES, kind_for
 from transforms.core.metrics import NAMESPACE, CounterFamily
-from transforms.core.records import ContactSequence, LoopsRequest, Stamp
+from transforms.core.records import ContactSequence, LoopsRequest, Stamp, derived_key
 from transforms.core.sinks import DEAD_LETTER_PREFIX, WriteFailures, output_prefix
 from transforms.delivery.write import WriteInPhases, phase_name, raise_if_key_rejected
 from transforms.loops.connection import LoopsConnection
-from transforms.loops.retry import (KEY_REJECTED, RETRIES_EXHAUSTED, STOPPED, derived_key,
-                                    is_permanent_reason)
+from transforms.loops.retry import KEY_REJECTED, RETRIES_EXHAUSTED, STOPPED, is_permanent_reason
 
 DEFAULT_REPLAY_DEAD_LETTER = 'dead-letter-replay/'
 # Sent again as they were: Loops may have applied them, or never processed them.

@@ -15,14 +15,15 @@ from pipeline.local.sandbox import LoopsSandbox
 from pipeline.summary import pipeline_counters
 from tests.direct_runner_counters import count_every_bundle
 from transforms.core.digests import key_digest
-from transforms.core.records import ContactSequence, Stamp, contact_upsert, event_send
+from transforms.core.records import (ContactSequence, Stamp, contact_upsert, derived_key,
+                                     event_send)
 from transforms.delivery.contact_wait import (ContactWait, HeldEvent, HeldEvents, resend_request,
                                               waited_out, waits_for_contact)
 from transforms.delivery.in_flight import FALLBACK_SALT, Delivered
 from transforms.delivery.write import WriteToLoops
 from transforms.loops.connection import LoopsConnection
 from transforms.loops.credentials import ApiKey
-from transforms.loops.retry import Outcome, derived_key
+from transforms.loops.retry import Outcome
 from transforms.state.files import list_state, read_facts
 from transforms.state.recorder import StateRecorder
 

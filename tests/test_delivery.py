@@ -7,14 +7,14 @@ from collections import Counter, defaultdict
 import pytest
 
 from pipeline.local.sandbox import LoopsSandbox
-from transforms.core.records import (NO_STAMP, ContactSequence, Stamp, contact_upsert, event_send,
-                                     idempotency_key_for)
+from transforms.core.records import (NO_STAMP, ContactSequence, Stamp, contact_upsert,
+                                     derived_key, event_send, idempotency_key_for)
 from transforms.core.stop import StopRequested, clear_stop, request_stop
 from transforms.delivery.in_flight import (FALLBACK_SALT, Delivered, DeliveryProgress,
                                            deliver_one, deliver_sequences, fallback_request,
                                            in_flight_for)
+from transforms.delivery.shard_writer import delivery_failure
 from transforms.loops.client import LoopsClient, Outcome
-from transforms.loops.retry import derived_key
 
 KEY = 'sk-delivery-test-key-42'
 
@@ -79,7 +79,7 @@ def test_injected_faults_deliver_every_event_exactly_once_or_fail():
     # A contact's first event finds no contact and goes again with its email.
     outcomes = {key_sent(d): d.outcome for d in delivered}
     assert len(outcomes) == 60
-    assert sum(d.with_fallback_email for d in delivered) >= 15
+    assert sum(d.fallback_sent is not None for d in delivered) >= 15
     stored = Counter(item['idempotency_key'] for item in state['events'])
     assert max(stored.values()) == 1
     for key, outcome in outcomes.items():
@@ -94,9 +94,7 @@ def test_injected_faults_deliver_every_event_exactly_once_or_fail():
 
 def key_sent(delivered: Delivered) -> str:
     """The Idempotency-Key of the send a Delivered's outcome is of."""
-    if delivered.with_fallback_email:
-        return fallback_request(delivered.request).idempotency_key
-    return delivered.request.idempotency_key
+    return (delivered.fallback_sent or delivered.request).idempotency_key
 
 
 def test_a_rejected_key_stops_sending_and_every_request_comes_back_unsent():
@@ -232,15 +230,37 @@ def test_an_event_goes_with_its_email_only_when_loops_does_not_know_its_user_id(
         {'eventName': 'Ordered', 'userId': 'a'}, 'a.old@example.com')
     [_, created, found, invited], state = refusals_against_the_sandbox(
         upsert('a'), new_user, known_user, invitee, error_shape=error_shape)
-    assert created.with_fallback_email and created.outcome.status == 'delivered'
+    assert created.outcome.status == 'delivered'
     assert created.request == new_user   # as first sent, under its own key
-    assert not found.with_fallback_email and not invited.with_fallback_email
+    assert created.fallback_sent == fallback_request(new_user)
+    assert created.fallback_sent.body == {'eventName': 'Visited', 'userId': 'n',
+                                          'email': 'n@example.com'}
+    assert found.fallback_sent is None and invited.fallback_sent is None
     assert {c['userId']: c['email'] for c in state['contacts']} == {
         'a': 'a@example.com', 'n': 'n@example.com'}
     keys = [(r['status'], r['idempotency_key']) for r in state['requests']
             if r['path'] == '/v1/events/send']
     assert keys == [(400, 'segment-0'), (200, derived_key('segment-0', FALLBACK_SALT)),
                     (200, 'segment-1'), (200, 'segment-2')]
+
+
+@pytest.mark.parametrize('reason, status, recorded', [
+    # Loops may have applied the re-send: a replay sends it again, 409 if so.
+    ('retries_exhausted', 503, 'fallback'),
+    ('stopped', 503, 'fallback'),
+    # Refused: a replay sends the event as the writer did, by userId first.
+    ('http_400', 400, 'event'),
+])
+def test_the_failure_record_of_a_fallback_holds_what_a_replay_must_send(reason, status,
+                                                                        recorded):
+    event = event_send({'eventName': 'Visited', 'userId': 'n', 'email': 'n@example.com'},
+                       'user:n', NO_STAMP, 'test', 'segment-0')
+    fallback = fallback_request(event)
+    outcome = Outcome('failed', status, None, 6, 0, reason, 'POST /v1/events/send failed')
+    record = delivery_failure(Delivered(event, outcome, fallback_sent=fallback))
+    expected = {'fallback': fallback, 'event': event}[recorded]
+    assert record['request'] == expected.to_json()
+    assert 'sent again with its fallback email' in record['message']
 
 
 def test_an_event_whose_fallback_is_not_allowed_comes_back_refused():
@@ -250,7 +270,7 @@ def test_an_event_whose_fallback_is_not_allowed_comes_back_refused():
         client = LoopsClient(sandbox.base_url, KEY, rate=100)
         held = deliver_one(client, request, fall_back=False)
         assert sandbox.state()['contacts'] == []
-    assert (held.outcome.reason, held.with_fallback_email) == ('http_400', False)
+    assert (held.outcome.reason, held.fallback_sent) == ('http_400', None)
     assert 'Contact not found' in held.outcome.message
 
 
@@ -358,7 +378,7 @@ def test_a_stop_before_the_fallback_leaves_the_refusal_as_the_events_outcome(sto
         stop_when(sandbox, 1)
         delivered = deliver_one(client, event('n', 0))
         logged = sandbox.state()['requests']
-    assert (delivered.outcome.reason, delivered.with_fallback_email) == ('http_400', False)
+    assert (delivered.outcome.reason, delivered.fallback_sent) == ('http_400', None)
     assert 'Contact not found' in delivered.outcome.message
     assert [r['status'] for r in logged] == [400]
 

@@ -23,10 +23,9 @@ from pipeline.local.sandbox import LoopsSandbox
 from pipeline.summary import unaccounted
 from transforms.contacts.merge import merged_states, upsert_from_state
 from transforms.contacts.model import state_of
-from transforms.core.records import RawEvent, contact_key, idempotency_key_for
+from transforms.core.records import RawEvent, contact_key, derived_key, idempotency_key_for
 from transforms.core.sinks import read_failure_records
 from transforms.delivery.in_flight import FALLBACK_SALT
-from transforms.loops.retry import derived_key
 from transforms.mapping.language import default_mapping
 from transforms.mapping.processor import EventProcessor, Selection
 

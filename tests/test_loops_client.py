@@ -11,13 +11,13 @@ import requests
 
 from pipeline.local.sandbox import LoopsSandbox
 from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
-from transforms.core.records import NO_STAMP, Stamp, contact_upsert, event_send, idempotency_key_for
+from transforms.core.records import (NO_STAMP, Stamp, contact_upsert, derived_key, event_send,
+                                     idempotency_key_for)
 from transforms.loops.caller import Answer
 from transforms.loops.client import AuthError, LoopsClient, LoopsError, Outcome
 from transforms.loops.rate_limit import HEADROOM, PAUSE_SECONDS, TokenBucket
 from transforms.loops.retry import (KEY_REJECTED, RETRIES_EXHAUSTED, RetryPolicy, Verdict, classify,
-                                    derived_key, final_outcome, is_permanent_reason,
-                                    loops_message)
+                                    final_outcome, is_permanent_reason, loops_message)
 
 KEY = 'sk-test-5ecret-v4lue-0123456789'
 

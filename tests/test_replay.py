@@ -17,10 +17,9 @@ from pipeline import backfill, replay
 from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
-from transforms.core.records import (NO_STAMP, Stamp, contact_key, contact_upsert, event_send,
-                                     failure_record, idempotency_key_for)
+from transforms.core.records import (NO_STAMP, Stamp, contact_key, contact_upsert, derived_key,
+                                     event_send, failure_record, idempotency_key_for)
 from transforms.core.sinks import WriteFailures, read_failure_records
-from transforms.loops.retry import derived_key
 
 API_KEY = 'replay-test-key'
 REQUEST = event_send({'eventName': 'Signed Up', 'userId': 'u1'}, 'user:u1', Stamp(1, 0, 'm1'),

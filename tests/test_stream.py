@@ -18,10 +18,9 @@ from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
 from tests.direct_runner_counters import count_every_bundle
 from tests.pubsub_emulator import pull, runner_kept_pulling, wait_until
-from transforms.core.records import (ContactSequence, Stamp, contact_upsert, event_send,
-                                     idempotency_key_for)
+from transforms.core.records import (ContactSequence, Stamp, contact_upsert, derived_key,
+                                     event_send, idempotency_key_for)
 from transforms.delivery.batching import BatchPerShard
-from transforms.loops.retry import derived_key
 from transforms.state.files import list_state, read_facts
 
 PROJECT = 'segment-loops-test'

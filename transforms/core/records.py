@@ -242,6 +242,17 @@ def idempotency_key_for(message_id: str) -> str:
     return f'segment-{digest}'
 
 
+def derived_key(key: str, salt: str) -> str:
+    """A new Idempotency-Key (72 characters) for a deliberate re-send of the
+    event that carried `key`: the same for the same (key, salt), different
+    from `key` and from any other salt's. Loops may spend a key on a request
+    it refuses (assume the stricter server), so a refused event sent again
+    needs a key of its own; a deterministic one, so that sending the same
+    re-send twice (a retried bundle, a record replayed twice) is still safe."""
+    digest = hashlib.sha256(f'{key}\x00{salt}'.encode('utf-8', 'surrogatepass')).hexdigest()
+    return f'segment-{digest}'
+
+
 def failure_record(stage: str, reason: str, message: str, *,
                    event: Optional[str] = None,
                    request: Optional[LoopsRequest] = None,

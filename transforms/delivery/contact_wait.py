@@ -45,11 +45,10 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.utils.timestamp import Timestamp
 
 from transforms.core.metrics import CounterFamily
-from transforms.core.records import ContactSequence, LoopsRequest
+from transforms.core.records import ContactSequence, LoopsRequest, derived_key
 from transforms.core.text import format_duration
 from transforms.delivery.in_flight import Delivered, no_such_contact
 from transforms.delivery.shard_writer import WriteShard
-from transforms.loops.retry import derived_key
 
 RESEND_SALT = 'contact-wait-'
 

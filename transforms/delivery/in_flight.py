@@ -39,12 +39,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
-from transforms.core.records import ContactSequence, LoopsRequest
+from transforms.core.records import ContactSequence, LoopsRequest, derived_key
 from transforms.core.stop import StopRequested, stop_requested
 from transforms.core.text import format_duration
 from transforms.loops.client import AuthError, LoopsClient, Outcome
 from transforms.loops.refusal import refused_part, split_off
-from transforms.loops.retry import KEY_REJECTED, derived_key, loops_message, not_sent
+from transforms.loops.retry import KEY_REJECTED, loops_message, not_sent
 
 # The longest the consuming thread waits for a result before calling `tick`.
 TICK_SECONDS = 2.0
@@ -59,13 +59,14 @@ _IDLE = object()   # take(): no result came in time
 class Delivered(NamedTuple):
     """One request and how its delivery ended. `refused`: the parts of it
     Loops refused and that were split off, each a Delivered of its own
-    (`request` is then what was sent without them). `with_fallback_email`:
-    the outcome is that of the event's re-send with its fallback email
-    (`request` is the event as first sent, under its own key)."""
+    (`request` is then what was sent without them). `fallback_sent`: the
+    event as it was sent again with its fallback email, when it was; the
+    outcome is then that re-send's (`request` is the event as first sent,
+    under its own key)."""
     request: LoopsRequest
     outcome: Outcome
     refused: tuple = ()
-    with_fallback_email: bool = False
+    fallback_sent: Optional[LoopsRequest] = None
 
 
 def no_such_contact(request: LoopsRequest, outcome: Outcome) -> bool:
@@ -93,9 +94,9 @@ def deliver_one(client: LoopsClient, request: LoopsRequest,
     outcome = client.send(request)
     if (fall_back and request.fallback_email is not None
             and no_such_contact(request, outcome)):
+        fallback = fallback_request(request)
         try:
-            return Delivered(request, client.send(fallback_request(request)),
-                             with_fallback_email=True)
+            return Delivered(request, client.send(fallback), fallback_sent=fallback)
         except StopRequested:
             # The job stops: the refusal is the event's outcome (a failure
             # record, and sent again by the next run under a new key).

@@ -31,7 +31,7 @@ from transforms.delivery.in_flight import (Delivered, DeliveryProgress, always,
                                            deliver_sequences, in_flight_for, steady_pace)
 from transforms.loops.client import LoopsClient
 from transforms.loops.connection import LoopsConnection
-from transforms.loops.retry import Outcome
+from transforms.loops.retry import Outcome, is_permanent_reason
 
 FAILED = 'failed'
 # Counted (deliver/not_sent) for the requests a stop of the job left unsent.
@@ -58,11 +58,17 @@ FALLBACK_NOTE = (' (sent again with its fallback email: Loops had no contact of 
 
 
 def delivery_failure(delivered: Delivered) -> dict:
-    """The failure record (stage `deliver`) of a request that failed for good."""
+    """The failure record (stage `deliver`) of a request that failed for
+    good. Of an event sent again with its fallback email, the record holds
+    that re-send when Loops may have applied it (no answer, a stop): a
+    replay sends it again under its key, answered 409 if so; else the event
+    as first sent, which a replay sends as the writer did."""
     request, outcome = delivered.request, delivered.outcome
     message = outcome.message or outcome.reason
-    if delivered.with_fallback_email:
+    if delivered.fallback_sent is not None:
         message += FALLBACK_NOTE
+        if not is_permanent_reason(outcome.reason):
+            request = delivered.fallback_sent
     return failure_record(
         'deliver', outcome.reason, message, request=request,
         http_status=outcome.http_status, response_body=outcome.response_body,
@@ -188,7 +194,7 @@ class WriteShard(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FAILED, delivery_failure(part))
         outcome = delivered.outcome
         self._count_attempts(outcome)
-        if delivered.with_fallback_email:
+        if delivered.fallback_sent is not None:
             self._counters.inc('sent_with_fallback_email')
         self._counters.inc(outcome.status)
         self._recording.record(delivered)

@@ -21,13 +21,11 @@ declared data, so it is tested without a server:
   before the next one: Loops may or may not have applied it), KEY_REJECTED
   (Loops rejected the key, or the request was not sent after it did: never
   applied).
-- `derived_key(key, salt)`: a new Idempotency-Key for a deliberate re-send.
-  Loops may spend a key on a request it refuses (assume the stricter
-  server), so a refused event sent again needs a key of its own; a
-  deterministic one, so that re-sending the same record twice is still safe.
+- A 4xx refusal (`is_permanent_reason`) may have spent its Idempotency-Key
+  (assume the stricter server): a refused event sent again goes under
+  `derived_key` (transforms/core/records.py).
 """
 import enum
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -41,7 +39,6 @@ RATE_LIMITED_STATUS = 429
 KEY_REJECTED_STATUS = 401
 NOT_FOUND_STATUS = 404
 CONFLICT_STATUS = 409
-KEY_PREFIX = 'segment-'
 # A non-JSON error body (an HTML page) is shown this long at most, tags removed.
 MAX_PLAIN_TEXT = 200
 _MARKUP = re.compile(r'<[^>]*>')
@@ -116,14 +113,6 @@ def http_reason(http_status: int) -> str:
 def is_permanent_reason(reason: str) -> bool:
     """True for the reason of a 4xx refusal (a re-send needs a new key)."""
     return bool(PERMANENT_REASON.fullmatch(reason))
-
-
-def derived_key(key: str, salt: str) -> str:
-    """A new Idempotency-Key (72 characters) for a deliberate re-send of the
-    request that carried `key`: the same for the same (key, salt), different
-    from `key` and from any other salt's."""
-    digest = hashlib.sha256(f'{key}\x00{salt}'.encode('utf-8', 'surrogatepass')).hexdigest()
-    return KEY_PREFIX + digest
 
 
 @dataclass(frozen=True)
