@@ -39,7 +39,7 @@ class LoopsAccount:
         self.custom_properties = [dict(item) for item in custom_properties]
         self.workflows = AccountWorkflows(workflows, event_patterns)
         # Set by the API's null_event_properties setting (api.py).
-        self.refuse_null_event_properties = False
+        self.refuse_null_event_properties = True
         self.contacts: list[dict] = []
         self.events: list[dict] = []
         self.idempotency_keys: dict[str, float] = {}

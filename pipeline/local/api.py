@@ -12,9 +12,11 @@ endpoints; the workflow endpoints "are currently in alpha and are subject
 to change" (https://loops.so/docs/api-reference/examples/workflows), so a
 client must expect either.
 
-`null_event_properties`: 'accept' (the default) stores a null event
-property; 'refuse' answers 400 naming it, the stricter reading of Loops'
-types (rules.check_event_properties), for a client that drops nulls.
+`null_event_properties`: 'refuse' (the default) answers 400 naming a null
+event property, the stricter reading of Loops' types ("`string`,
+`number`, `boolean` or `date`", OAS 1529-1537; JS7 `EventProperties` has no
+null; rules.check_event_properties); 'accept' stores it, for a client that
+sends nulls and a server that takes them.
 """
 import copy
 import hmac
@@ -36,7 +38,7 @@ SERVER_ERROR = ApiError(500, 'Internal server error')
 WORKFLOW_ENDPOINTS = ('available', 'forbidden', 'missing')
 NULL_EVENT_PROPERTIES = ('accept', 'refuse')
 API_SETTINGS = {'error_shape': 'documented', 'workflow_endpoints': 'available',
-                'null_event_properties': 'accept'}
+                'null_event_properties': 'refuse'}
 
 
 def validated_api_settings(settings: dict) -> dict:

@@ -52,7 +52,9 @@ def _argument_parser() -> argparse.ArgumentParser:
                         default='available',
                         help='forbidden: 403 on workflows and event patterns; missing: 404')
     parser.add_argument('--null_event_properties', choices=NULL_EVENT_PROPERTIES,
-                        default='accept')
+                        default='refuse',
+                        help='accept: store a null event property (Loops types them '
+                             'without null)')
     return parser
 
 
