@@ -10,8 +10,8 @@
     UpsertsFromStates                        upsert_from_state (consent)
     OrderRequests                            PlainBackfill.event_sends: sort_key order,
                                              without_repeats (repeated lines, later copies
-                                             of a messageId), not_delivered and
-                                             after_deletion (--state)
+                                             of a messageId), not_delivered,
+                                             after_deletion and after_refusals (--state)
 
 Counts go into a collections.Counter under the backfill's counter names
 (`read/lines`, `contacts/upserts`, `order/requests`, ... and the processor's
@@ -31,8 +31,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.contacts.merge import resolved_contacts, upsert_from_state
 from transforms.contacts.model import apply_body
-from transforms.contacts.ordering import (after_deletion, later_copies_among, not_delivered,
-                                          sort_key, without_repeats)
+from transforms.contacts.ordering import (after_deletion, after_refusals, later_copies_among,
+                                          latest_refusals, not_delivered, sort_key,
+                                          without_repeats)
 from transforms.core.digests import contact_digest
 from transforms.core.records import LoopsRequest
 from transforms.segment.read import READ, Unreadable, file_choice, read_archive_file
@@ -120,11 +121,15 @@ class PlainBackfill:
         self._keep_requests = keep_requests
         self._kept_properties = kept_properties
         self._delivered = delivered
-        # contact digest -> the digests of its event keys, of every event day read
-        self._event_keys = {}
+        # contact digest -> the digests of its event keys, and its refusals
+        # (key digest -> refused ms), of every event day read
+        self._event_keys, self._refusals = {}, {}
         for (partition, digest), facts in (delivered or {}).items():
             if partition != CONTACTS and facts.events:
                 self._event_keys[digest] = self._event_keys.get(digest, frozenset()) | facts.events
+            if partition != CONTACTS and facts.refused:
+                self._refusals[digest] = latest_refusals(
+                    (facts.refused, self._refusals.get(digest, {}).items()))
         self._states = {}   # contact -> ContactState
         self._sends = {}    # (phase, contact) -> [(sort key, request or None), ...]
 
@@ -171,6 +176,8 @@ class PlainBackfill:
                 deleted = self._delivered.get((CONTACTS, digest), NO_FACTS).deleted
                 if deleted is not None:
                     pairs = after_deletion(pairs, deleted, self._counts)
+                if digest in self._refusals:
+                    pairs = after_refusals(pairs, self._refusals[digest], self._counts)
             requests = [request for _, request in pairs]
             self._counts['order/requests'] += len(requests)
             yield phase, contact, requests

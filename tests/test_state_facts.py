@@ -3,6 +3,7 @@ model's merge, written whole, recorded while delivering, partitioned."""
 import collections
 import hashlib
 import itertools
+import time
 
 import fastavro
 import pytest
@@ -10,10 +11,11 @@ import pytest
 from transforms.contacts.merge import upsert_from_state
 from transforms.contacts.model import stamps_of, state_of
 from transforms.core.digests import contact_digest, key_digest, value_digest
-from transforms.core.records import Stamp, event_send
+from transforms.contacts.ordering import after_refusals, resend_after_refusal
+from transforms.core.records import Stamp, derived_key, event_send
 from transforms.loops.retry import Outcome
 from transforms.state.facts import (Facts, changed_properties, digests_of, facts_of_request, fold,
-                                    from_record, to_record)
+                                    from_record, refusal_of_request, to_record)
 from transforms.state.files import SCHEMA, event_day, list_state, read_facts_file, write_facts_file
 from transforms.state.recorder import FactsBuffer, StateRecorder
 
@@ -146,6 +148,68 @@ def test_the_recorder_flushes_once_its_oldest_fact_waited_long_enough(tmp_path):
     assert len(list(tmp_path.rglob('log-run1-*.avro'))) == 2
     listing = list_state(str(tmp_path))
     assert len(listing.contacts) == 1 and list(listing.events) == ['1970-01-01']
+
+
+def test_a_refused_event_is_recorded_under_its_own_key_with_when_it_was_refused(tmp_path):
+    event = event_send({'eventName': 'e', 'userId': 'u1'}, 'user:u1', stamp(86_400_000), 'm',
+                       'segment-k')
+    recorder = StateRecorder(str(tmp_path), 'run1')
+    recorder.open()
+    recorder.record(event, FAILED)
+    recorder.record(event, Outcome('failed', None, None, 6, 0, 'retries_exhausted', 'no'))
+    recorder.close()
+    (contact, facts), = read_facts_file(next(str(p) for p in tmp_path.rglob('*.avro')))
+    ((digest, refused_ms),) = facts.refused
+    assert (contact, digest, facts.events) == (
+        contact_digest('user:u1'), key_digest('segment-k'), frozenset())
+    assert abs(refused_ms - time.time() * 1000) < 60_000
+    assert list(list_state(str(tmp_path)).events) == ['1970-01-02']
+
+
+def test_refusals_fold_to_each_keys_latest_and_are_forgotten_once_delivered():
+    a, b = key_digest('segment-a'), key_digest('segment-b')
+    first = Facts({}, refused=frozenset({(a, 100), (b, 100)}))
+    later = Facts({}, refused=frozenset({(a, 200)}))
+    delivered = Facts({}, frozenset({b}))
+    for order in itertools.permutations((first, later, delivered)):
+        assert fold(order) == Facts({}, frozenset({b}), refused=frozenset({(a, 200)}))
+
+
+def test_refusals_round_trip_and_files_from_before_them_read_as_none():
+    facts = Facts({}, frozenset({key_digest('segment-b')}),
+                  refused=frozenset({(key_digest('segment-a'), 1_700_000_000_123)}))
+    record = to_record(contact_digest('user:u1'), facts)
+    fastavro.validation.validate(record, SCHEMA, raise_errors=True)
+    assert from_record(record) == (contact_digest('user:u1'), facts)
+    del record['refused_events']
+    assert from_record(record)[1].refused == frozenset()
+
+
+def test_a_file_written_before_refusals_existed_still_reads(tmp_path):
+    old_schema = {**SCHEMA, 'fields': [field for field in SCHEMA['fields']
+                                       if field['name'] != 'refused_events']}
+    record = to_record(contact_digest('user:u1'), Facts({}, frozenset({key_digest('k')})))
+    del record['refused_events']
+    path = tmp_path / 'log-old.avro'
+    with open(path, 'wb') as out:
+        fastavro.writer(out, fastavro.parse_schema(old_schema), [record])
+    assert list(read_facts_file(str(path))) == [
+        (contact_digest('user:u1'), Facts({}, frozenset({key_digest('k')})))]
+
+
+def test_a_refused_event_goes_again_under_a_new_key_and_is_recorded_under_its_own():
+    event = event_send({'eventName': 'e', 'userId': 'u1'}, 'user:u1', stamp(1), 'm',
+                       'segment-k')
+    counts = collections.Counter()
+    pairs = [(('s', 'segment-k'), event), (('s', 'segment-other'), event)]
+    ((_, again), (_, untouched)) = after_refusals(pairs, {key_digest('segment-k'): 1234},
+                                                  counts)
+    assert again.idempotency_key == derived_key('segment-k', 'refused-1234')
+    assert (again.own_key, again.state_key, again.body) == ('segment-k', 'segment-k', event.body)
+    assert again == resend_after_refusal(event, 1234)
+    assert untouched is event and counts == {'state/refused_events_resent': 1}
+    assert facts_of_request(again)[1].events == {key_digest('segment-k')}
+    assert refusal_of_request(again, 5)[1].refused == {(key_digest('segment-k'), 5)}
 
 
 def test_a_listing_reads_only_the_event_days_asked_for(tmp_path):

@@ -5,6 +5,7 @@ started again sends little more than one run, and a stream's newer values
 are never overwritten with older ones."""
 import argparse
 import collections
+import gzip
 import io
 import json
 import os
@@ -24,7 +25,7 @@ from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
 from pipeline.summary import unaccounted
-from transforms.core.records import Stamp, contact_upsert
+from transforms.core.records import Stamp, contact_upsert, idempotency_key_for
 from transforms.delivery.write import DeliveryRecorder
 from transforms.loops.retry import Outcome
 from transforms.state.files import list_state, read_facts
@@ -141,12 +142,19 @@ def test_a_second_run_sends_nothing_it_delivered(archive, reference, key_file, t
         assert account(loops) == reference[0][0]
 
     assert len(sent_first) == reference[0][1]
-    # Only what Loops refused the first time is tried again (it was never delivered).
+    # Only what Loops refused the first time is tried again (it was never
+    # delivered): the upserts as they were, the events under new keys (a
+    # refusal may spend its key), refused again (Loops still lacks their contact).
     refused = [r for r in sent_first if r['status'] == 400]
     assert len(sent_second) == first['delivery_failed'] == len(refused)
-    assert sorted(map(request_key, sent_second)) == sorted(map(request_key, refused))
-    assert all(r['status'] == answer_to_a_resent_refusal(r) for r in sent_second)
+    assert sorted(map(request_key, upserts_of(sent_second))) == sorted(
+        map(request_key, upserts_of(refused)))
+    assert all(r['status'] == 400 for r in sent_second)
     refused_events = sum(1 for r in refused if r['path'] == EVENTS_PATH)
+    resent_keys = {r['idempotency_key'] for r in sent_second if r['path'] == EVENTS_PATH}
+    assert len(resent_keys) == refused_events > 0
+    assert not resent_keys & {r['idempotency_key'] for r in sent_first}
+    assert second['state/refused_events_resent'] == refused_events
     assert second['events'] == refused_events
     assert second['events_already_sent'] == first['events'] - refused_events > 0
     assert second['contacts_unchanged'] == first['contacts'] - (len(refused) - refused_events)
@@ -161,11 +169,8 @@ def request_key(request: dict) -> tuple:
     return request['path'], request['idempotency_key']
 
 
-def answer_to_a_resent_refusal(request: dict) -> int:
-    """What the sandbox answers a request it refused before, sent again: an
-    upsert is refused again (400); an event, 409, its Idempotency-Key spent
-    by the refused attempt (the stricter reading of Loops' docs)."""
-    return 409 if request['path'] == EVENTS_PATH else 400
+def upserts_of(requests: list) -> list:
+    return [r for r in requests if r['path'] != EVENTS_PATH]
 
 
 def dry_run_upserts(tmp_path, inputs) -> tuple:
@@ -255,6 +260,46 @@ def test_a_run_killed_halfway_then_started_again_sends_little_more_than_one_run(
     assert total <= one_run * 1.10, (total, one_run)
 
 
+def write_calls(folder, calls) -> str:
+    """Segment calls as one archive file under `folder`; -> its pattern."""
+    day = folder / 'segment-logs' / 'src' / '1761955200000'
+    day.mkdir(parents=True)
+    with gzip.open(day / 'f.gz', 'wt') as f:
+        f.write(''.join(json.dumps(call) + '\n' for call in calls))
+    return str(day / '*.gz')
+
+
+def test_an_event_loops_refused_goes_again_under_a_new_key_once_the_account_is_fixed(
+        key_file, tmp_path):
+    # A track by userId alone of a user Loops does not know: refused, and
+    # (the stricter Loops) its Idempotency-Key spent.
+    pattern = write_calls(tmp_path, [
+        {'type': 'track', 'messageId': 't1', 'userId': 'ghost', 'event': 'Visited',
+         'timestamp': '2025-11-01T08:00:00Z'}])
+    state = str(tmp_path / 'state')
+    with sandbox() as loops:
+        first = run(loops, key_file, tmp_path, [pattern], '--state', state)
+        # The owner fixes the account: the contact exists now.
+        answer = requests.put(loops.base_url + '/v1/contacts/update', timeout=10,
+                              json={'userId': 'ghost', 'email': 'ghost@example.com'},
+                              headers={'Authorization': f'Bearer {KEY}'})
+        assert answer.status_code == 200
+        second = run(loops, key_file, tmp_path, [pattern], '--state', state)
+        third = run(loops, key_file, tmp_path, [pattern], '--state', state)
+        events = loops.state()['events']
+        sent = [(r['idempotency_key'], r['status']) for r in writes(loops)
+                if r['path'] == EVENTS_PATH]
+
+    assert (first['events'], first['delivery_failed']) == (1, 1)
+    # Delivered once, counted as delivered: the refused key is not offered again.
+    assert (second['events'], second['delivered'], second['already_delivered']) == (1, 1, 0)
+    assert second['state/refused_events_resent'] == 1
+    assert [(e['eventName'], e['userId']) for e in events] == [('Visited', 'ghost')]
+    assert len(sent) == 2 and sent[0] == (idempotency_key_for('t1'), 400)
+    assert sent[1][0] != sent[0][0] and sent[1][1] == 200
+    assert (third['events'], third['events_already_sent']) == (0, 1)
+
+
 def test_a_backfill_never_overwrites_a_newer_value_a_stream_applied(
         archive, key_file, tmp_path):
     state = str(tmp_path / 'state')
@@ -278,7 +323,8 @@ def test_a_backfill_never_overwrites_a_newer_value_a_stream_applied(
         contact = next(c for c in loops.state()['contacts'] if c['userId'] == 'usr_000001')
 
     assert contact['firstName'] == 'Streamed'
-    assert all(r['status'] == answer_to_a_resent_refusal(r) for r in resent)
+    # What Loops refused the first time, refused again (its events under new keys).
+    assert all(r['status'] == 400 for r in resent)
 
 
 def all_facts(state: str) -> dict:

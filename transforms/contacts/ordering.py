@@ -32,8 +32,11 @@ With a sync state (transforms/state/sync_state.py), `OrderRequests(delivered=...
 also drops the events whose Idempotency-Key the state says were delivered,
 however old: their keys join the contact's group as `DeliveredKeys`; and,
 of a contact deleted since, the events from before its deletion: its
-tombstone joins the group as `ContactDeleted`.
+tombstone joins the group as `ContactDeleted`. An event the state says Loops
+refused (`RefusedKeys`: its key may be spent) is sent under a new key,
+derived from its own and when it was refused (`resend_after_refusal`).
 """
+import dataclasses
 import heapq
 import itertools
 import operator
@@ -49,10 +52,14 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.core.digests import contact_digest, key_digest
 from transforms.core.kinds import PHASES
 from transforms.core.metrics import BundleCounts
-from transforms.core.records import ContactSequence, decode_request
+from transforms.core.records import ContactSequence, LoopsRequest, decode_request, derived_key
 
 PART_SIZE = 10_000
 SPILL_SIZE = 50_000
+# Apart from replay's salts (the failure record's time alone): a state's
+# refusal and a failure record of the same answer may carry the same time.
+REFUSED_SALT = 'refused-'
+RESENT_AFTER_REFUSAL = 'state/refused_events_resent'
 # Beside a SortedRun's file, its sort keys in copy_order.
 KEYS_SUFFIX = '.keys'
 
@@ -219,6 +226,46 @@ class DeliveredKeys(frozenset):
     the sync state says were delivered."""
 
 
+class RefusedKeys(frozenset):
+    """(key digest, refused epoch ms) pairs of a contact's events that the
+    sync state says Loops refused."""
+
+
+def latest_refusals(refused: Iterable[frozenset]) -> dict:
+    """RefusedKeys of one contact -> key digest: its latest refusal (ms)."""
+    latest = {}
+    for pairs in refused:
+        for digest, refused_ms in pairs:
+            if refused_ms > latest.get(digest, -1):
+                latest[digest] = refused_ms
+    return latest
+
+
+def resend_after_refusal(request: LoopsRequest, refused_ms: int) -> LoopsRequest:
+    """An event Loops refused at `refused_ms`, as it goes again: under
+    derived_key(its key, 'refused-<ms>'), a key Loops never saw (the same
+    for the same refusal, so a rerun after a crash repeats it and gets 409,
+    never a second event), its own key kept as `own_key`."""
+    key = request.idempotency_key
+    new_key = derived_key(key, f'{REFUSED_SALT}{refused_ms}')
+    return dataclasses.replace(request, headers=request.spec.headers(new_key), own_key=key)
+
+
+def after_refusals(ordered: Iterable[tuple], refused: dict, counts) -> Iterator[tuple]:
+    """The (sort key, request) pairs, those whose key digest is in `refused`
+    (digest -> refused ms) sent under a new key (resend_after_refusal),
+    counted as `state/refused_events_resent` (a request None, which a plain
+    loop keeps when it only counts, stays None)."""
+    for order, request in ordered:
+        key = order[1]
+        refused_ms = refused.get(key_digest(key)) if key else None
+        if refused_ms is not None:
+            counts[RESENT_AFTER_REFUSAL] += 1
+            if request is not None:
+                request = resend_after_refusal(request, refused_ms)
+        yield order, request
+
+
 class ContactDeleted(NamedTuple):
     """The stamp of a contact's deletion, from the sync state's tombstone."""
     stamp: tuple
@@ -270,15 +317,19 @@ class _OrderContactRequests(beam.DoFn):
         (phase, contact), lists = keyed
         delivered = DeliveredKeys().union(
             *(value for value in lists if isinstance(value, DeliveredKeys)))
+        refused = latest_refusals(value for value in lists if isinstance(value, RefusedKeys))
         deleted = max((value.stamp for value in lists if isinstance(value, ContactDeleted)),
                       default=None)
         held = itertools.chain.from_iterable(
-            value for value in lists if not isinstance(value, (DeliveredKeys, ContactDeleted)))
+            value for value in lists
+            if not isinstance(value, (DeliveredKeys, RefusedKeys, ContactDeleted)))
         pairs = without_repeats(*in_order(held, self._spill_size), self._counts)
         if delivered:
             pairs = not_delivered(pairs, delivered, self._counts)
         if deleted is not None:
             pairs = after_deletion(pairs, deleted, self._counts)
+        if refused:
+            pairs = after_refusals(pairs, refused, self._counts)
         requests = (request for _, request in pairs)
         # Keyed by the contact's digest when joined with delivered keys.
         if not isinstance(contact, str):
@@ -298,10 +349,11 @@ class OrderRequests(beam.PTransform):
     Counts `order/requests` and `order/duplicates`.
 
     `delivered` (optional): a PCollection of ((phase, contact digest),
-    DeliveredKeys or ContactDeleted) (transforms/state/sync_state.py,
+    DeliveredKeys, RefusedKeys or ContactDeleted) (transforms/state/sync_state.py,
     DeliveredEvents): those requests, and a deleted contact's requests from
     before its deletion, are dropped (counted `state/events_already_sent`,
-    `state/events_before_deletion`)."""
+    `state/events_before_deletion`); refused ones are sent under a new key
+    (`state/refused_events_resent`)."""
 
     def __init__(self, part_size: int = PART_SIZE, spill_size: int = SPILL_SIZE,
                  delivered: Optional[beam.PCollection] = None):

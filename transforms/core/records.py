@@ -66,7 +66,10 @@ class LoopsRequest:
     Never sent. `fallback_email`: of an event send that names its contact
     by userId, the email its call carried, left out of the body (see
     `event_send`) and sent only when Loops answers that it has no contact
-    of that userId (transforms/delivery/in_flight.py)."""
+    of that userId (transforms/delivery/in_flight.py). `own_key`: of an
+    event send under a key derived from its own (an event Loops refused in
+    an earlier run, sent again), its own key, which the sync state knows it
+    by; None otherwise. Never sent."""
     kind: str
     body: dict
     headers: dict
@@ -75,6 +78,7 @@ class LoopsRequest:
     source: str = ''
     stamps: Optional[dict] = None
     fallback_email: Optional[str] = None
+    own_key: Optional[str] = None
 
     @property
     def spec(self) -> RequestKind:
@@ -91,6 +95,12 @@ class LoopsRequest:
     @property
     def idempotency_key(self) -> Optional[str]:
         return self.headers.get(IDEMPOTENCY_HEADER)
+
+    @property
+    def state_key(self) -> Optional[str]:
+        """The key the sync state records this request by: its own key, even
+        when it is sent under a derived one."""
+        return self.own_key or self.idempotency_key
 
     def to_dict(self) -> dict:
         """The request exactly as sent (without the Authorization header),

@@ -19,6 +19,13 @@ its stamp is not older (`changed_properties`): a later delivery (e.g. by the
 stream) is never overwritten by an older value; an equal stamp with another
 value (the mapping changed) is sent.
 
+An event Loops refused (a 4xx: it may have spent the event's key) leaves a
+refusal: the digest of its key and when it was refused. A later run sends
+the event again under a key derived from both (`resend_after_refusal`,
+transforms/contacts/ordering.py), never under the spent one, which the
+stricter Loops would answer 409 as if it had been delivered. Folding keeps
+each key's latest refusal, and forgets those of events delivered since.
+
 A deletion (`segment-loops delete`, or a stream's delete message) leaves a
 tombstone: `deleted`, the stamp of the deletion. Folding forgets every
 property fact stamped at or before it (Loops no longer holds those values),
@@ -38,11 +45,13 @@ IDENTITY_KEYS = ('userId', 'email')
 
 class Facts(NamedTuple):
     """One contact's delivered facts: property -> (stamp tuple, value digest),
-    the digests of its delivered events' keys, and the stamp of its latest
-    deletion (None when it was never deleted)."""
+    the digests of its delivered events' keys, the stamp of its latest
+    deletion (None when it was never deleted), and its refused events:
+    (key digest, when Loops refused it in epoch ms) pairs."""
     properties: dict
     events: frozenset = frozenset()
     deleted: Optional[tuple] = None
+    refused: frozenset = frozenset()
 
 
 NO_FACTS = Facts({}, frozenset())
@@ -50,16 +59,21 @@ NO_FACTS = Facts({}, frozenset())
 
 def fold(facts: Iterable[Facts]) -> Facts:
     """Facts of one contact, from any number of records, in any order -> one:
-    the latest tombstone, and the property facts stamped after it."""
-    properties, events, deleted = {}, set(), None
+    the latest tombstone, and the property facts stamped after it; each
+    event key's latest refusal, unless the event was delivered since."""
+    properties, events, deleted, refused = {}, set(), None, {}
     for fact in facts:
         merge_into(properties, fact.properties)
         events.update(fact.events)
         if fact.deleted is not None and (deleted is None or fact.deleted > deleted):
             deleted = fact.deleted
+        for key, refused_ms in fact.refused:
+            if refused_ms > refused.get(key, -1):
+                refused[key] = refused_ms
     if deleted is not None:
         properties = {key: entry for key, entry in properties.items() if entry[0] > deleted}
-    return Facts(properties, frozenset(events), deleted)
+    return Facts(properties, frozenset(events), deleted,
+                 frozenset((key, ms) for key, ms in refused.items() if key not in events))
 
 
 def changes_after_deletion(contact: str, state: ContactState, deleted: tuple) -> ContactState:
@@ -124,13 +138,25 @@ def facts_of_request(request: LoopsRequest) -> Optional[tuple]:
     if kind_named(request.kind).removes_contact:
         return contact_digest(request.contact), Facts({}, deleted=tuple(request.stamp)), None
     properties = digests_of(delivered_state(request))
-    key = request.idempotency_key
+    key = request.state_key
     if key is None:
         if not properties:
             return None
         return contact_digest(request.contact), Facts(properties), None
     return (contact_digest(request.contact),
             Facts(properties, frozenset((key_digest(key),))), request.stamp.event_ms)
+
+
+def refusal_of_request(request: LoopsRequest, refused_ms: int) -> Optional[tuple]:
+    """(contact digest, Facts, event day ms) of an event send Loops refused
+    at `refused_ms`; None for a request without a key (only a keyed request's
+    key can be spent)."""
+    key = request.state_key
+    if key is None:
+        return None
+    return (contact_digest(request.contact),
+            Facts({}, refused=frozenset(((key_digest(key), refused_ms),))),
+            request.stamp.event_ms)
 
 
 def to_record(contact: bytes, facts: Facts) -> dict:
@@ -151,7 +177,9 @@ def to_record(contact: bytes, facts: Facts) -> dict:
     if deleted is not None:
         deleted = {'event_ms': deleted[0], 'received_ms': deleted[1], 'message_id': deleted[2]}
     return {'contact': contact, 'stamps': stamps, 'properties': properties,
-            'events': sorted(facts.events), 'deleted': deleted}
+            'events': sorted(facts.events), 'deleted': deleted,
+            'refused_events': [{'key': key, 'refused_ms': refused_ms}
+                               for key, refused_ms in sorted(facts.refused)]}
 
 
 def from_record(record: dict) -> tuple:
@@ -162,8 +190,10 @@ def from_record(record: dict) -> tuple:
         list_id = fact['list_id']
         key = fact['name'] if list_id is None else (fact['name'], list_id)
         properties[key] = (stamps[fact['stamp']], fact['digest'])
-    # Files written before tombstones existed have no `deleted` field.
+    # Files written before tombstones, or refusals, existed have no such field.
     deleted = record.get('deleted')
     if deleted is not None:
         deleted = (deleted['event_ms'], deleted['received_ms'], deleted['message_id'])
-    return record['contact'], Facts(properties, frozenset(record['events']), deleted)
+    refused = frozenset((item['key'], item['refused_ms'])
+                        for item in record.get('refused_events') or ())
+    return record['contact'], Facts(properties, frozenset(record['events']), deleted, refused)

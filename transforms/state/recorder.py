@@ -3,7 +3,9 @@
 `StateRecorder` is the writers' recorder (transforms/delivery/write.py,
 DeliveryRecorder): every request Loops accepted (delivered, a 409 on our
 key: already delivered, a 404 on a deletion: already gone) adds its facts
-to a buffer, and the buffer is
+to a buffer, and so does every event Loops refused with a 4xx (its key may
+be spent: a later run sends it under a new one, transforms/state/facts.py);
+the buffer is
 written as small log files under the state's prefix once its oldest fact
 has waited `flush_seconds`, and at the end of every bundle. A job killed at
 any moment has lost the record of at most the last `flush_seconds` (plus
@@ -27,8 +29,8 @@ from typing import Callable, Optional
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.records import LoopsRequest
-from transforms.loops.retry import Outcome
-from transforms.state.facts import Facts, facts_of_request, fold, to_record
+from transforms.loops.retry import Outcome, is_permanent_reason
+from transforms.state.facts import Facts, facts_of_request, fold, refusal_of_request, to_record
 from transforms.state.files import CONTACTS, event_day, log_name, partition_dir, write_facts_file
 from transforms.state.lease import LeaseCheck
 
@@ -44,6 +46,13 @@ class FactsBuffer:
     def __init__(self):
         self._partitions = {}
         self.size = 0
+
+    def add_refusal(self, request: LoopsRequest, refused_ms: int) -> None:
+        """Adds the refusal of a keyed request at `refused_ms` (epoch ms)."""
+        found = refusal_of_request(request, refused_ms)
+        if found is not None:
+            contact, facts, event_ms = found
+            self._add(event_day(event_ms), contact, facts)
 
     def add_request(self, request: LoopsRequest) -> None:
         """Adds what a delivered request tells (see state_facts.facts_of_request)."""
@@ -96,9 +105,15 @@ class StateRecorder:
         self._oldest = None
 
     def record(self, request: LoopsRequest, outcome: Outcome) -> None:
-        if outcome.status in DELIVERED_STATUSES:
-            if self._oldest is None:
-                self._oldest = self._clock()
+        refused = (request.spec.keyed and outcome.status == 'failed'
+                   and is_permanent_reason(outcome.reason or ''))
+        if outcome.status not in DELIVERED_STATUSES and not refused:
+            return
+        if self._oldest is None:
+            self._oldest = self._clock()
+        if refused:
+            self._buffer.add_refusal(request, int(time.time() * 1000))
+        else:
             self._buffer.add_request(request)
 
     def maybe_flush(self) -> None:

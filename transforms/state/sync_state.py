@@ -11,7 +11,8 @@
     event facts and tombstones -> DeliveredEvents -> OrderRequests(delivered=...),
          which drops the events already sent (counted `state/events_already_sent`)
          and those of a deleted contact from before its deletion
-         (`state/events_before_deletion`)
+         (`state/events_before_deletion`), and sends those Loops refused
+         under a new key (`state/refused_events_resent`)
     after the run's last write: everything read plus the run's own log
       files -> FoldSyncState: one snapshot per partition, then the
          manifest (listing the snapshots), then the folded files are deleted
@@ -30,7 +31,7 @@ from typing import Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.contacts.ordering import ContactDeleted, DeliveredKeys
+from transforms.contacts.ordering import ContactDeleted, DeliveredKeys, RefusedKeys
 from transforms.core.digests import contact_digest
 from transforms.core.kinds import EVENT_SEND
 from transforms.core.metrics import BundleCounts
@@ -164,20 +165,22 @@ class ChangedContacts(beam.PTransform):
 
 def delivered_events(fact: tuple) -> list:
     """(partition, digest, Facts) -> what OrderRequests needs of it: the
-    delivered keys of an event partition's facts, the tombstone of a contact
-    partition's ([] when neither)."""
+    delivered and the refused keys of an event partition's facts, the
+    tombstone of a contact partition's ([] when none)."""
     partition, digest, facts = fact
-    if partition != CONTACTS and facts.events:
-        return [((EVENT_SEND.phase, digest), DeliveredKeys(facts.events))]
-    if partition == CONTACTS and facts.deleted is not None:
-        return [((EVENT_SEND.phase, digest), ContactDeleted(facts.deleted))]
-    return []
+    key = (EVENT_SEND.phase, digest)
+    if partition == CONTACTS:
+        return [(key, ContactDeleted(facts.deleted))] if facts.deleted is not None else []
+    found = [(key, DeliveredKeys(facts.events))] if facts.events else []
+    if facts.refused:
+        found.append((key, RefusedKeys(facts.refused)))
+    return found
 
 
 class DeliveredEvents(beam.PTransform):
     """Event facts and tombstones (partition, digest, Facts) -> ((event
-    phase, digest), DeliveredKeys or ContactDeleted), the `delivered` input
-    of OrderRequests."""
+    phase, digest), DeliveredKeys, RefusedKeys or ContactDeleted), the
+    `delivered` input of OrderRequests."""
 
     def expand(self, facts):
         return facts | 'DeliveredKeys' >> beam.FlatMap(delivered_events)
