@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import UsageError, require_cloud_paths
+from transforms.contacts.ordering import RESENT_AFTER_REFUSAL
 from transforms.mapping.processor import Policy
 from transforms.state.contacts_csv import DEFAULT_ROWS_PER_FILE
 from transforms.state.delivered_events import DropDeliveredEvents
@@ -389,6 +390,10 @@ def state_note(summary: dict, state: Optional[SyncState]) -> str:
     if contacts or events:
         note += (f' Deleted since: {contacts:,} contacts and {events:,} events whose data '
                  'predates their deletion: not sent.')
+    refused = summary.get(RESENT_AFTER_REFUSAL, 0)
+    if refused:
+        note += (f' {refused:,} events Loops refused in an earlier run: sent again under new '
+                 'keys (a refusal may spend its key).')
     return note
 
 

@@ -284,7 +284,9 @@ def test_an_event_loops_refused_goes_again_under_a_new_key_once_the_account_is_f
                               json={'userId': 'ghost', 'email': 'ghost@example.com'},
                               headers={'Authorization': f'Bearer {KEY}'})
         assert answer.status_code == 200
-        second = run(loops, key_file, tmp_path, [pattern], '--state', state)
+        printed = io.StringIO()
+        second = backfill.run(argv(loops.base_url, key_file, tmp_path, [pattern], '--state',
+                                   state), out=printed)
         third = run(loops, key_file, tmp_path, [pattern], '--state', state)
         events = loops.state()['events']
         sent = [(r['idempotency_key'], r['status']) for r in writes(loops)
@@ -294,6 +296,8 @@ def test_an_event_loops_refused_goes_again_under_a_new_key_once_the_account_is_f
     # Delivered once, counted as delivered: the refused key is not offered again.
     assert (second['events'], second['delivered'], second['already_delivered']) == (1, 1, 0)
     assert second['state/refused_events_resent'] == 1
+    assert '1 events Loops refused in an earlier run: sent again under new keys' in (
+        printed.getvalue())
     assert [(e['eventName'], e['userId']) for e in events] == [('Visited', 'ghost')]
     assert len(sent) == 2 and sent[0] == (idempotency_key_for('t1'), 400)
     assert sent[1][0] != sent[0][0] and sent[1][1] == 200
