@@ -191,6 +191,7 @@ def scan(job: CheckJob, account: AccountSchema, workflows: tuple = (),
         if triggers is not None:
             triggers.upsert(upsert)
     for _, contact, requests in backfill.event_sends():   # counts them
+        seen.event_sends(requests)
         if triggers is not None:
             triggers.events(contact, requests)
     return CheckRun(counts, seen, triggers, shapes)

@@ -129,6 +129,16 @@ class Observations:
         """One upsert the backfill would send."""
         if request.contact.startswith(EMAIL_PREFIX):
             self.leads_created += 1
+        self._consent(request)
+
+    def event_sends(self, requests: list) -> None:
+        """A contact's event sends the backfill would send (None for one
+        that sets no `subscribed`, as the plain loop keeps it)."""
+        for request in requests:
+            if request is not None:
+                self._consent(request)
+
+    def _consent(self, request: LoopsRequest) -> None:
         if request.body.get('subscribed') is True:
             self.resubscribes_sent += 1
 

@@ -23,13 +23,14 @@ the pipeline's time is measured against.
 It holds every contact's state and every event send (or only its sort key)
 in memory: it is for one machine, a preflight or a benchmark.
 """
+import dataclasses
 import itertools
 import operator
 from typing import Iterable, Iterator, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.contacts.merge import resolved_contacts, upsert_from_state
+from transforms.contacts.merge import count_unsubscribe, resolved_contacts, upsert_from_state
 from transforms.contacts.model import apply_body
 from transforms.contacts.ordering import (after_deletion, after_refusals, later_copies_among,
                                           latest_refusals, not_delivered, sort_key,
@@ -104,7 +105,8 @@ class PlainBackfill:
     into `counts`.
 
     `keep_requests=False` keeps only each event send's sort key (enough to
-    count them; `event_sends` then gives None for each request).
+    count them; `event_sends` then gives None for each request), and of one
+    that sets `subscribed` that alone (consent is counted from it).
     `kept_properties`, when given, keeps only those contact properties
     (merging is per property, so what is left merges as it would in full):
     `check` keeps what leads and consent depend on. `delivered`, a sync
@@ -148,7 +150,8 @@ class PlainBackfill:
             held = self._sends.get((spec.phase, request.contact))
             if held is None:
                 held = self._sends[(spec.phase, request.contact)] = []
-            held.append((sort_key(request), request if self._keep_requests else None))
+            held.append((sort_key(request),
+                         request if self._keep_requests else consent_only(request)))
 
     def upserts(self) -> Iterator[LoopsRequest]:
         """One upsert per contact, as MergeContacts and UpsertsFromStates make
@@ -165,7 +168,8 @@ class PlainBackfill:
 
     def event_sends(self) -> Iterator[tuple]:
         """(phase, contact, [request, ...]) per contact, as OrderRequests
-        orders them; counts `order/requests` and `order/duplicates`."""
+        orders them; counts `order/requests`, `order/duplicates` and the
+        opt-outs among them (`contacts/unsubscribes`)."""
         for (phase, contact), held in self._sends.items():
             held.sort(key=_FIRST)
             pairs = without_repeats(held, later_copies_among([key for key, _ in held]),
@@ -180,4 +184,15 @@ class PlainBackfill:
                     pairs = after_refusals(pairs, self._refusals[digest], self._counts)
             requests = [request for _, request in pairs]
             self._counts['order/requests'] += len(requests)
+            for request in requests:
+                if request is not None:
+                    count_unsubscribe(request.body, self._counts)
             yield phase, contact, requests
+
+
+def consent_only(request: LoopsRequest) -> Optional[LoopsRequest]:
+    """An event send as the plain loop keeps it when it only counts: None,
+    or with only its `subscribed` when it sets one."""
+    if 'subscribed' not in request.body:
+        return None
+    return dataclasses.replace(request, body={'subscribed': request.body['subscribed']})

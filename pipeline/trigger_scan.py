@@ -33,8 +33,9 @@ from transforms.loops.triggers import (NEW_CONTACT, UNKNOWN_CONTACT, ContactBefo
 from transforms.state.files import CONTACTS
 from transforms.state.workflow_count import before_from_facts
 
-# What an event send's count reads besides the triggers' properties.
-EVENT_KEYS = frozenset({'eventName', 'email', 'userId'})
+# What an event send's count reads besides the triggers' properties, and
+# `subscribed`, from which check counts the opt-outs and re-subscriptions sent.
+EVENT_KEYS = frozenset({'eventName', 'email', 'userId', 'subscribed'})
 
 
 class ContactLookup:

@@ -294,6 +294,8 @@ def test_consent_holds_for_subscribed_sent_with_an_event(tmp_path):
     subscribed = {r['body']['userId']: r['body'].get('subscribed') for r in requests}
     assert subscribed == {'u1': None, 'u2': False}
     assert summary['held_back_resubscribes'] == 1 and summary['events'] == 2
+    # u2's opt-out, sent with its event, is counted as an upsert's would be.
+    assert summary['unsubscribes'] == resent['unsubscribes'] == 1
     assert {r['body']['userId']: r['body'].get('subscribed') for r in again} == {
         'u1': True, 'u2': False}
     assert resent['held_back_resubscribes'] == 0

@@ -227,6 +227,23 @@ def test_a_field_loops_cannot_set_is_reported_as_a_refused_part(tmp_path, key_fi
     assert "field 'notes'" in text and 'NOT SETTABLE' in text
 
 
+@pytest.mark.parametrize('extra, resubscribes_sent, held_back', [
+    ((), 0, 1), (('--resubscribe',), 1, 0)])
+def test_consent_sent_with_events_is_counted_as_an_upserts(tmp_path, key_file, extra,
+                                                           resubscribes_sent, held_back):
+    path = write_events(tmp_path, [track('t1', 'u1', 'Signed Up', optIn=True),
+                                   track('t2', 'u2', 'Left', optIn=False)])
+    mapping = tmp_path / 'mapping.yaml'
+    mapping.write_text('event:\n  contactProperties: {subscribed: "$.properties.optIn"}\n')
+
+    _, _, report = run_check(tmp_path, key_file, [path], (), '--types', 'track',
+                             '--max_event_age', 'none', '--mapping', str(mapping), *extra)
+
+    assert report['contacts']['unsubscribes'] == 1
+    assert report['contacts']['resubscribes_sent'] == resubscribes_sent
+    assert report['held_back']['resubscribes']['count'] == held_back
+
+
 def test_sample_reads_only_the_first_lines_in_path_order(tmp_path, key_file):
     write_events(tmp_path, [identify(f'a{i}', f'u{i}', plan='pro') for i in range(5)], 'a.jsonl')
     write_events(tmp_path, [identify('b1', 'u9', nickname='ace')], 'b.jsonl')

@@ -97,6 +97,11 @@ def test_an_unsubscribe_is_always_sent():
     assert request.body['subscribed'] is False and counts['contacts/unsubscribes'] == 1
 
 
+def test_an_unsubscribe_sent_with_an_event_is_counted_too():
+    (request,), counts = admitted(event('m1', subscribed=False), resubscribe=False)
+    assert request.body['subscribed'] is False and counts['contacts/unsubscribes'] == 1
+
+
 def test_the_memory_keeps_stamps_and_the_latest_email():
     counts = collections.Counter()
     _, memory = admit_upsert(upsert(20, email='new@example.com', plan='pro'), NO_MEMORY, True,

@@ -21,6 +21,7 @@ from transforms.core.records import ContactSequence, LoopsRequest, contact_upser
 from transforms.mapping.processor import without_resubscribe
 
 USER_PREFIX, EMAIL_PREFIX = 'user:', 'email:'
+UNSUBSCRIBES = 'contacts/unsubscribes'
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -65,6 +66,14 @@ def resolve_group(group: Iterable[tuple], counts) -> list:
     return resolve_leads(users, leads, counts)
 
 
+def count_unsubscribe(body: dict, counts) -> None:
+    """Counts `contacts/unsubscribes` for a request body that sends
+    `subscribed: false` (an upsert's, or an event's contact fields): an
+    opt-out is always sent."""
+    if body.get('subscribed') is False:
+        counts[UNSUBSCRIBES] += 1
+
+
 def upsert_from_state(contact: str, state: ContactState, resubscribe: bool,
                       counts, keep_stamps: bool = False) -> LoopsRequest:
     """A contact's merged state -> its upsert. Unless `resubscribe`, a latest
@@ -77,8 +86,7 @@ def upsert_from_state(contact: str, state: ContactState, resubscribe: bool,
     body = body_of(state)
     if not resubscribe:
         body = without_resubscribe(body, counts)
-    if body.get('subscribed') is False:
-        counts['contacts/unsubscribes'] += 1
+    count_unsubscribe(body, counts)
     sources = sorted({stamp[2] for stamp, _ in state.values() if stamp[2]})
     upsert = contact_upsert(body, contact, latest_stamp(state), ','.join(sources))
     if keep_stamps:

@@ -49,6 +49,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.contacts.merge import count_unsubscribe
 from transforms.core.digests import contact_digest, key_digest
 from transforms.core.kinds import PHASES
 from transforms.core.metrics import BundleCounts
@@ -336,6 +337,8 @@ class _OrderContactRequests(beam.DoFn):
             contact = None
         for sequence in in_parts(contact, requests, self._part_size):
             self._counts['order/requests'] += len(sequence.requests)
+            for request in sequence.requests:
+                count_unsubscribe(request.body, self._counts)
             yield phase, sequence
 
     def finish_bundle(self):
@@ -346,7 +349,8 @@ class OrderRequests(beam.PTransform):
     """((phase, contact), [(sort key, encoded request) or SortedRun, ...]) ->
     {phase: PCollection of ContactSequence}, each contact's requests in
     event-time order, each once.
-    Counts `order/requests` and `order/duplicates`.
+    Counts `order/requests`, `order/duplicates` and the opt-outs among them
+    (`contacts/unsubscribes`: an event's contact fields can carry one).
 
     `delivered` (optional): a PCollection of ((phase, contact digest),
     DeliveredKeys, RefusedKeys or ContactDeleted) (transforms/state/sync_state.py,

@@ -15,7 +15,8 @@ in Beam keyed state:
   redelivered message) is not newer, so it is not sent twice either;
 - the consent rule of the contact model applies to what is left
   (`upsert_from_state`): unless `resubscribe`, a `subscribed: true` is held
-  back (`held_back/resubscribes`);
+  back (`held_back/resubscribes`); an opt-out, an upsert's or an event's, is
+  counted (`contacts/unsubscribes`);
 - an event send that names its contact by userId is given the contact's
   latest email as its fallback email when the memory has one
   (`stream/events_given_email`), in place of the email its own call carried
@@ -52,7 +53,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.typehints import Any, Tuple
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.contacts.merge import EMAIL_PREFIX, upsert_from_state
+from transforms.contacts.merge import EMAIL_PREFIX, count_unsubscribe, upsert_from_state
 from transforms.contacts.model import email_of, newer_than, stamps_of, state_of
 from transforms.core.metrics import BundleCounts
 from transforms.core.records import LoopsRequest
@@ -130,6 +131,7 @@ def admit(request: LoopsRequest, memory: ContactMemory, resubscribe: bool, count
     if memory.deleted is not None and tuple(request.stamp) <= memory.deleted:
         counts['stream/before_deletion'] += 1
         return None, memory
+    count_unsubscribe(request.body, counts)
     return with_known_email(request, memory, counts), memory
 
 
