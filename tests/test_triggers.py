@@ -6,11 +6,12 @@ import itertools
 import pytest
 
 from transforms.core.digests import value_digest
+from transforms.core.records import NO_STAMP, event_send
 from transforms.loops.triggers import (NEW_CONTACT, UNKNOWN_CONTACT, Change, ContactBefore,
                                        Count, Digest, Known, TriggerTally, after_change,
                                        equal_values, found_contact, from_digests, holds,
                                        holds_for_digest, knowledge_holds, property_keys,
-                                       verdicts, workflow_verdict)
+                                       request_change, verdicts, workflow_verdict)
 from transforms.loops.workflows import Comparison, PropertyQuery, Trigger, Workflow
 
 
@@ -157,6 +158,16 @@ def test_an_event_creates_only_with_an_email():
     by_email = Change({'email': 'a@example.com'}, 'Order Completed', True)
     assert workflow_verdict(workflow(SIGNUP), NEW_CONTACT, by_user_id) is False
     assert workflow_verdict(workflow(SIGNUP), NEW_CONTACT, by_email) is True
+
+
+def test_an_event_by_user_id_creates_its_contact_with_its_fallback_email():
+    def change(body):
+        return request_change(event_send({'eventName': 'Order Completed', **body}, 'user:u1',
+                                          NO_STAMP, 'm', 'segment-k'))
+    with_email = change({'userId': 'u1', 'email': 'a@example.com'})
+    assert (with_email.body, with_email.creates) == ({'userId': 'u1'}, True)
+    assert change({'userId': 'u1'}).creates is False
+    assert workflow_verdict(workflow(SIGNUP), NEW_CONTACT, with_email) is True
 
 
 @pytest.mark.parametrize('before, trigger, expected', [

@@ -255,7 +255,8 @@ class Change(NamedTuple):
     """What one request asks of a contact: its contact properties and
     mailing lists (`body`, the request's own fields left out), the event's
     name (None for an upsert), and whether it creates the contact when Loops
-    has none (an upsert does; an event does when it names an email)."""
+    has none (an upsert does; an event does when it names an email, or has
+    one to fall back on)."""
     body: dict
     event_name: Optional[str]
     creates: bool
@@ -270,9 +271,12 @@ def request_change(request: LoopsRequest, keys: Optional[frozenset] = None) -> C
             if key not in spec.own_fields and (keys is None or key in keys)}
     if spec.mergeable:
         return Change(body, None, True)
-    # Loops creates the contact of an event that names an email (OAS 1520-1526).
+    # Loops creates the contact of an event that names an email (OAS 1520-1526);
+    # an event by userId alone is sent again with its fallback email when
+    # Loops has no such contact (transforms/delivery/in_flight.py).
     return Change(body, request.body.get('eventName'),
-                  isinstance(request.body.get('email'), str))
+                  isinstance(request.body.get('email'), str)
+                  or request.fallback_email is not None)
 
 
 def verdicts(workflows: Iterable[Workflow], before: ContactBefore,
