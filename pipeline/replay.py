@@ -30,6 +30,12 @@ Which request is sent, and with which Idempotency-Key:
   a new key, `derived_key(key, failed_at)` (the same for the same record, so
   replaying one dead letter twice still sends it once); counted in
   `replay/rekeyed`.
+- An event send by userId carries its fallback email beside its request
+  (`fallback_email`): it is sent as the run sent it, by userId, and once
+  more with the email only if Loops has no such contact (counted
+  `deliver/sent_with_fallback_email`). A record of that re-send itself (its
+  answer was lost) holds it with the email, under its own key: sent again
+  as it was, it gets 409 if Loops applied it.
 """
 import argparse
 import dataclasses
