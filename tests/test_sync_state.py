@@ -5,7 +5,6 @@ started again sends little more than one run, and a stream's newer values
 are never overwritten with older ones."""
 import argparse
 import collections
-import gzip
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from pipeline.local.samples import write_archive
 from pipeline.local.sandbox import LoopsSandbox
 from pipeline.options import UsageError
 from pipeline.summary import unaccounted
+from tests.test_backfill_delivery import write_calls
 from transforms.core.records import Stamp, contact_upsert, idempotency_key_for
 from transforms.delivery.write import DeliveryRecorder
 from transforms.loops.retry import Outcome
@@ -258,15 +258,6 @@ def test_a_run_killed_halfway_then_started_again_sends_little_more_than_one_run(
 
     assert at_kill < one_run
     assert total <= one_run * 1.10, (total, one_run)
-
-
-def write_calls(folder, calls) -> str:
-    """Segment calls as one archive file under `folder`; -> its pattern."""
-    day = folder / 'segment-logs' / 'src' / '1761955200000'
-    day.mkdir(parents=True)
-    with gzip.open(day / 'f.gz', 'wt') as f:
-        f.write(''.join(json.dumps(call) + '\n' for call in calls))
-    return str(day / '*.gz')
 
 
 def test_an_event_loops_refused_goes_again_under_a_new_key_once_the_account_is_fixed(
