@@ -10,8 +10,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.options import UsageError, split_list, utc_day_ms
 from transforms.mapping.language import Mapping, MappingError, default_mapping, load_mapping
 from transforms.mapping.processor import Policy, Selection
+from transforms.mapping.routes import CALL_TYPES, call_types
 
-SUPPORTED_TYPES = ('identify', 'track', 'page', 'screen', 'group')
 IDENTITY_MODES = ('email_or_user_id', 'user_id')
 _DURATION = re.compile(r'([0-9]+(?:\.[0-9]+)?)\s*([smhdw])', re.ASCII)
 _SECONDS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400, 'w': 7 * 86400}
@@ -39,15 +39,17 @@ def parse_duration(value: str, option: str) -> Optional[float]:
 
 def selected_types(value: Optional[str], default: tuple, mapping: Mapping) -> tuple:
     types = tuple(t.lower() for t in (split_list(value) or default))
-    unsupported = [t for t in types if t not in SUPPORTED_TYPES]
+    unsupported = [t for t in types if t not in CALL_TYPES]
     if unsupported or not types:
-        raise UsageError(f'--types {value!r}: supported types are {", ".join(SUPPORTED_TYPES)} '
+        raise UsageError(f'--types {value!r}: supported types are {", ".join(CALL_TYPES)} '
                          '(identify -> contacts, track -> events; page, screen and group when '
                          'the mapping sends them as events)')
-    unmapped = [t for t in types if t not in ('identify',) and t not in mapping.event_types]
+    routed = call_types(mapping.routes)
+    unmapped = [t for t in types if t not in routed]
     if unmapped:
         raise UsageError(f'--types: {", ".join(unmapped)} calls are sent only when the mapping '
-                         'says how (a page, screen or group section; see docs/mapping.md)')
+                         'says how (a page, screen or group section, a rule or a subscription '
+                         'whose trigger takes them; see docs/mapping.md)')
     return types
 
 

@@ -188,8 +188,8 @@ def run_case(case: dict, document: dict) -> tuple:
                                          mapping_from_dict(document)), Policy(resubscribe=False))
     processed = processor.process(RawEvent('case', 1, json.dumps(case['event'])), counts)
     backfill = PlainBackfill(False, counts)
-    if processed.request is not None:
-        backfill.add(processed.request)
+    for request in processed.requests:
+        backfill.add(request)
     requests = list(backfill.upserts()) + [
         request for _, _, sends in backfill.event_sends() for request in sends]
     return requests, processed.failures, counts
@@ -243,7 +243,7 @@ def test_segments_user_deletion_is_our_contact_deletion():
     processed = EventProcessor(selection).process(
         RawEvent('case', 1, json.dumps(message)), collections.Counter())
 
-    request = processed.request
+    (request,) = processed.requests
     assert (request.method, LOOPS_API + request.path) == (expected['method'], expected['url'])
     assert expected['body'] == {'userId': [case['event']['userId']]}
     assert request.body == {'userId': case['event']['userId']}, DELETIONS

@@ -22,9 +22,10 @@ from typing import Any, Optional, Union
 
 from transforms.core.kinds import RequestKind
 from transforms.mapping.actions_core import PayloadValidationError
-from transforms.mapping.fql import Condition, FqlError, matches, parse_fql
+from transforms.mapping.fql import Condition, FqlError, matches
 from transforms.mapping.loops_actions import LOOPS_ACTIONS, LOOPS_API, LoopsAction
 from transforms.mapping.mapping_kit import MappingKitError, prepare_mapping, transform_validated
+from transforms.mapping.routes import parse_trigger
 
 Document = Union[str, dict, list]
 
@@ -211,24 +212,9 @@ def _condition(trigger: Any) -> tuple[Optional[Condition], Optional[str]]:
     if not isinstance(trigger, str) or not trigger.strip():
         return None, 'should be an FQL condition, such as type = "identify"'
     try:
-        condition = parse_fql(trigger)
-        _try_each_condition(condition)
+        return parse_trigger(trigger), None
     except FqlError as error:
         return None, str(error)
-    return condition, None
-
-
-def _try_each_condition(condition: Condition) -> None:
-    """Segment throws on every call that reaches a condition on a path naming no
-    field (`properties.\\[`); trying each condition once on an empty call makes
-    that a load error."""
-    pending = [condition]
-    while pending:
-        node = pending.pop()
-        if node.get('type') == 'group':
-            pending.extend(node['children'])
-        else:
-            matches({'type': 'group', 'operator': 'and', 'children': [node]}, {})
 
 
 def _prepared(settings: Any) -> tuple[Optional[dict], list[str]]:
