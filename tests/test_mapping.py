@@ -26,7 +26,7 @@ def map_event(event, mapping, require_user_id=False):
     """The request of the one route of `mapping` that takes the call (a
     section: identify -> contact, track -> event, ...)."""
     (route,) = routes_taking(event, mapping)
-    return route.map(event, require_user_id, False)
+    return route.resolve(event, route.spec, require_user_id, "")
 
 
 map_identify = map_event_send = map_event

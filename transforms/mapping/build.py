@@ -42,6 +42,7 @@ from transforms.segment.timestamps import parse_timestamp, to_iso8601
 
 # Loops types these default fields as text.
 TEXT_FIELDS = ('firstName', 'lastName', 'userGroup', 'source')
+_TEXT_FIELD_NAMES = frozenset(TEXT_FIELDS)
 # Loops' own contact fields other than the identity: a contact upsert's fields,
 # and what an event's contact properties may set as a contact upsert does.
 CONTACT_FIELDS = frozenset(TEXT_FIELDS) | {'subscribed', 'createdAt', MAILING_LISTS}
@@ -88,84 +89,67 @@ class Spread(NamedTuple):
     dates: frozenset
 
 
-class ContactFields(NamedTuple):
-    """A contact upsert's fields as a route resolved them from a call.
-    `user_id` is checked (checked_user_id); `email` is as given; `fields` maps
-    Loops' own fields (CONTACT_FIELDS) to the values given; `custom` is the
-    object whose keys become custom properties, as `spread` says."""
-    user_id: Optional[str]
-    email: Any
-    fields: dict
-    custom: Optional[dict]
-    spread: Spread
-
-
-class EventFields(NamedTuple):
-    """An event send's fields as a route resolved them from a call. `name`
-    and `user_id` are checked (checked_event_name, checked_user_id); `email`
-    is as given. `contact_properties`: Loops key -> value given, or, with
-    `spread_contact`, an object spread flat like a contact's traits (what it
-    cannot set left out, counted). `mailing_lists`: the contact's lists, in
-    any form _mailing_lists reads, or None."""
-    name: str
-    user_id: Optional[str]
-    email: Any
-    event_properties: Any
-    contact_properties: Any
-    spread_contact: bool
-    mailing_lists: Any
-
-
-def contact_request(event: ParsedEvent, given: ContactFields, rules: ValueRules) -> MappedRequest:
-    """A contact upsert (PUT /v1/contacts/update) by userId, or by email when
-    there is none. Raises Rejected: invalid_email (a lead's), missing_identity,
-    value_too_long (values.long_strings 'fail')."""
+def contact_request(event: ParsedEvent, user_id: Optional[str], email: Any, fields: dict,
+                    custom: Optional[dict], spread: Spread, rules: ValueRules) -> MappedRequest:
+    """A contact upsert (PUT /v1/contacts/update) from the fields a route
+    resolved from the call: `user_id` checked (checked_user_id), `email` as
+    given, `fields` Loops' own fields (CONTACT_FIELDS) -> the values given,
+    `custom` the object whose keys become custom properties as `spread`
+    says. By userId, or by email when there is none. Raises Rejected:
+    invalid_email (a lead's), missing_identity, value_too_long
+    (values.long_strings 'fail')."""
     adjustments = Adjustments()
-    user_id = given.user_id
-    email, refused = _checked_email(given.email, user_id)
-    body = _custom_properties(given.custom, given.spread, rules, adjustments)
+    email, refused = _checked_email(email, user_id)
+    body = _custom_properties(custom, spread, rules, adjustments)
     if user_id is not None:
         body['userId'] = user_id
     if email is not None:
         body['email'] = email
     elif user_id is None:
         raise no_identity(event)
-    _add_contact_fields(body, given.fields, rules, adjustments)
+    _add_contact_fields(body, fields, rules, adjustments)
     request = contact_upsert(body, contact_key(user_id, email), event.stamp,
                              event.message_id or event.source)
     return MappedRequest(request, dict(adjustments), refused)
 
 
-def event_request(event: ParsedEvent, given: EventFields, rules: ValueRules,
-                  key_id: str = '') -> MappedRequest:
-    """An event send (POST /v1/events/send) with an Idempotency-Key (see
-    idempotency_key for `key_id`), by userId, or by email when there is none.
-    Null event properties are left out; integers Loops would round are sent as
-    text (see to_loops_properties). Raises Rejected: invalid_email (a lead's),
-    missing_identity, value_too_long."""
+def event_request(event: ParsedEvent, name: str, user_id: Optional[str], email: Any,
+                  event_properties: Any, contact_properties: Any, spread_contact: bool,
+                  mailing_lists: Any, rules: ValueRules, key_id: str = '') -> MappedRequest:
+    """An event send (POST /v1/events/send) from the fields a route resolved
+    from the call: `name` and `user_id` checked (checked_event_name,
+    checked_user_id), `email` as given; `contact_properties` Loops key ->
+    value given, or, with `spread_contact`, an object spread flat like a
+    contact's traits (what an event cannot set left out, counted);
+    `mailing_lists` the contact's lists in any form a contact's take, or
+    None. By userId, or by email when there is none, with an Idempotency-Key
+    (see idempotency_key for `key_id`). Null event properties are left out;
+    integers Loops would round are sent as text (see to_loops_properties).
+    Raises Rejected: invalid_email (a lead's), missing_identity,
+    value_too_long."""
     adjustments = Adjustments()
-    user_id = given.user_id
-    email, refused = _checked_email(given.email, user_id)
+    given_email = email
+    email, refused = _checked_email(email, user_id)
     if user_id is None and email is None:
         raise no_identity(event)
-    body = {'eventName': given.name}
+    body = {'eventName': name}
     if user_id is not None:
         body['userId'] = user_id
     if email is not None:
         body['email'] = email
-    if given.contact_properties:
-        _add_event_contact_properties(body, given, rules, adjustments)
-    if given.mailing_lists is not None:
-        lists = _mailing_lists(given.mailing_lists, adjustments)
+    if contact_properties:
+        _add_event_contact_properties(body, contact_properties, spread_contact,
+                                      (given_email, user_id), rules, adjustments)
+    if mailing_lists is not None:
+        lists = _mailing_lists(mailing_lists, adjustments)
         if lists:
             body[MAILING_LISTS] = {**body.get(MAILING_LISTS, {}), **lists}
-    properties = given.event_properties
-    if isinstance(properties, dict):
-        event_properties = _valid_names(
-            to_loops_properties(properties, rules, adjustments, event_properties=True),
+    if isinstance(event_properties, dict):
+        properties = _valid_names(
+            to_loops_properties(event_properties, rules, adjustments, event_properties=True),
             adjustments)
-        if event_properties:
-            body['eventProperties'] = event_properties
+        if properties:
+            body['eventProperties'] = properties
     request = event_send(body, contact_key(user_id, email), event.stamp,
                          event.message_id or event.source, idempotency_key(event, key_id))
     return MappedRequest(request, dict(adjustments), refused)
@@ -186,13 +170,14 @@ def checked_user_id(event: ParsedEvent, user_id: Optional[str], required: bool) 
     return user_id
 
 
-def checked_event_name(name: Any, colon_replacement: Optional[str], missing: str) -> str:
+def checked_event_name(event: ParsedEvent, name: Any, colon_replacement: Optional[str],
+                       source: str) -> str:
     """An event's name as Loops accepts it: its colons replaced by
-    `colon_replacement` (None: a colon fails). Raises Rejected:
-    missing_event_name (with the message `missing`), colon_in_event_name,
+    `colon_replacement` (None: a colon fails). `source` says where the name
+    was looked for. Raises Rejected: missing_event_name, colon_in_event_name,
     value_too_long."""
     if not isinstance(name, str) or not name.strip():
-        raise Rejected('missing_event_name', missing)
+        raise Rejected('missing_event_name', f'{event.type} has no event name at {source}')
     if ':' in name:
         if colon_replacement is None:
             raise Rejected('colon_in_event_name',
@@ -302,26 +287,26 @@ def _valid_email(value: Any) -> Optional[str]:
 
 def _add_contact_fields(body: dict, fields: dict, rules: ValueRules,
                         adjustments: Adjustments) -> None:
-    """Loops' own contact fields other than the identity, from their values given."""
-    for name in TEXT_FIELDS:
-        value = fields.get(name)
-        if value is not None:
+    """Loops' own contact fields other than the identity, from their values
+    given (None: no value; any other key of `fields` is not one of them)."""
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name in _TEXT_FIELD_NAMES:
             text = _text_value(name, value, rules, adjustments)
             if text is not DROPPED:
                 body[name] = text
-    for name, convert, dropped in _CONVERTED_FIELDS:
-        value = fields.get(name)
-        if value is not None:
+        elif name in _CONVERTED_FIELDS:
+            convert, dropped = _CONVERTED_FIELDS[name]
             converted = convert(value)
             if converted is None:
                 adjustments[dropped] += 1
             else:
                 body[name] = converted
-    lists = fields.get(MAILING_LISTS)
-    if lists is not None:
-        mailing_lists = _mailing_lists(lists, adjustments)
-        if mailing_lists:
-            body[MAILING_LISTS] = mailing_lists
+        elif name == MAILING_LISTS:
+            mailing_lists = _mailing_lists(value, adjustments)
+            if mailing_lists:
+                body[MAILING_LISTS] = mailing_lists
 
 
 def _iso_date(value: Any) -> Optional[str]:
@@ -330,8 +315,8 @@ def _iso_date(value: Any) -> Optional[str]:
 
 
 # Contact fields whose value is converted (None: unusable, counted as the adjustment named).
-_CONVERTED_FIELDS = (('subscribed', yes_or_no, 'dropped_subscribed'),
-                     ('createdAt', _iso_date, 'dropped_date'))
+_CONVERTED_FIELDS = {'subscribed': (yes_or_no, 'dropped_subscribed'),
+                     'createdAt': (_iso_date, 'dropped_date')}
 
 
 def _text_value(name: str, value: Any, rules: ValueRules, adjustments: Adjustments) -> Any:
@@ -442,24 +427,24 @@ def _all_plain_names(names: dict) -> bool:
 
 # --- Contact properties sent with an event ---
 
-def _add_event_contact_properties(body: dict, given: EventFields, rules: ValueRules,
-                                  adjustments: Adjustments) -> None:
+def _add_event_contact_properties(body: dict, given: Any, spread: bool, identity: tuple,
+                                  rules: ValueRules, adjustments: Adjustments) -> None:
     """Contact properties sent with an event, added to its `body`: per key,
-    or one object spread flat. Loops' own contact fields among them are sent
-    as a contact upsert sends them. From an object, what cannot be sent is
-    counted: an email or userId other than the event's own, the event's own
-    fields, fields Loops sets itself, reserved names."""
+    or (`spread`) one object spread flat. Loops' own contact fields among
+    them are sent as a contact upsert sends them. From an object, what cannot
+    be sent is counted: an email or userId other than the event's own
+    (`identity`: the email as given, and the userId), the event's own fields,
+    fields Loops sets itself, reserved names."""
     fields = {}
-    if given.spread_contact:
-        source = given.contact_properties
-        if not isinstance(source, dict):
+    if spread:
+        if not isinstance(given, dict):
             return
-        if not _NOT_SPREAD.isdisjoint(source):
-            source = _set_apart(source, (given.email, given.user_id), fields, adjustments)
-        body.update(_spread(source, {}, frozenset(), _NOT_EVENT_CONTACT_PROPERTIES, rules,
+        if not _NOT_SPREAD.isdisjoint(given):
+            given = _set_apart(given, identity, fields, adjustments)
+        body.update(_spread(given, {}, frozenset(), _NOT_EVENT_CONTACT_PROPERTIES, rules,
                             adjustments))
     else:
-        for name, value in given.contact_properties.items():
+        for name, value in given.items():
             if name in CONTACT_FIELDS:
                 fields[name] = value
                 continue

@@ -17,9 +17,8 @@ from typing import Any, NamedTuple, Optional, Union
 
 from transforms.core.kinds import MAILING_LISTS
 from transforms.core.text import compact_json
-from transforms.mapping.build import (ContactFields, EventFields, MappedRequest, Spread,
-                                      checked_event_name, checked_user_id, contact_request,
-                                      event_request)
+from transforms.mapping.build import (MappedRequest, Spread, checked_event_name, checked_user_id,
+                                      contact_request, event_request)
 from transforms.mapping.values import LOOPS_CONTACT_FIELDS, RESERVED_NAMES, ValueRules
 from transforms.segment.parse import ParsedEvent
 
@@ -166,6 +165,11 @@ class EventMapping:
     colon_replacement: Optional[str]
     values: ValueRules
     mailing_lists: Source = ()
+    event_name_text: str = field(init=False, repr=False)
+
+    def __post_init__(self):
+        # Where the name was looked for, for the message of an event without one.
+        object.__setattr__(self, 'event_name_text', _describe(self.event_name))
 
 
 def map_contact(event: ParsedEvent, spec: ContactMapping, require_user_id: bool = False,
@@ -177,8 +181,8 @@ def map_contact(event: ParsedEvent, spec: ContactMapping, require_user_id: bool 
     data = event.data
     traits = _properties_object(data, spec)
     fields = _field_values(data, traits, spec)
-    return contact_request(event, ContactFields(user_id, fields.pop('email', None), fields,
-                                                traits, spec.spread), spec.values)
+    return contact_request(event, user_id, fields.pop('email', None), fields, traits,
+                           spec.spread, spec.values)
 
 
 def map_event_send(event: ParsedEvent, spec: EventMapping, require_user_id: bool = False,
@@ -188,8 +192,8 @@ def map_event_send(event: ParsedEvent, spec: EventMapping, require_user_id: bool
     missing_user_id, missing_identity, invalid_email (a lead's),
     value_too_long."""
     data = event.data
-    name = checked_event_name(_first_value(spec.event_name, data), spec.colon_replacement,
-                              f'{event.type} has no event name at {_describe(spec.event_name)}')
+    name = checked_event_name(event, _first_value(spec.event_name, data), spec.colon_replacement,
+                              spec.event_name_text)
     user_id = checked_user_id(event, event.user_id, require_user_id)
     contact_properties = spec.contact_properties
     spread_contact = type(contact_properties) is Path
@@ -200,9 +204,9 @@ def map_event_send(event: ParsedEvent, spec: EventMapping, require_user_id: bool
     event_properties = (None if spec.event_properties is None
                         else _resolve(spec.event_properties.keys, data))
     mailing_lists = _first_value(spec.mailing_lists, data) if spec.mailing_lists else None
-    given = EventFields(name, user_id, _first_value(spec.email, data, skip_blank=True),
-                        event_properties, contact_properties, spread_contact, mailing_lists)
-    return event_request(event, given, spec.values, key_id)
+    return event_request(event, name, user_id, _first_value(spec.email, data, skip_blank=True),
+                         event_properties, contact_properties, spread_contact, mailing_lists,
+                         spec.values, key_id)
 
 
 # --- Resolving sources ---

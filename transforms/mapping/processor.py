@@ -43,7 +43,6 @@ from typing import Any, NamedTuple, Optional
 from transforms.core.kinds import CONTACT_UPSERT, MAILING_LISTS
 from transforms.core.records import LoopsRequest, RawEvent, failure_record
 from transforms.core.text import compact_json
-from transforms.mapping.build import MappedRequest
 from transforms.mapping.conform import AccountSchema, check_policy, conform_body
 from transforms.mapping.routes import Route, routes_by_type
 from transforms.segment.deletions import DELETE_TYPE, deletion_of_event
@@ -51,6 +50,7 @@ from transforms.segment.integrations import gives_to_loops
 from transforms.segment.parse import ParsedEvent, Rejected, event_text, parse_event
 
 Counts = collections.Counter
+_NO_ROUTES = ((), False)
 RESUBSCRIBES = 'held_back/resubscribes'
 
 
@@ -147,7 +147,9 @@ class EventProcessor:
         self.policy = policy
         self.account = account
         self.unknown_properties = unknown_properties
-        self._routes = routes_by_type(selection.mapping.routes)
+        # call type -> (the routes that can take it, whether any has a condition to test)
+        self._routes = {call_type: (routes, any(route.condition is not None for route in routes))
+                        for call_type, routes in routes_by_type(selection.mapping.routes).items()}
 
     def process(self, raw: RawEvent, counts: Counts) -> Processed:
         processed = self.to_requests(raw, counts)
@@ -176,52 +178,60 @@ class EventProcessor:
             counts['filter/filtered_out'] += 1
             counts['filter/integrations_off'] += 1
             return Processed((), (), event)
-        routes = tuple(route for route in self._routes.get(event.type, ()) if route.takes(event))
+        candidates, conditional = self._routes.get(event.type, _NO_ROUTES)
+        routes = (tuple(route for route in candidates if route.takes(event)) if conditional
+                  else candidates)
         if not routes:
             counts['filter/filtered_out'] += 1
             counts['filter/no_route'] += 1
             return Processed((), (), event)
         counts['filter/kept'] += 1
+        if len(routes) == 1:   # the usual case, and every call of a mapping without rules
+            request, failures = self._mapped(routes[0], event, False, counts)
+            return Processed(() if request is None else (request,), failures, event, routes)
         requests, failures = [], ()
         keyed_before = False   # whether an earlier route of this call sends events
         for route in routes:
-            after_event_send, keyed_before = keyed_before, keyed_before or route.kind.keyed
-            try:
-                mapped = route.map(event, self.policy.require_user_id, after_event_send)
-            except Rejected as rejected:
-                counts['map/failed'] += 1
-                counts['map/' + rejected.reason] += 1
-                failures += (failure_record(
-                    'map', rejected.reason, _named(route, rejected.message),
-                    event=compact_json(event.data), source=event.source),)
-                continue
-            request = self._held_back(mapped, counts)
-            if request is None:
-                continue
-            if mapped.refused:
-                failures += _refused_records(mapped.refused, event, counts, route)
-            requests.append(request)
+            request, route_failures = self._mapped(route, event, keyed_before, counts)
+            keyed_before = keyed_before or route.kind.keyed
+            failures += route_failures
+            if request is not None:
+                requests.append(request)
         if len(requests) > 1:
             requests = _one_upsert_per_contact(requests, counts)
         return Processed(tuple(requests), failures, event, routes)
 
-    def _held_back(self, mapped: MappedRequest, counts: Counts) -> Optional[LoopsRequest]:
-        """A mapped request as the owner would send it (counted): None for an
-        event send too old to send, an event send without its `subscribed:
-        true` unless the policy resubscribes."""
+    def _mapped(self, route: Route, event: ParsedEvent, after_event_send: bool,
+                counts: Counts) -> tuple:
+        """(the route's request for the call as the owner would send it, or
+        None; its failure records), counted. Held back: an event send too old
+        to send (None), an event send's `subscribed: true` unless the policy
+        resubscribes."""
+        try:
+            mapped = route.resolve(event, route.spec, self.policy.require_user_id,
+                                   route.key_id if after_event_send else '')
+        except Rejected as rejected:
+            counts['map/failed'] += 1
+            counts['map/' + rejected.reason] += 1
+            return None, (failure_record('map', rejected.reason, _named(route, rejected.message),
+                                         event=compact_json(event.data), source=event.source),)
         request = mapped.request
-        counts['map/contact_updates' if request.kind == CONTACT_UPSERT.name
-               else 'map/event_sends'] += 1
         for name, n in mapped.adjustments.items():
             counts['map/' + name] += n
-        if self.policy.too_old(request):
-            counts['held_back/old_events'] += 1
-            return None
-        if not self.policy.resubscribe and not request.spec.mergeable:
-            body = without_resubscribe(request.body, counts)
-            if body is not request.body:
-                request = dataclasses.replace(request, body=body)
-        return request
+        if route.kind.mergeable:
+            counts['map/contact_updates'] += 1
+        else:
+            counts['map/event_sends'] += 1
+            if self.policy.too_old(request):
+                counts['held_back/old_events'] += 1
+                return None, ()
+            if not self.policy.resubscribe:
+                body = without_resubscribe(request.body, counts)
+                if body is not request.body:
+                    request = dataclasses.replace(request, body=body)
+        if not mapped.refused:
+            return request, ()
+        return request, _refused_records(mapped.refused, event, counts, route)
 
     def _deletion(self, event: ParsedEvent, counts: Counts) -> Processed:
         """A delete message -> its contact's deletion (never held back: a

@@ -55,13 +55,6 @@ class Route:
         return event.type in self.types and (
             self.condition is None or matches(self.condition, event.data))
 
-    def map(self, event: ParsedEvent, require_user_id: bool, after_event_send: bool):
-        """The route's MappedRequest for the call. `after_event_send`: an
-        earlier route sent an event for this call, so this one's event send
-        gets a key of its own. Raises Rejected."""
-        return self.resolve(event, self.spec, require_user_id,
-                            self.key_id if after_event_send else '')
-
 
 def parse_trigger(text: str) -> Condition:
     """An FQL trigger -> its condition. Raises FqlError for text FQL cannot
