@@ -51,7 +51,7 @@ from pipeline.options import (DEFAULT_MAX_EVENT_AGE, UsageError, add_input_optio
                               parse_job_args)
 from pipeline.plain_backfill import PlainBackfill, archive_paths, read_events
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
-                                policy_from_args)
+                                policy_from_args, print_skipped)
 from pipeline.trigger_scan import ContactLookup, TriggerScan
 from pipeline.workflow_report import (AccountWorkflows, format_workflows,
                                       read_account_workflows, workflows_section)
@@ -208,6 +208,7 @@ def main(argv: Optional[list] = None, out=sys.stdout) -> int:
     LoopsError."""
     args, beam_args = parse_job_args(check_parser(), argv)
     job = job_from_args(args, PipelineOptions(beam_args))
+    print_skipped(job.selection.mapping, out)
     team, account = preflight(job.loops)
     created = None
     if job.create_properties:

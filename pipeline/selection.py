@@ -8,9 +8,11 @@ from typing import Optional
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.options import UsageError, split_list, utc_day_ms
-from transforms.mapping.language import Mapping, MappingError, default_mapping, load_mapping
+from transforms.mapping.language import MappingError, default_mapping, load_mapping
 from transforms.mapping.processor import Policy, Selection
 from transforms.mapping.routes import CALL_TYPES, call_types
+from transforms.mapping.segment_routes import load_segment_mapping
+from transforms.mapping.subscriptions import SubscriptionError
 
 IDENTITY_MODES = ('email_or_user_id', 'user_id')
 _DURATION = re.compile(r'([0-9]+(?:\.[0-9]+)?)\s*([smhdw])', re.ASCII)
@@ -37,14 +39,22 @@ def parse_duration(value: str, option: str) -> Optional[float]:
     return float(match[1]) * _SECONDS[match[2]]
 
 
-def selected_types(value: Optional[str], default: tuple, mapping: Mapping) -> tuple:
-    types = tuple(t.lower() for t in (split_list(value) or default))
+def selected_types(value: Optional[str], default: tuple, mapping) -> tuple:
+    """The call types of --types, each one some route of the mapping takes;
+    without --types, those of `default` the mapping routes."""
+    routed = call_types(mapping.routes)
+    if value is None:
+        types = tuple(t for t in default if t in routed)
+        if not types:
+            raise UsageError(f'the mapping routes no {" or ".join(default)} calls: say which '
+                             f'calls to send with --types ({", ".join(sorted(routed))})')
+        return types
+    types = tuple(t.lower() for t in split_list(value))
     unsupported = [t for t in types if t not in CALL_TYPES]
     if unsupported or not types:
         raise UsageError(f'--types {value!r}: supported types are {", ".join(CALL_TYPES)} '
                          '(identify -> contacts, track -> events; page, screen and group when '
                          'the mapping sends them as events)')
-    routed = call_types(mapping.routes)
     unmapped = [t for t in types if t not in routed]
     if unmapped:
         raise UsageError(f'--types: {", ".join(unmapped)} calls are sent only when the mapping '
@@ -53,13 +63,35 @@ def selected_types(value: Optional[str], default: tuple, mapping: Mapping) -> tu
     return types
 
 
-def mapping_from_option(path: Optional[str]) -> Mapping:
+def mapping_from_option(path: Optional[str], subscriptions: Optional[str] = None):
+    """The mapping of --mapping (our language's file; the default mapping
+    without one) or of --segment_subscriptions (a Segment destination's
+    subscriptions): two ways to write one mapping, so one or the other.
+    Raises UsageError naming what is wrong and where."""
+    if path is not None and subscriptions is not None:
+        raise UsageError('--mapping and --segment_subscriptions are two ways to write the '
+                         'mapping: give one of them')
+    if subscriptions is not None:
+        try:
+            return load_segment_mapping(subscriptions)
+        except SubscriptionError as error:
+            problems = '\n  '.join(error.problems)
+            raise UsageError(f'--segment_subscriptions:\n  {problems}') from None
     if path is None:
         return default_mapping()
     try:
         return load_mapping(path)
     except MappingError as error:
         raise UsageError(f'--mapping: {error}') from None
+
+
+def print_skipped(mapping, out) -> None:
+    """Says, as a run starts, what of its mapping never applies (disabled
+    subscriptions, ...), one line each."""
+    if mapping.skipped:
+        print('Never applied (skipped):', file=out)
+        for skipped in mapping.skipped:
+            print(f'  - {skipped}', file=out)
 
 
 def check_inputs_match(patterns: tuple) -> None:
@@ -86,8 +118,8 @@ def archive_input_from_args(args, options) -> ArchiveInput:
 
 
 def event_selection_from_args(args, default_types: tuple) -> Selection:
-    """--types/--events/--mapping/--ignore_integrations."""
-    mapping = mapping_from_option(args.mapping)
+    """--types/--events/--mapping or --segment_subscriptions/--ignore_integrations."""
+    mapping = mapping_from_option(args.mapping, args.segment_subscriptions)
     return Selection(
         types=selected_types(args.types, default_types, mapping),
         event_names=tuple(split_list(args.events)) if args.events else None,

@@ -39,7 +39,8 @@ from pipeline.loops_options import (add_conform_options, add_loops_options, conn
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_safety_options, add_selection_options, job_parser,
                               parse_job_args, require_cloud_paths, runs_locally, set_default_runner)
-from pipeline.selection import event_selection_from_args, parse_duration, policy_from_args
+from pipeline.selection import (event_selection_from_args, parse_duration, policy_from_args,
+                                print_skipped)
 from pipeline.writable import require_writable
 from transforms.contacts.stream_state import KeepLatestPerContact
 from transforms.core.records import ContactSequence, RawEvent
@@ -276,6 +277,7 @@ def _launch(argv, out, signals: Optional[lifecycle.StopSignals] = None) -> tuple
     options.view_as(StandardOptions).streaming = True
     set_default_runner(options, DEFAULT_STREAM_RUNNER)
     job = job_from_args(args, options)
+    print_skipped(job.selection.mapping, out)
     require_writable(options, {'--state': args.state, '--dead_letter': job.dead_letter})
     team, account = preflight(job.loops)
     print(f'Loops API key accepted (team: {team}).', file=out)

@@ -189,6 +189,7 @@ class EventProcessor:
         if len(routes) == 1:   # the usual case, and every call of a mapping without rules
             request, failures = self._mapped(routes[0], event, False, counts)
             return Processed(() if request is None else (request,), failures, event, routes)
+        counts['map/more_routes'] += len(routes) - 1   # each a request or failure of its own
         requests, failures = [], ()
         keyed_before = False   # whether an earlier route of this call sends events
         for route in routes:
