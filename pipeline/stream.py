@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import parse_subscription, parse_topic
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -204,6 +205,8 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
     if dead_letter is None and not args.dead_letter_topic:
         dead_letter = DEFAULT_DEAD_LETTER
     policy = policy_from_args(args)
+    # The mapping's file may be on s3:// (the job's --s3_* options) or gs://.
+    FileSystems.set_options(options)
     return StreamJob(
         subscription=args.subscription,
         topic=args.topic,

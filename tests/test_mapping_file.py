@@ -28,7 +28,8 @@ def test_the_documented_example_is_a_valid_mapping():
     block = doc[doc.index('    contact:'):doc.index('A source is')]
     mapping = mapping_from_dict(yaml.safe_load(textwrap.dedent(block)))
     assert mapping.contact.rename == {'plan_name': 'plan'} and 'password' in mapping.contact.skip
-    assert [route.name for route in mapping.routes] == ['contact', 'event', 'rules[0] \'Signed Up updates the contact\'']
+    assert [route.name for route in mapping.routes] == [
+        'contact', 'event', "rules[0] 'Signed Up updates the contact'"]
 
 
 @pytest.mark.parametrize('text, keys', [

@@ -29,7 +29,8 @@ from transforms.core.sinks import read_failure_records
 
 DATA = Path(__file__).parent / 'data' / 'segment'
 LIVE_SETUP = str(DATA / 'subscriptions_live_setup.json')
-LIVE_CALLS = json.loads((DATA / 'subscriptions_live_calls.json').read_text(encoding='utf-8'))['calls']
+LIVE_CALLS = json.loads(
+    (DATA / 'subscriptions_live_calls.json').read_text(encoding='utf-8'))['calls']
 LOOPS_API = 'https://app.loops.so/api'
 EMPTY_MAILING_LISTS = 'an empty mailingLists changes nothing in Loops: it is not sent'
 CONSENT = ('a backfill never sends subscribed: true without --resubscribe: it would '

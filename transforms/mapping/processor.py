@@ -70,9 +70,10 @@ def without_resubscribe(body: dict, counts: Counts) -> dict:
 class Selection:
     """Which events become requests (call types, track names) and how they
     map: `mapping` is our language's Mapping or a Segment destination's
-    subscriptions (anything with `routes`, transforms/mapping/routes.py). `deletions`: a Segment delete message (a user-deletion request)
-    deletes its contact, whatever `types` says; without it, it is filtered
-    out like any type not selected (`filter/filtered_out_delete`).
+    subscriptions (anything with `routes`, transforms/mapping/routes.py).
+    `deletions`: a Segment delete message (a user-deletion request) deletes
+    its contact, whatever `types` says; without it, it is filtered out like
+    any type not selected (`filter/filtered_out_delete`).
     `ignore_integrations` sends the calls whose `integrations` turned Loops
     off (Segment would not have given them to Loops)."""
     types: tuple

@@ -70,7 +70,8 @@ def segment_mapping(document: Document) -> SegmentMapping:
     list; parsed, or as JSON text) as a mapping. Raises SubscriptionError
     naming every subscription that cannot be applied, and where."""
     routes = tuple(_route(subscription) for subscription in load_subscriptions(document))
-    return SegmentMapping(routes, tuple(str(skipped) for skipped in skipped_subscriptions(document)))
+    skipped = tuple(str(subscription) for subscription in skipped_subscriptions(document))
+    return SegmentMapping(routes, skipped)
 
 
 def load_segment_mapping(path: str) -> SegmentMapping:
