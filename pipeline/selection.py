@@ -45,9 +45,12 @@ def selected_types(value: Optional[str], default: tuple, mapping) -> tuple:
     routed = call_types(mapping.routes)
     if value is None:
         types = tuple(t for t in default if t in routed)
+        if not routed:
+            raise UsageError('no route of the mapping takes any call (of '
+                             f'{", ".join(CALL_TYPES)}): nothing would be sent')
         if not types:
             raise UsageError(f'the mapping routes no {" or ".join(default)} calls: say which '
-                             f'calls to send with --types ({", ".join(sorted(routed))})')
+                             f'calls to send with --types (it routes {", ".join(sorted(routed))})')
         return types
     types = tuple(t.lower() for t in split_list(value))
     unsupported = [t for t in types if t not in CALL_TYPES]
