@@ -1,7 +1,9 @@
 """`segment-loops map` (pipeline/map_calls.py): what calls become under a mapping,
-ours or a Segment destination's subscriptions, and its exit status."""
+ours or a Segment destination's subscriptions, its exit status, and the
+examples docs/mapping.md shows."""
 import io
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,46 @@ def test_a_mapping_that_cannot_be_used_exits_2_saying_why(tmp_path, capsys, argv
     assert error.startswith('segment-loops map: error: ') and 'Traceback' not in error
     assert says.replace('MAPPING', str(mapping)).replace(
         'SUBSCRIPTIONS', str(subscriptions)) in error
+
+
+# --- the examples of docs/mapping.md print what the page shows
+
+REPO = Path(__file__).parent.parent
+MAPPING_PAGE = (REPO / 'docs' / 'mapping.md').read_text(encoding='utf-8')
+
+
+def console_examples(text: str) -> list:
+    """(command, the lines it prints) of every `$ segment-loops map` in the
+    page's console blocks."""
+    examples, block = [], None
+    for line in text.splitlines():
+        if line.startswith('```'):
+            block = [] if line == '```console' and block is None else None
+            continue
+        if block is None:
+            continue
+        if line.startswith('$ '):
+            examples.append((line[2:], []))
+        elif examples:
+            examples[-1][1].append(line)
+    return examples
+
+
+def test_the_pages_examples_are_what_map_prints(monkeypatch):
+    monkeypatch.chdir(REPO)
+    examples = console_examples(MAPPING_PAGE)
+    assert [command.split(' --input')[0] for command, _ in examples] == [
+        'segment-loops map', 'segment-loops map --mapping docs/examples/rules.yaml',
+        'segment-loops map --segment_subscriptions '
+        'tests/data/segment/subscriptions_live_setup.json']
+    for command, shown in examples:
+        words = shlex.split(command)
+        assert words[:2] == ['segment-loops', 'map']
+        out = io.StringIO()
+        assert map_calls.main(words[2:], out=out) == 0
+        assert out.getvalue().splitlines() == shown, command
+
+
+def test_the_rules_file_is_the_one_the_page_shows():
+    rules = (REPO / 'docs' / 'examples' / 'rules.yaml').read_text(encoding='utf-8')
+    assert f'```yaml\n{rules}```' in MAPPING_PAGE
