@@ -11,7 +11,7 @@ backfill's own figures come from its counters (pipeline/plain_backfill.py);
 import collections
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from pipeline import summary as run_summary
 from pipeline.plain_backfill import FILES_OPENED

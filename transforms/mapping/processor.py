@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
-from transforms.core.kinds import CONTACT_UPSERT, MAILING_LISTS
+from transforms.core.kinds import MAILING_LISTS
 from transforms.core.records import LoopsRequest, RawEvent, failure_record
 from transforms.core.text import compact_json
 from transforms.mapping.conform import AccountSchema, check_policy, conform_body

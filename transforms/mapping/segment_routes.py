@@ -35,7 +35,7 @@ from transforms.mapping.actions_core import PayloadValidationError
 from transforms.mapping.build import (CONTACT_FIELDS, MappedRequest, Spread, checked_event_name,
                                       checked_user_id, contact_request, event_request)
 from transforms.mapping.language import DEFAULT_MAPPING
-from transforms.mapping.loops_actions import CREATE_OR_UPDATE_CONTACT, SEND_EVENT
+from transforms.mapping.loops_actions import CREATE_OR_UPDATE_CONTACT
 from transforms.mapping.mapping_kit import MappingKitError
 from transforms.mapping.routes import fql_route
 from transforms.mapping.subscriptions import (Document, Subscription, SubscriptionError,
