@@ -81,9 +81,6 @@ from transforms.mapping.values import (ARRAY_RULES, LONG_STRING_RULES, LOOPS_CON
 __all__ = ['DEFAULT_MAPPING', 'Mapping', 'MappingError', 'Path', 'compile_path',
            'compile_template', 'default_mapping', 'load_mapping', 'mapping_from_dict']
 
-# Call types that can become event sends, and what each sends by default.
-EVENT_TYPES = ('track', 'page', 'screen', 'group')
-
 _EVENT_DEFAULTS = {
     'eventName': '$.event',
     'email': ['$.properties.email', '$.context.traits.email'],
