@@ -413,16 +413,20 @@ def _valid_names(properties: dict, adjustments: Adjustments) -> dict:
 
 
 def _all_plain_names(names: dict) -> bool:
-    """True when the names are surely valid: printable ASCII without spaces
-    (so none is blank), 500 characters in all. Most events' names are, and
-    checking them together costs less than one of them alone; any other
-    names are checked one by one."""
+    """True when the names are surely valid: printable (Python's printable
+    leaves out control characters and every space but ' '), 500 UTF-16
+    units in all, none empty, and none blank (only ' '). Most events' names
+    are, and checking them together costs less than one of them alone; any
+    other names are checked one by one."""
     try:
         joined = ''.join(names)
     except TypeError:   # a name that is not text
         return False
-    return (len(joined) <= MAX_STRING_LENGTH and joined.isascii() and joined.isprintable()
-            and ' ' not in joined and '' not in names)
+    if len(joined) > MAX_STRING_LENGTH or not joined.isprintable() or '' in names:
+        return False
+    if not joined.isascii() and loops_length(joined) > MAX_STRING_LENGTH:
+        return False
+    return ' ' not in joined or all(name.strip(' ') for name in names)
 
 
 # --- Contact properties sent with an event ---
