@@ -11,8 +11,6 @@ from pipeline.options import UsageError, split_list, utc_day_ms
 from transforms.mapping.language import MappingError, default_mapping, load_mapping
 from transforms.mapping.processor import Policy, Selection
 from transforms.mapping.routes import CALL_TYPES, call_types
-from transforms.mapping.segment_routes import load_segment_mapping
-from transforms.mapping.subscriptions import SubscriptionError
 
 IDENTITY_MODES = ('email_or_user_id', 'user_id')
 _DURATION = re.compile(r'([0-9]+(?:\.[0-9]+)?)\s*([smhdw])', re.ASCII)
@@ -75,6 +73,10 @@ def mapping_from_option(path: Optional[str], subscriptions: Optional[str] = None
         raise UsageError('--mapping and --segment_subscriptions are two ways to write the '
                          'mapping: give one of them')
     if subscriptions is not None:
+        # Imported only here: Mapping Kit and its Liquid library take a tenth
+        # of a second to import, which runs without subscriptions need not pay.
+        from transforms.mapping.segment_routes import load_segment_mapping
+        from transforms.mapping.subscriptions import SubscriptionError
         try:
             return load_segment_mapping(subscriptions)
         except SubscriptionError as error:
