@@ -5,7 +5,8 @@ The pipeline, step by step:
   2. ProcessEvents         the backfill's parse, filter, map, hold back and fit to the
                            account, one event at a time (failures: parse, map, conform);
                            a Segment delete message becomes its contact's deletion
-  3. DropRepeatedMessages  a messageId seen in the last --dedupe_seconds is dropped;
+  3. DropRepeatedMessages  a message seen in the last --dedupe_seconds is dropped (each of
+                           its requests, when several routes take it);
                            with --state, so is an event the state records as delivered
   4. KeepLatestPerContact  per contact: an upsert goes on with only the properties newer
                            than those already sent, an event gets the contact's latest email;
