@@ -10,6 +10,7 @@ backfill: it sends, for each call, exactly Segment's requests, but where one of
 this tool's documented rules decides otherwise (docs/mapping.md, "Differences
 from Segment's destination"; each difference below says why).
 """
+import collections
 import glob
 import io
 import json
@@ -24,8 +25,10 @@ import pytest
 from pipeline import backfill
 from pipeline.options import UsageError
 from pipeline.summary import unaccounted
-from transforms.core.records import idempotency_key_for
+from transforms.core.records import RawEvent, idempotency_key_for
 from transforms.core.sinks import read_failure_records
+from transforms.mapping.processor import EventProcessor, Policy, Selection
+from transforms.mapping.segment_routes import segment_mapping
 
 DATA = Path(__file__).parent / 'data' / 'segment'
 LIVE_SETUP = str(DATA / 'subscriptions_live_setup.json')
@@ -200,3 +203,52 @@ def test_a_missing_file_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match='/nonexistent.json: cannot read the subscriptions'):
         dry_run(tmp_path, '--segment_subscriptions', '/nonexistent.json')
 
+
+
+# --- this tool's rules hold for a subscription's requests
+
+def subscription(slug: str, trigger: str, settings: dict, id: str) -> dict:
+    return {'id': id, 'name': id, 'actionSlug': slug, 'enabled': True, 'trigger': trigger,
+            'settings': settings}
+
+
+def processed(subscriptions: list, event: dict, policy=Policy()):
+    counts = collections.Counter()
+    processor = EventProcessor(Selection(('identify', 'track'), None,
+                                         segment_mapping(subscriptions)), policy)
+    return processor.process(RawEvent('f', 1, json.dumps(event)), counts), counts
+
+
+SEND = {'eventName': {'@path': '$.event'}, 'userId': {'@path': '$.userId'},
+        'eventProperties': {'@path': '$.properties'}}
+TRACK = {'type': 'track', 'event': 'Billing: Paid', 'userId': 'u1', 'messageId': 'm1',
+         'timestamp': '2026-01-05T10:00:00Z', 'properties': {'orderId': 2 ** 60, 'note': None}}
+
+
+def test_two_event_subscriptions_of_one_call_send_apart_by_loops_rules():
+    renamed = {**SEND, 'eventName': {'@template': 'Paid {{properties.orderId}}'}}
+    result, counts = processed([subscription('sendEvent', 'type = "track"', SEND, 'sub_a'),
+                                subscription('sendEvent', 'type = "track"', renamed, 'sub_b')],
+                               TRACK)
+    # The first: Loops refuses a colon in an event name, so the call fails for it.
+    ((failure,), (send,)) = result.failures, result.requests
+    assert (failure['reason'], failure['message'].split(':')[0]) == (
+        'colon_in_event_name', "subscription 'sub_a' (id sub_a, sendEvent)")
+    # The second: an integer Loops would round goes as its text, a null is left out,
+    # and its key is its own (the first's would be the messageId's).
+    assert send.body == {'eventName': f'Paid {2 ** 60}', 'userId': 'u1',
+                         'eventProperties': {'orderId': str(2 ** 60)}}
+    assert send.idempotency_key == idempotency_key_for('m1#sub_b')
+    assert counts['map/unsafe_integer_as_text'] == 1
+    assert counts['map/dropped_null_event_properties'] == 1
+
+
+def test_history_and_consent_hold_for_a_subscriptions_event_send():
+    settings = {**SEND, 'contactProperties': {'subscribed': {'@path': '$.properties.optIn'}}}
+    event = {**TRACK, 'event': 'Opted In', 'properties': {'optIn': True}}
+    subscriptions = [subscription('sendEvent', 'type = "track"', settings, 'sub_a')]
+    result, counts = processed(subscriptions, event, Policy(resubscribe=False))
+    (send,) = result.requests
+    assert 'subscribed' not in send.body and counts['held_back/resubscribes'] == 1
+    old, counts = processed(subscriptions, event, Policy(max_event_age_ms=1, now_ms=2 ** 41))
+    assert old.requests == () and counts['held_back/old_events'] == 1
