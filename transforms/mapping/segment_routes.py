@@ -32,18 +32,21 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.core.kinds import MAILING_LISTS
 from transforms.mapping.actions_core import PayloadValidationError
-from transforms.mapping.build import (CONTACT_FIELDS, MappedRequest, Spread, checked_event_name,
-                                      checked_user_id, contact_request, event_request)
+from transforms.mapping.build import (CONTACT_FIELDS, TEXT_FIELDS, MappedRequest, Spread,
+                                      checked_event_name, checked_user_id, contact_request,
+                                      event_request)
 from transforms.mapping.language import DEFAULT_MAPPING
 from transforms.mapping.loops_actions import CREATE_OR_UPDATE_CONTACT
 from transforms.mapping.mapping_kit import MappingKitError
-from transforms.mapping.routes import fql_route
+from transforms.mapping.routes import Route, fql_route
 from transforms.mapping.subscriptions import (Document, Subscription, SubscriptionError,
                                               action_payload, load_subscriptions,
                                               skipped_subscriptions)
 from transforms.mapping.values import LOOPS_CONTACT_FIELDS, RESERVED_NAMES, ValueRules
 from transforms.segment.parse import ParsedEvent, Rejected
 
+# Loops' own contact fields, in the order a body gets them (the same in every process).
+_FIELD_ORDER = (*TEXT_FIELDS, 'subscribed', 'createdAt', MAILING_LISTS)
 # The value rules of our language's defaults: Segment's mapping has none of its own.
 VALUE_RULES = ValueRules()
 # How a contact's custom attributes become properties: Loops' own fields among
@@ -92,7 +95,7 @@ def load_segment_mapping(path: str) -> SegmentMapping:
         raise SubscriptionError([f'{path}: {problem}' for problem in error.problems]) from None
 
 
-def _route(subscription: Subscription):
+def _route(subscription: Subscription) -> Route:
     resolve = (map_contact_subscription if subscription.action is CREATE_OR_UPDATE_CONTACT
                else map_event_subscription)
     return fql_route(str(subscription), subscription.trigger, subscription.condition,
@@ -109,7 +112,7 @@ def map_contact_subscription(event: ParsedEvent, subscription: Subscription,
     if not isinstance(custom, dict):
         custom = {}
     fields = {name: payload[name] if name in payload else custom.get(name)
-              for name in CONTACT_FIELDS}
+              for name in _FIELD_ORDER}
     if not fields[MAILING_LISTS]:
         fields[MAILING_LISTS] = custom.get(MAILING_LISTS)
     email = payload['email'] if 'email' in payload else _present(custom.get('email'))
