@@ -314,7 +314,8 @@ def test_notes_cost_neither_an_event_nor_the_rest_of_an_upsert_against_the_sandb
             counts = collections.Counter()
             processed = [processor.process(RawEvent('f.gz', n, json.dumps(call)), counts)
                          for n, call in enumerate(calls, start=1)]
-            delivered = [deliver_one(client, p.request) for p in processed]
+            delivered = [deliver_one(client, request) for p in processed
+                         for request in p.requests]
         finally:
             client.close()
         state = sandbox.state()

@@ -25,12 +25,14 @@ def mapped(lines: list, *argv: str) -> list:
     return out.getvalue().splitlines()
 
 
-def request_line(method, path, body, key=None) -> str:
+def request_line(method, path, body, key=None, fallback_email=None) -> str:
     headers = {'Content-Type': 'application/json'}
     if key:
         headers['Idempotency-Key'] = key
-    return '  request ' + json.dumps({'body': body, 'headers': headers, 'method': method,
-                                      'path': path}, sort_keys=True, separators=(',', ':'))
+    request = {'body': body, 'headers': headers, 'method': method, 'path': path}
+    if fallback_email:
+        request['fallback_email'] = fallback_email
+    return '  request ' + json.dumps(request, sort_keys=True, separators=(',', ':'))
 
 
 def test_a_call_two_subscriptions_take_shows_both_routes_and_both_requests():
@@ -43,8 +45,8 @@ def test_a_call_two_subscriptions_take_shows_both_routes_and_both_requests():
             'email': 'ada@example.com', 'firstName': 'Ada', 'plan': 'pro',
             'source': 'Signed Up form', 'userGroup': 'pro plan', 'userId': 'u1'}),
         request_line('POST', '/v1/events/send', {
-            'email': 'ada@example.com', 'eventName': 'Signed Up', 'userId': 'u1',
-            'eventProperties': SIGNED_UP['properties']}, idempotency_key_for('m1'))]
+            'eventName': 'Signed Up', 'userId': 'u1', 'eventProperties': SIGNED_UP['properties']},
+            idempotency_key_for('m1'), fallback_email='ada@example.com')]
 
 
 def test_skipped_subscriptions_come_first():
