@@ -53,8 +53,8 @@ def run(pattern: str, output: str, types: Optional[str] = None) -> dict:
             continue
         processed = processor.process(raw, counts)
         failures.extend(processed.failures)
-        if processed.request is not None:
-            backfill.add(processed.request)
+        for request in processed.requests:
+            backfill.add(request)
     written = 0
     with open(os.path.join(output, 'requests.jsonl'), 'w', encoding='utf-8') as out:
         for request in backfill.upserts():

@@ -54,7 +54,7 @@ from pipeline.options import (DEFAULT_BATCH_RUNNER, DEFAULT_MAX_EVENT_AGE, Usage
                               add_selection_options, job_parser, parse_job_args,
                               require_cloud_paths, runs_locally, set_default_runner)
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
-                                policy_from_args)
+                                policy_from_args, print_skipped)
 from pipeline.writable import require_writable
 from transforms.contacts.merge import MergeContacts, UpsertsFromStates
 from transforms.contacts.ordering import OrderRequests, remove_runs
@@ -259,6 +259,7 @@ def start(argv=None, out=sys.stdout, hand_over_lease: bool = False,
     use_worker_processes_for_large_dry_runs(args, beam_args, options)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
     job = job_from_args(args, options)
+    print_skipped(job.selection.mapping, out)
     require_writable(options, {'--state': args.state, '--dead_letter': args.dead_letter,
                                '--dry_run': args.dry_run, '--contacts_csv': args.contacts_csv})
     job = replace(job, state=sync.open_state(args, options, job.policy, 'backfill', out,

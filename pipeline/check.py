@@ -51,7 +51,7 @@ from pipeline.options import (DEFAULT_MAX_EVENT_AGE, UsageError, add_input_optio
                               parse_job_args)
 from pipeline.plain_backfill import PlainBackfill, archive_paths, read_events
 from pipeline.selection import (ArchiveInput, archive_input_from_args, event_selection_from_args,
-                                policy_from_args)
+                                policy_from_args, print_skipped)
 from pipeline.trigger_scan import ContactLookup, TriggerScan
 from pipeline.workflow_report import (AccountWorkflows, format_workflows,
                                       read_account_workflows, workflows_section)
@@ -162,7 +162,7 @@ def state_listing(args, options: PipelineOptions, policy: Policy) -> Optional[St
 def scan(job: CheckJob, account: AccountSchema, workflows: tuple = (),
          lookup: Optional[ContactLookup] = None) -> CheckRun:
     """Runs the backfill's steps on the input as one plain loop, looking at
-    each request as mapped (`to_request`) and as fitted (`fit`), and holding
+    each request as mapped (`to_requests`) and as fitted (`fit`), and holding
     what it sends against `workflows` (their counts in the run's `triggers`)."""
     counts = collections.Counter()
     processor = EventProcessor(job.selection, job.policy, account, job.unknown_properties)
@@ -180,12 +180,12 @@ def scan(job: CheckJob, account: AccountSchema, workflows: tuple = (),
         if type(raw) is Unreadable:
             seen.unreadable(raw.failure)
             continue
-        mapped = processor.to_request(raw, counts)
-        fitted = None if mapped.request is None else processor.fit(mapped, counts)
+        mapped = processor.to_requests(raw, counts)
+        fitted = processor.fit(mapped, counts) if mapped.requests else mapped
         seen.event(mapped, fitted)
-        if fitted is not None:
-            backfill.add(fitted.request if triggers is None else triggers.slim(fitted.request))
-            shapes.add(fitted.request)
+        for request in fitted.requests:
+            backfill.add(request if triggers is None else triggers.slim(request))
+            shapes.add(request)
     for upsert in backfill.upserts():
         seen.upsert(upsert)
         if triggers is not None:
@@ -208,6 +208,7 @@ def main(argv: Optional[list] = None, out=sys.stdout) -> int:
     LoopsError."""
     args, beam_args = parse_job_args(check_parser(), argv)
     job = job_from_args(args, PipelineOptions(beam_args))
+    print_skipped(job.selection.mapping, out)
     team, account = preflight(job.loops)
     created = None
     if job.create_properties:

@@ -11,7 +11,7 @@ backfill's own figures come from its counters (pipeline/plain_backfill.py);
 import collections
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from pipeline import summary as run_summary
 from pipeline.plain_backfill import FILES_OPENED
@@ -83,21 +83,22 @@ class Observations:
         self.unreadable_files.append({key: failure[key] for key in ('reason', 'message')}
                                      | {'path': failure['source']})
 
-    def event(self, mapped: Processed, fitted: Optional[Processed]) -> None:
-        """One event: as `to_request` left it (`mapped`) and, when it became
-        a request, as `fit` sent it on (`fitted`)."""
+    def event(self, mapped: Processed, fitted: Processed) -> None:
+        """One event: as `to_requests` left it (`mapped`) and as `fit` sent
+        it on (`fitted`, the same requests in the same order)."""
         event = mapped.event
         if event is not None:
             self.by_type[event.type] += 1
             if event.type == 'track':
                 self.track_names[_name_text(event.data.get('event'))] += 1
-        if mapped.request is None:
-            for failure in mapped.failures:
-                self.failures[f'{failure["stage"]}/{failure["reason"]}'] += 1
-                if failure['reason'] == COLON_IN_EVENT_NAME:
-                    self.colon_names[_name_text(event.data.get('event'))] += 1
-            return
-        self._request(mapped.request, fitted.request.body)
+        for failure in mapped.failures:
+            if failure['stage'] == 'conform':   # a refused part: under `refused`
+                continue
+            self.failures[f'{failure["stage"]}/{failure["reason"]}'] += 1
+            if failure['reason'] == COLON_IN_EVENT_NAME:
+                self.colon_names[_name_text(event.data.get('event'))] += 1
+        for request, sent in zip(mapped.requests, fitted.requests):
+            self._request(request, sent.body)
 
     def _request(self, mapped: LoopsRequest, sent: dict) -> None:
         kind = mapped.spec

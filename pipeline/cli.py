@@ -16,6 +16,7 @@ commands:
   backfill   Segment archives (S3/GCS/local, gzip NDJSON or Avro) -> Loops contacts and events
   stream     a Pub/Sub subscription of Segment events -> Loops, continuously
   check      preflight: what a backfill would send, and what the Loops account would lose
+  map        what Segment calls become under a mapping (ours or Segment's subscriptions)
   replay     re-send the requests of delivery failures from a dead letter
   delete     delete contacts from Loops (userIds, emails or Segment's delete messages)
   state      look after a sync state: compact, verify, repair, confirm-import
@@ -42,6 +43,11 @@ def _stream(argv):
 def _check(argv):
     from pipeline import check
     return check.main(argv)
+
+
+def _map(argv):
+    from pipeline import map_calls
+    return map_calls.main(argv)
 
 
 def _replay(argv):
@@ -78,6 +84,7 @@ COMMANDS: dict[str, Callable[[list], int]] = {
     'backfill': _backfill,
     'stream': _stream,
     'check': _check,
+    'map': _map,
     'replay': _replay,
     'delete': _delete,
     'state': _state,

@@ -99,6 +99,13 @@ def add_selection_options(parser):
         help='YAML or JSON file overriding where each Loops field comes from '
              '(see docs/mapping.md). Default: the Segment Loops destination\'s mapping.')
     group.add_argument(
+        '--segment_subscriptions', default=None, metavar='FILE',
+        help='Map as a Segment "Loops (Actions)" destination does: its subscriptions as '
+             'Segment\'s Public API returns them (GET /destinations/{id}/subscriptions; the '
+             'whole answer or its list), a JSON file, local, gs:// or s3://. Each enabled '
+             'subscription applies to the calls its trigger matches; instead of --mapping '
+             '(see docs/mapping.md).')
+    group.add_argument(
         '--identity', choices=('email_or_user_id', 'user_id'), default='email_or_user_id',
         help='How contacts are found: by userId, or by email when an event has no userId '
              '(default: email_or_user_id); user_id sends only events with a userId.')

@@ -5,7 +5,8 @@ The pipeline, step by step:
   2. ProcessEvents         the backfill's parse, filter, map, hold back and fit to the
                            account, one event at a time (failures: parse, map, conform);
                            a Segment delete message becomes its contact's deletion
-  3. DropRepeatedMessages  a messageId seen in the last --dedupe_seconds is dropped;
+  3. DropRepeatedMessages  a message seen in the last --dedupe_seconds is dropped (each of
+                           its requests, when several routes take it);
                            with --state, so is an event the state records as delivered
   4. KeepLatestPerContact  per contact: an upsert goes on with only the properties newer
                            than those already sent, an event gets the contact's latest email;
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.gcp.pubsub import parse_subscription, parse_topic
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
@@ -39,7 +41,8 @@ from pipeline.loops_options import (add_conform_options, add_loops_options, conn
                                     preflight, require_secret_on_remote_runner)
 from pipeline.options import (UsageError, add_safety_options, add_selection_options, job_parser,
                               parse_job_args, require_cloud_paths, runs_locally, set_default_runner)
-from pipeline.selection import event_selection_from_args, parse_duration, policy_from_args
+from pipeline.selection import (event_selection_from_args, parse_duration, policy_from_args,
+                                print_skipped)
 from pipeline.writable import require_writable
 from transforms.contacts.stream_state import KeepLatestPerContact
 from transforms.core.records import ContactSequence, RawEvent
@@ -203,6 +206,8 @@ def job_from_args(args, options: PipelineOptions) -> StreamJob:
     if dead_letter is None and not args.dead_letter_topic:
         dead_letter = DEFAULT_DEAD_LETTER
     policy = policy_from_args(args)
+    # The mapping's file may be on s3:// (the job's --s3_* options) or gs://.
+    FileSystems.set_options(options)
     return StreamJob(
         subscription=args.subscription,
         topic=args.topic,
@@ -276,6 +281,7 @@ def _launch(argv, out, signals: Optional[lifecycle.StopSignals] = None) -> tuple
     options.view_as(StandardOptions).streaming = True
     set_default_runner(options, DEFAULT_STREAM_RUNNER)
     job = job_from_args(args, options)
+    print_skipped(job.selection.mapping, out)
     require_writable(options, {'--state': args.state, '--dead_letter': job.dead_letter})
     team, account = preflight(job.loops)
     print(f'Loops API key accepted (team: {team}).', file=out)

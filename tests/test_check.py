@@ -366,6 +366,27 @@ def test_figures_equal_the_backfill_dry_run_summary(tmp_path, key_file, extra):
         assert summary['held_back_events'] > 0 and summary['held_back_resubscribes'] > 0
 
 
+def test_with_segment_subscriptions_check_predicts_the_backfills_figures(tmp_path, key_file):
+    segment = os.path.join(os.path.dirname(__file__), 'data', 'segment')
+    with open(os.path.join(segment, 'subscriptions_live_calls.json'), encoding='utf-8') as f:
+        calls = [call['event'] for call in json.load(f)['calls']]
+    options = ['--input', write_events(tmp_path, calls), '--types', 'identify,track',
+               '--max_event_age', 'none',
+               '--segment_subscriptions', os.path.join(segment, 'subscriptions_live_setup.json')]
+
+    _, text, report = run_check(tmp_path, key_file, options[1:2], (), *options[2:])
+    summary = backfill.run(options + ['--dry_run', str(tmp_path / 'out' / 'requests'),
+                                      '--dead_letter', str(tmp_path / 'dl') + '/'],
+                           out=open(os.devnull, 'w'))
+
+    assert text.startswith('Never applied (skipped):\n')
+    fitted = {name for name in report['summary'] if name.startswith(('conform/', 'refused/'))}
+    assert {name: n for name, n in report['summary'].items()
+            if name not in fitted} == without_failure_records(summary)
+    assert report['failures'] == {'map/action_refused': 3}
+    assert (report['requests']['contact_upserts'], report['requests']['event_sends']) == (4, 3)
+
+
 def test_held_back_items_are_shown_with_the_option_that_sends_them(tmp_path, key_file):
     path = write_events(tmp_path, safety_events())
 

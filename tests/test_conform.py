@@ -261,7 +261,7 @@ def test_the_processor_sends_the_rest_and_records_each_refused_part():
 
     processed = processor.process(RawEvent('f.gz', 7, json.dumps(event)), counts)
 
-    assert processed.request.body == {'userId': 'u1', 'seats': 12, 'plan': 'pro',
+    assert processed.requests[0].body == {'userId': 'u1', 'seats': 12, 'plan': 'pro',
                                       'source': 'Segment', 'mailingLists': {'list_news': True}}
     assert sorted((f['stage'], f['reason'], f['source']) for f in processed.failures) == [
         ('conform', 'unknown_mailing_list', 'f.gz:7'), ('conform', 'unknown_property', 'f.gz:7')]
@@ -283,11 +283,11 @@ def test_the_processor_never_sends_an_integer_loops_would_round():
     contact = processor.process(RawEvent('f.gz', 1, json.dumps(identify)), counts)
     event = processor.process(RawEvent('f.gz', 2, json.dumps(track)), counts)
 
-    assert contact.request.body == {'userId': 'u1', 'accountId': '12345678901234567890',
+    assert contact.requests[0].body == {'userId': 'u1', 'accountId': '12345678901234567890',
                                     'plan': 'pro', 'source': 'Segment'}
     assert [(f['stage'], f['reason']) for f in contact.failures] == [
         ('conform', 'unsafe_integer')]
-    assert event.request.body['eventProperties'] == {'orderId': '12345678901234567890',
+    assert event.requests[0].body['eventProperties'] == {'orderId': '12345678901234567890',
                                                      'total': 12}
     assert event.failures == ()
     assert (counts['conform/unsafe_integer_as_text'], counts['refused/unsafe_integer'],
@@ -314,7 +314,8 @@ def test_notes_cost_neither_an_event_nor_the_rest_of_an_upsert_against_the_sandb
             counts = collections.Counter()
             processed = [processor.process(RawEvent('f.gz', n, json.dumps(call)), counts)
                          for n, call in enumerate(calls, start=1)]
-            delivered = [deliver_one(client, p.request) for p in processed]
+            delivered = [deliver_one(client, request) for p in processed
+                         for request in p.requests]
         finally:
             client.close()
         state = sandbox.state()

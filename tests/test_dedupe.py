@@ -1,4 +1,4 @@
-"""DropRepeatedMessages: a messageId seen within the dedupe time is dropped."""
+"""DropRepeatedMessages: a message's request seen within the dedupe time is dropped."""
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import StandardOptions
@@ -8,8 +8,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.summary import pipeline_counters
 from tests.direct_runner_counters import count_every_bundle
-from transforms.core.records import Stamp, contact_upsert
-from transforms.segment.dedupe import DropRepeatedMessages, message_id_of
+from transforms.core.records import Stamp, contact_upsert, event_send
+from transforms.segment.dedupe import DropRepeatedMessages, message_id_of, repeat_key
 
 
 def upsert(message_id: str, plan: str):
@@ -42,6 +42,26 @@ def test_repeats_within_the_time_are_dropped_later_ones_pass(monkeypatch):
     result = p.run()
     result.wait_until_finish()
     assert pipeline_counters(result)['dedupe/duplicates'] == 1
+
+
+def test_the_requests_of_one_call_mapped_by_several_routes_are_not_repeats_of_each_other(
+        monkeypatch):
+    count_every_bundle(monkeypatch)
+    stamp = Stamp(1, 0, 'm1')
+    call = [upsert('m1', 'pro'),
+            event_send({'eventName': 'Signed Up', 'userId': 'a'}, 'user:a', stamp, 'm1', 'k-1'),
+            event_send({'eventName': 'Trial', 'userId': 'a'}, 'user:a', stamp, 'm1', 'k-2')]
+    assert len({repeat_key(request) for request in call}) == 3
+    arrivals = (TestStream().advance_watermark_to(0).add_elements(call)
+                .advance_processing_time(1).add_elements(call)   # the message again
+                .advance_watermark_to_infinity())
+    p = TestPipeline(options=StandardOptions(streaming=True))
+    passed = (p | arrivals | DropRepeatedMessages(10, clock=lambda: 0.0)
+              | beam.Map(lambda request: request.idempotency_key))
+    assert_that(passed, equal_to([None, 'k-1', 'k-2']))
+    result = p.run()
+    result.wait_until_finish()
+    assert pipeline_counters(result)['dedupe/duplicates'] == 3
 
 
 def test_the_time_cannot_be_negative():

@@ -231,11 +231,12 @@ def test_the_stream_turns_a_delete_message_into_a_deletion_and_a_backfill_counts
     counts = collections.Counter()
     processed = processor(True).process(raw, counts)
     # Never held back for its age: a deletion triggers no email.
-    assert processed.request.to_dict()['body'] == {'userId': '5678'}
-    assert processed.request.stamp == DELETED_AT and processed.request.source == 'message-1'
+    (request,) = processed.requests
+    assert request.to_dict()['body'] == {'userId': '5678'}
+    assert request.stamp == DELETED_AT and request.source == 'message-1'
     assert counts['map/contact_deletions'] == 1 and not counts['held_back/old_events']
     counts = collections.Counter()
-    assert processor(False).process(raw, counts).request is None
+    assert processor(False).process(raw, counts).requests == ()
     assert counts['filter/filtered_out_delete'] == 1
 
 
@@ -243,5 +244,5 @@ def test_a_delete_message_without_a_user_id_is_a_map_failure():
     raw = RawEvent('message-2', 0, '{"type": "delete", "anonymousId": "a1"}')
     processed = processor(True).process(raw, collections.Counter())
     (failure,) = processed.failures
-    assert (processed.request, failure['stage'], failure['reason']) == (
-        None, 'map', 'missing_user_id')
+    assert (processed.requests, failure['stage'], failure['reason']) == (
+        (), 'map', 'missing_user_id')

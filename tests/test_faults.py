@@ -54,14 +54,12 @@ class Expected:
         updates, self.sends, self.fallback_emails = [], {}, {}
         for number, event in enumerate(events, start=1):
             raw = RawEvent('expected', number, json.dumps(event))
-            request = processor.process(raw, counts).request
-            if request is None:
-                continue
-            if request.spec.mergeable:
-                updates.append((request.contact, state_of(request.body, request.stamp)))
-            else:
-                self.sends[request.idempotency_key] = request.body
-                self.fallback_emails[request.idempotency_key] = request.fallback_email
+            for request in processor.process(raw, counts).requests:
+                if request.spec.mergeable:
+                    updates.append((request.contact, state_of(request.body, request.stamp)))
+                else:
+                    self.sends[request.idempotency_key] = request.body
+                    self.fallback_emails[request.idempotency_key] = request.fallback_email
         self.contacts = {contact: upsert_from_state(contact, state, resubscribe, counts).body
                          for contact, state in merged_states(updates, counts)}
 

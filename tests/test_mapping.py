@@ -9,13 +9,27 @@ from hypothesis import strategies as st
 
 from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
 from transforms.core.records import Stamp, idempotency_key_for
+from transforms.mapping.build import is_valid_loops_body, is_valid_property_name, yes_or_no
 from transforms.mapping.language import default_mapping, mapping_from_dict
-from transforms.mapping.mapper import (is_valid_loops_body, is_valid_property_name, map_event,
-                                       map_event_send, map_identify, yes_or_no)
+from transforms.mapping.routes import call_types
 from transforms.segment.parse import ParsedEvent, Rejected
 
 DEFAULT = default_mapping()
 SOURCE = 'gs://bucket/file.gz'
+
+
+def routes_taking(event, mapping):
+    return [route for route in mapping.routes if route.takes(event)]
+
+
+def map_event(event, mapping, require_user_id=False):
+    """The request of the one route of `mapping` that takes the call (a
+    section: identify -> contact, track -> event, ...)."""
+    (route,) = routes_taking(event, mapping)
+    return route.resolve(event, route.spec, require_user_id, "")
+
+
+map_identify = map_event_send = map_event
 
 
 def call(event_type, user_id='u1', message_id='m1', **top):
@@ -358,8 +372,6 @@ def test_track_email_falls_back_to_context_traits_and_empty_properties_are_not_s
     *[(track(event=name), 'missing_event_name') for name in (None, '', '   ', 42, {'n': 1})],
     (track(event='E' * 501), 'value_too_long'),
     (track(event='Order:Completed'), 'colon_in_event_name'),
-    (call('page', name='Home'), 'unsupported_type'),
-    (call('alias', previousId='a'), 'unsupported_type'),
 ])
 def test_event_send_rejections(event, reason):
     assert rejection(map_event_send, event, DEFAULT) == reason
@@ -532,17 +544,17 @@ def test_page_screen_and_group_calls_become_events_when_mapped(event, name, even
     (call('page', properties={}), 'missing_event_name'),   # {name} has no value
     (call('page', name='a:b'), 'colon_in_event_name'),
     (call('page', user_id=None, name='Home'), 'missing_identity'),
-    (call('alias', previousId='p'), 'unsupported_type'),
 ])
 def test_mapped_page_rejections(event, reason):
     assert rejection(map_event, event, PAGES) == reason
 
 
 def test_page_screen_and_group_are_off_by_default():
-    assert DEFAULT.event_types == frozenset({'track'})
-    assert PAGES.event_types == frozenset({'track', 'page', 'screen', 'group'})
+    assert call_types(DEFAULT.routes) == frozenset({'identify', 'track'})
+    assert call_types(PAGES.routes) == frozenset({'identify', 'track', 'page', 'screen', 'group'})
     for event_type in ('page', 'screen', 'group'):
-        assert rejection(map_event, call(event_type, name='x'), DEFAULT) == 'unsupported_type'
+        assert routes_taking(call(event_type, name='x'), DEFAULT) == []
+    assert routes_taking(call('alias', previousId='p'), PAGES) == []
 
 
 # --- every body is valid for Loops

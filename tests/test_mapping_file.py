@@ -1,5 +1,6 @@
 """The mapping language (transforms/mapping/language.py): documents, paths,
 templates, defaults and the errors a person sees."""
+import dataclasses
 import json
 import pickle
 import textwrap
@@ -26,8 +27,9 @@ def test_the_documented_example_is_a_valid_mapping():
     doc = transforms.mapping.language.__doc__
     block = doc[doc.index('    contact:'):doc.index('A source is')]
     mapping = mapping_from_dict(yaml.safe_load(textwrap.dedent(block)))
-    assert mapping.rename == {'plan_name': 'plan'} and 'password' in mapping.skip
-    assert mapping.event_types == frozenset({'track'})
+    assert mapping.contact.rename == {'plan_name': 'plan'} and 'password' in mapping.contact.skip
+    assert [route.name for route in mapping.routes] == [
+        'contact', 'event', "rules[0] 'Signed Up updates the contact'"]
 
 
 @pytest.mark.parametrize('text, keys', [
@@ -56,10 +58,11 @@ def test_compile_template(text, parts):
 
 
 @pytest.mark.parametrize('document, message', [
-    ([], 'a mapping is an object with the sections contact, event, page, screen, group and '
-     'values, not a list'),
+    ([], 'a mapping is an object with the sections contact, event, page, screen, group, rules '
+     'and values, not a list'),
     ({'contacts': {}},
-     'contacts: unknown section (expected one of contact, event, page, screen, group, values)'),
+     'contacts: unknown section (expected one of contact, event, page, screen, group, rules, '
+     'values)'),
     ({'contact': []}, 'contact: expected an object, got a list'),
     ({'contact': {'nickname': '$.x'}}, 'contact.nickname: unknown key'),
     ({'contact': {'email': 'traits.email'}},
@@ -130,12 +133,17 @@ def test_load_yaml_merges_over_the_defaults(tmp_path):
         values: {arrays: json}
         '''))
     mapping = load_mapping(str(path))
-    assert mapping.contact_fields['firstName'] == (compile_path('$.traits.given_name'),)
-    assert mapping.contact_fields['lastName'] == DEFAULT.contact_fields['lastName']
-    assert mapping.skip == {'password'} and 'given_name' in mapping.consumed_keys
+    contact = mapping.contact
+    assert contact.contact_fields['firstName'] == (compile_path('$.traits.given_name'),)
+    assert contact.contact_fields['lastName'] == DEFAULT.contact.contact_fields['lastName']
+    assert contact.skip == {'password'} and 'given_name' in contact.consumed_keys
     assert (mapping.values.arrays, mapping.values.nested_objects) == ('json', 'flatten')
-    assert mapping.events['track'] == DEFAULT.events['track']
-    assert mapping.event_types == frozenset({'track', 'page'})
+    # Every route shares the document's value rules.
+    assert contact.values == mapping.events['track'].values == mapping.values
+    assert mapping.events['track'] == dataclasses.replace(DEFAULT.events['track'],
+                                                          values=mapping.values)
+    assert [route.trigger for route in mapping.routes] == [
+        'type = "identify"', 'type = "track"', 'type = "page"']
     # A turned-on section takes the event defaults for the keys it does not give.
     assert mapping.events['page'].email == DEFAULT.events['track'].email
 

@@ -31,7 +31,7 @@ from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND
 from transforms.core.records import LoopsRequest, RawEvent, Stamp, contact_key, failure_record
 from transforms.mapping.conform import AccountSchema
 from transforms.mapping.language import default_mapping
-from transforms.mapping.mapper import is_valid_loops_body
+from transforms.mapping.build import is_valid_loops_body
 from transforms.mapping.processor import EventProcessor, Policy, Selection
 
 LIST_IDS = frozenset({'list_news', 'list_product'})
@@ -116,8 +116,9 @@ def process_line(line: bytes, source: str, number: int = 1):
     | ('held_back', None), and the failure records of the parts refused."""
     counts = collections.Counter()
     processed = PROCESSOR.process(RawEvent(source, number, line), counts)
-    if processed.request is not None:
-        return 'request', processed.request, processed.failures
+    if processed.requests:
+        (request,) = processed.requests   # the default mapping: one route per call type
+        return 'request', request, processed.failures
     if processed.failures:
         (failure,) = processed.failures
         return 'failure', failure, ()

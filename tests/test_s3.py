@@ -177,3 +177,20 @@ def test_an_s3_pattern_that_reads_nothing_is_a_usage_error(bucket, s3_endpoint, 
                                                            pattern, message):
     with pytest.raises(UsageError, match=message):
         dry_run(tmp_path, pattern, bucket, *s3_flags(s3_endpoint))
+
+
+def test_segment_subscriptions_are_read_from_s3_as_from_a_local_file(bucket, s3_endpoint,
+                                                                     archive, tmp_path):
+    subscriptions = os.path.join(os.path.dirname(__file__), 'data', 'segment',
+                                 'subscriptions_live_setup.json')
+    s3 = boto3.client('s3', endpoint_url=s3_endpoint, region_name=REGION,
+                      aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    s3.upload_file(subscriptions, BUCKET, 'config/subscriptions.json')
+    pattern = os.path.join(archive.root, *ARCHIVE_GLOB.split('/'))
+
+    from_s3 = dry_run(tmp_path / 's3', pattern, archive.root, *s3_flags(s3_endpoint),
+                      '--segment_subscriptions', f'{bucket}/config/subscriptions.json')
+    local = dry_run(tmp_path / 'local', pattern, archive.root,
+                    '--segment_subscriptions', subscriptions)
+
+    assert from_s3 == local and from_s3[0]['contacts'] > 0

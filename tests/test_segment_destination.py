@@ -9,15 +9,18 @@ by running Segment's code.
 
 Each case runs through what a backfill does with one event, on the
 backfill's defaults (no --resubscribe): the per-event path (EventProcessor)
-with the case's mapping written in our mapping language, then the backfill's
-merge and consent (PlainBackfill). Our request must be Segment's, except where
-one of our documented rules decides otherwise: always, an empty `mailingLists`
-is not sent (EMPTY_MAILING_LISTS); and for the cases in OURS, what we do
-instead and why (the list of differences in docs/mapping.md). A case whose
-mapping our language cannot express is skipped: it needs Segment's Mapping Kit
-and subscriptions in the pipeline (issue 19); tests/test_segment_subscriptions.py
-already gets Segment's own request for each. Segment's user deletion
-(onDelete) is checked against this tool's deletion of a delete message.
+then the backfill's merge and consent (PlainBackfill). A case whose mapping
+our mapping language can express runs with it written in our language; every
+other case (the upstream tests map fields with Mapping Kit on calls Segment
+hands an action directly) runs as a Segment subscription, as
+--segment_subscriptions runs it. Our request must be Segment's, except where
+one of our documented rules decides otherwise: always, an empty
+`mailingLists` is not sent (EMPTY_MAILING_LISTS) and a backfill holds back
+`subscribed: true` (CONSENT); and for the cases in OURS, what we do instead
+and why (the list of differences in docs/mapping.md). A call Segment refuses
+is refused for that subscription, with Segment's message. Segment's user
+deletion (onDelete) is checked against this tool's deletion of a delete
+message.
 """
 import collections
 import json
@@ -29,7 +32,9 @@ import pytest
 from pipeline.plain_backfill import PlainBackfill
 from transforms.core.records import RawEvent
 from transforms.mapping.language import mapping_from_dict
+from transforms.mapping.loops_actions import LOOPS_ACTIONS
 from transforms.mapping.processor import EventProcessor, Policy, Selection
+from transforms.mapping.segment_routes import segment_mapping
 
 CASES_FILE = os.path.join(os.path.dirname(__file__), 'data', 'segment',
                           'loops_destination_cases.json')
@@ -37,11 +42,12 @@ with open(CASES_FILE, encoding='utf-8') as _file:
     _DATA = json.load(_file)
 CASES = _DATA['cases'] + _DATA['derived_cases']
 LOOPS_API = 'https://app.loops.so/api'
-NEEDS_SUBSCRIPTIONS = 'needs Segment subscriptions (issue 19)'
 DELETIONS = ('Segment sends the userId as a one-element array; Loops documents one id as a '
              'string (transforms/segment/deletions.py)')
 EMPTY_MAILING_LISTS = ('Segment always sends mailingLists, {} when there are none; we send it '
                        'only with a list in it (an empty object changes nothing in Loops)')
+CONSENT = ('consent: a backfill never sends subscribed: true without --resubscribe (it '
+           're-subscribes whoever unsubscribed); it is held back and counted')
 
 
 def case_id(case: dict) -> str:
@@ -97,11 +103,6 @@ OURS = {
                counted={'refused/invalid_email': 1}),
     'D10': Ours('a blank email is no email (Segment drops the field but its spread of the '
                 'traits still sends "email": "")', {'userId': 'u-10', 'source': 'Segment'}),
-    'D12': Ours('consent: a backfill never sends subscribed: true without --resubscribe (it '
-                're-subscribes whoever unsubscribed); it is held back and counted',
-                {'userId': 'u-12', 'email': 'h@example.com', 'source': 'Segment',
-                 'mailingLists': {'list_x': True}},
-                counted={'held_back/resubscribes': 1}),
     'D13': Ours(FALLBACK_EMAIL, {'eventName': 'Signed Up', 'userId': 'u-13', 'eventProperties': {
         'plan': 'pro', 'email': 'p@example.com', 'seats': 3}}, fallback_email='p@example.com'),
     'D14': Ours(FALLBACK_EMAIL, {'eventName': 'Signed Up', 'userId': 'u-14',
@@ -180,19 +181,61 @@ def _source(value, path_only: bool, per_key: bool):
     return {'literal': value}
 
 
-def run_case(case: dict, document: dict) -> tuple:
+def segment_subscriptions(case: dict) -> list:
+    """The case as the Public API lists a subscription: its action, its
+    mapping (with the action's defaults under it when the test uses them,
+    as Segment's testAction does) and a trigger taking the case's call."""
+    action = LOOPS_ACTIONS[case['action']]
+    mapping = case['mapping'] or {}
+    if case['use_default_mappings']:
+        defaults = {field.name: field.default for field in action.fields
+                    if field.default is not None}
+        mapping = {**defaults, **mapping}
+    return [{'id': 'sub_case', 'name': case_id(case), 'actionSlug': action.slug,
+             'destinationId': 'dst_loops', 'modelId': '', 'enabled': True,
+             'trigger': f'type = "{case["event"]["type"]}"', 'settings': mapping}]
+
+
+def case_mapping(case: dict):
+    """The case's mapping: written in our language when it can be, else as
+    Segment's subscription."""
+    document = our_mapping(case)
+    if isinstance(document, dict):
+        return mapping_from_dict(document)
+    return segment_mapping(segment_subscriptions(case))
+
+
+def run_case(case: dict, mapping) -> tuple:
     """The case's event through one backfill on its defaults -> (requests,
     failure records, counts)."""
     counts = collections.Counter()
-    processor = EventProcessor(Selection(('identify', 'track'), None,
-                                         mapping_from_dict(document)), Policy(resubscribe=False))
+    processor = EventProcessor(Selection(('identify', 'track'), None, mapping),
+                               Policy(resubscribe=False))
     processed = processor.process(RawEvent('case', 1, json.dumps(case['event'])), counts)
     backfill = PlainBackfill(False, counts)
-    if processed.request is not None:
-        backfill.add(processed.request)
+    for request in processed.requests:
+        backfill.add(request)
     requests = list(backfill.upserts()) + [
         request for _, _, sends in backfill.event_sends() for request in sends]
     return requests, processed.failures, counts
+
+
+def by_our_rules(expected: dict) -> Ours:
+    """Segment's outcome where no rule of ours listed in OURS decides
+    otherwise: its body without an empty mailingLists, without subscribed:
+    true (held back), an event's without its email when it has a userId;
+    its refusal, a failure of the subscription."""
+    if 'body' not in expected:
+        return Ours("Segment refuses the call: so do we, for that subscription", None,
+                    refused=(('map', 'action_refused'),))
+    body = {key: value for key, value in expected['body'].items()
+            if not (key == 'mailingLists' and value == {})}
+    if body.get('subscribed') is True:
+        del body['subscribed']
+        return Ours(CONSENT, body, counted={'held_back/resubscribes': 1})
+    if expected['url'].endswith('/events/send') and 'userId' in body and 'email' in body:
+        return Ours(FALLBACK_EMAIL, body, fallback_email=body.pop('email'))
+    return Ours(EMPTY_MAILING_LISTS, body)
 
 
 def _params() -> list:
@@ -201,8 +244,6 @@ def _params() -> list:
         marks = ()
         if case['action'] in NOT_A_MAPPING:
             marks = pytest.mark.skip(reason=f'not a mapping: {NOT_A_MAPPING[case["action"]]}')
-        elif isinstance(our_mapping(case), str):
-            marks = pytest.mark.skip(reason=f'{NEEDS_SUBSCRIPTIONS}: {our_mapping(case)}')
         params.append(pytest.param(case, id=case_id(case), marks=marks))
     return params
 
@@ -210,17 +251,16 @@ def _params() -> list:
 @pytest.mark.parametrize('case', _params())
 def test_our_request_is_segments_but_where_our_rules_decide(case):
     expected = case['expected']
-    requests, failures, counts = run_case(case, our_mapping(case))
-    ours = OURS.get(case_id(case))
-    if ours is None:
-        body = {key: value for key, value in expected['body'].items()
-                if not (key == 'mailingLists' and value == {})}
-        ours = Ours(EMPTY_MAILING_LISTS, body)
+    requests, failures, counts = run_case(case, case_mapping(case))
+    ours = OURS.get(case_id(case)) or by_our_rules(expected)
     assert [(failure['stage'], failure['reason']) for failure in failures] == list(ours.refused)
     assert {name: counts[name] for name in ours.counted} == ours.counted
     if ours.body is None:
         assert requests == []
         assert 'error' in expected
+        if ours.refused == (('map', 'action_refused'),):   # Segment's own message
+            assert failures[0]['message'] == f"subscription '{case_id(case)}' (id sub_case, " \
+                f"{case['action']}): {expected['error']}"
         return
     (request,) = requests
     assert request.body == ours.body
@@ -243,19 +283,24 @@ def test_segments_user_deletion_is_our_contact_deletion():
     processed = EventProcessor(selection).process(
         RawEvent('case', 1, json.dumps(message)), collections.Counter())
 
-    request = processed.request
+    (request,) = processed.requests
     assert (request.method, LOOPS_API + request.path) == (expected['method'], expected['url'])
     assert expected['body'] == {'userId': [case['event']['userId']]}
     assert request.body == {'userId': case['event']['userId']}, DELETIONS
 
 
 def test_every_difference_names_a_case_that_runs_and_says_why():
-    runnable = {case_id(case) for case in CASES
-                if case['action'] not in NOT_A_MAPPING and isinstance(our_mapping(case), dict)}
-    assert set(OURS) <= runnable
+    in_our_language = {case_id(case) for case in CASES
+                       if case['action'] not in NOT_A_MAPPING
+                       and isinstance(our_mapping(case), dict)}
+    assert set(OURS) <= in_our_language
     assert all(ours.why for ours in OURS.values())
-    # Every derived case runs; every upstream test needs Segment's own mappings.
-    assert runnable == {case_id(case) for case in _DATA['derived_cases']}
+    # Every derived case is written in our language; every upstream test needs
+    # Segment's own mappings, and runs as a subscription: all 20 of them.
+    assert in_our_language == {case_id(case) for case in _DATA['derived_cases']}
+    as_subscriptions = [case for case in CASES if case['action'] not in NOT_A_MAPPING
+                        and isinstance(our_mapping(case), str)]
+    assert len(as_subscriptions) == 20
 
 
 @pytest.mark.parametrize('case_name, expected', [

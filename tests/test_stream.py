@@ -396,6 +396,52 @@ def test_with_state_a_late_copy_of_a_delivered_event_is_not_sent_again(
     assert counters.get('deliver/already_delivered', 0) == 0
 
 
+SEGMENT_DATA = os.path.join(os.path.dirname(__file__), 'data', 'segment')
+LIVE_LISTS = [{'id': 'cm_newsletter', 'name': 'Newsletter', 'description': None, 'isPublic': True},
+              {'id': 'cm_product', 'name': 'Product', 'description': None, 'isPublic': True},
+              {'id': 'cm_beta', 'name': 'Beta', 'description': None, 'isPublic': True}]
+
+
+def test_the_stream_maps_calls_by_a_destinations_subscriptions(topics, tmp_path):
+    publisher, subscriber, names = topics
+    with open(os.path.join(SEGMENT_DATA, 'subscriptions_live_calls.json'), encoding='utf-8') as f:
+        calls = [call['event'] for call in json.load(f)['calls']]
+    subscriptions = os.path.join(SEGMENT_DATA, 'subscriptions_live_setup.json')
+    with LoopsSandbox(api_key=API_KEY, rate_limit=20, mailing_lists=LIVE_LISTS) as sandbox:
+        with running_stream(sandbox, topics, tmp_path, '--segment_subscriptions', subscriptions):
+            publish_all(publisher, names['events'], [json.dumps(call).encode() for call in calls])
+
+            def landed():
+                state = sandbox.state()
+                contacts = {contact['userId']: contact for contact in state['contacts']}
+                return (len(state['events']) >= 3 and 'user-9' in contacts
+                        and contacts['user-2'].get('plan') and contacts['user-3'].get('plan'))
+            assert wait_until(landed, 60)
+            failures = pull(subscriber, names['failures_sub'], 3)
+            time.sleep(2)  # anything still in flight lands now
+            state = sandbox.state()
+
+    contacts = {contact['userId']: contact for contact in state['contacts']}
+    assert set(contacts) == {'user-1', 'user-2', 'user-3', 'user-9'}
+    # The Signed Up track both sent its event and updated its contact (a @template
+    # user group, a literal source, the newsletter list from its properties).
+    grace = contacts['user-2']
+    assert (grace['email'], grace['firstName'], grace['userGroup'], grace['source'],
+            grace['plan'], grace['mailingLists']) == (
+        'grace@example.com', 'Grace', 'team plan', 'Signed Up form', 'team',
+        {'cm_newsletter': True})
+    assert contacts['user-3']['firstName'] == '42'
+    assert sorted((e['userId'], e['eventName']) for e in state['events']) == [
+        ('user-2', 'Order Completed'), ('user-2', 'Signed Up'), ('user-3', 'Signed Up')]
+    assert sorted((m.attributes['stage'], m.attributes['reason'],
+                   json.loads(m.data)['message'].split(': ', 1)[1]) for m in failures) == [
+        ('map', 'action_refused', 'Contact Email must be a valid email address string but it '
+                                  'was not.'),
+        ('map', 'action_refused', 'Contact Email must be a valid email address string but it '
+                                  'was not.'),
+        ('map', 'action_refused', "The root value is missing the required field 'userId'.")]
+
+
 def job_of(tmp_path, *options):
     key_file = tmp_path / 'key'
     key_file.write_text(API_KEY)

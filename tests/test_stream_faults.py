@@ -48,7 +48,7 @@ def expected_loops(events) -> tuple:
     states, sends = collections.defaultdict(dict), {}
     for n, event in enumerate(events):
         raw = RawEvent('expected', n + 1, json.dumps(event))
-        request = processor.process(raw, collections.Counter()).request
+        (request,) = processor.process(raw, collections.Counter()).requests
         if request.spec.mergeable:
             states[request.body['userId']] = merge(states[request.body['userId']],
                                                    state_of(request.body, request.stamp))

@@ -162,6 +162,31 @@ def test_a_second_run_sends_nothing_it_delivered(archive, reference, key_file, t
     assert all('/snapshot-' in f.path for f in listing.files)   # folded, logs gone
 
 
+SEGMENT_DATA = os.path.join(os.path.dirname(__file__), 'data', 'segment')
+LIVE_LISTS = [{'id': list_id, 'name': list_id, 'description': None, 'isPublic': True}
+              for list_id in ('cm_newsletter', 'cm_product', 'cm_beta')]
+
+
+def test_with_segment_subscriptions_a_second_run_sends_nothing_it_delivered(key_file, tmp_path):
+    # Several routes per call: a Signed Up track is an event send and an upsert.
+    with open(os.path.join(SEGMENT_DATA, 'subscriptions_live_calls.json'), encoding='utf-8') as f:
+        calls = [call['event'] for call in json.load(f)['calls']]
+    calls_path = tmp_path / 'calls.jsonl'
+    calls_path.write_text(''.join(json.dumps(call) + '\n' for call in calls), encoding='utf-8')
+    options = ['--segment_subscriptions',
+               os.path.join(SEGMENT_DATA, 'subscriptions_live_setup.json'),
+               '--state', str(tmp_path / 'state')]
+    with sandbox(mailing_lists=LIVE_LISTS) as loops:
+        first = run(loops, key_file, tmp_path, [str(calls_path)], *options)
+        sent_first = writes(loops)
+        second = run(loops, key_file, tmp_path, [str(calls_path)], *options)
+        sent_second = writes(loops)[len(sent_first):]
+
+    assert (first['contacts'], first['events'], first['delivered']) == (4, 3, 7)
+    assert sent_second == []
+    assert (second['contacts_unchanged'], second['events_already_sent']) == (4, 3)
+
+
 EVENTS_PATH = '/v1/events/send'
 
 

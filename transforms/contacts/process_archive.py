@@ -56,22 +56,20 @@ class _ProcessArchive(ProcessEventFn):
             processed = process(raw, counts)
             for failure in processed.failures:
                 yield beam.pvalue.TaggedOutput(FAILED, failure)
-            request = processed.request
-            if request is None:
-                continue
-            spec = request.spec
-            if spec.mergeable:
-                state = contacts.get(request.contact)
-                if state is None:
-                    state = contacts[request.contact] = {}
-                apply_body(state, request.body, request.stamp)
-            else:
-                key = (spec.phase, request.contact)
-                held = requests.get(key)
-                if held is None:
-                    held = requests[key] = []
-                held.append((sort_key(request), encode_request(request)))
-                self._held_requests += 1
+            for request in processed.requests:
+                spec = request.spec
+                if spec.mergeable:
+                    state = contacts.get(request.contact)
+                    if state is None:
+                        state = contacts[request.contact] = {}
+                    apply_body(state, request.body, request.stamp)
+                else:
+                    key = (spec.phase, request.contact)
+                    held = requests.get(key)
+                    if held is None:
+                        held = requests[key] = []
+                    held.append((sort_key(request), encode_request(request)))
+                    self._held_requests += 1
         if len(contacts) >= self._max_held_contacts:
             yield from self._held(CONTACTS)
         if self._held_requests >= self._max_held_requests:

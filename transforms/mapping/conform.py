@@ -35,8 +35,7 @@ from typing import Any, NamedTuple
 
 from transforms.core.kinds import CONTACT_UPSERT, MAILING_LISTS, RequestKind
 from transforms.core.text import preview
-from transforms.mapping.language import LOOPS_CONTACT_FIELDS
-from transforms.mapping.values import is_unsafe_integer
+from transforms.mapping.values import LOOPS_CONTACT_FIELDS, is_unsafe_integer
 from transforms.segment.parse import Rejected
 from transforms.segment.timestamps import parse_timestamp, to_iso8601
 

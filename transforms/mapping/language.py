@@ -25,10 +25,18 @@ example keys (`rename`, `skip`, `contactProperties`) that are empty by default:
                                               # or one path whose object is spread like traits
                                               # (Loops' firstName, lastName, userGroup, source,
                                               # subscribed, createdAt: set as by a contact)
+      mailingLists: null                      # the contact's lists, sent with the event
+                                              # (the forms a contact's mailingLists takes)
       colon_replacement: null                 # null: a name with ':' is a failure; or e.g. "-"
     page: null                                # off; {eventName: "Viewed {name} Page"} sends
     screen: null                              # page/screen/group calls as events (the other
     group: null                               # keys as under `event`)
+    rules:                                    # any call its FQL trigger matches -> either action
+      - name: Signed Up updates the contact   # optional; sets its event sends' keys apart
+        trigger: 'type = "track" and event = "Signed Up"'
+        contact: {email: "$.properties.email", properties: "$.properties"}
+                                              # or event: {...}: the keys of that section,
+                                              # each defaulting as there
     values: {nested_objects: flatten, arrays: join, long_strings: truncate, separator: null}
                                               # separator null: flattened names in camelCase
                                               # (address.city -> addressCity); "_": address_city
@@ -39,62 +47,69 @@ followed by `.name` or `["any key"]` / `['any key']` segments, e.g.
 `{name}` or `{properties.title}` placeholders (paths without the `$.`), which
 counts as absent when a placeholder has no value. `userId` is not mappable:
 it is always the event's userId.
+
+Sections and rules are routes (transforms/mapping/routes.py): a call gets a
+request from every route that takes it, in order: `contact` takes identify
+calls, `event` track calls, `page`, `screen` and `group` theirs when given,
+then each rule the calls its trigger matches (FQL, as Segment's destination
+triggers are written: `type`, `event`, `name`, `userId`, `properties.`,
+`traits.`, `context.` paths, comparisons, `contains()`, `match()`, `exists`,
+`and`, `or`, `!`).
 """
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
 import yaml
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.core.kinds import MAILING_LISTS
+from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND, MAILING_LISTS
 from transforms.core.text import preview
-from transforms.mapping.values import (ARRAY_RULES, LONG_STRING_RULES, NESTED_OBJECT_RULES,
+from transforms.mapping.build import EVENT_BODY_FIELDS
+from transforms.mapping.fql import FqlError
+from transforms.mapping.mapper import (CONTACT_SOURCE_KEYS, ContactMapping, EventMapping, Literal,
+                                       Path, Source, compile_path, compile_template, map_contact,
+                                       map_event_send)
+from transforms.mapping.routes import fql_route, parse_trigger, section_route
+from transforms.mapping.values import (ARRAY_RULES, LONG_STRING_RULES, LOOPS_CONTACT_FIELDS,
+                                       NESTED_OBJECT_RULES, READ_ONLY_FIELDS, RESERVED_NAMES,
                                        ValueRules)
 
-# Names Loops keeps for itself (unconfirmed list): never custom properties.
-RESERVED_NAMES = frozenset({'id', 'listId', 'softDeleteAt', 'teamId', 'updatedAt'})
-# Contact fields Loops sets itself: never sent.
-READ_ONLY_FIELDS = frozenset({'optInStatus'})
-# Loops' own contact fields: set only through their explicit field.
-LOOPS_CONTACT_FIELDS = frozenset({'email', 'firstName', 'lastName', 'source',
-                                  'subscribed', 'userGroup', 'userId',
-                                  MAILING_LISTS, 'optInStatus'})
-EVENT_BODY_FIELDS = frozenset({'eventName', 'email', 'userId', 'eventProperties',
-                               MAILING_LISTS})
-# Call types that can become event sends, and what each sends by default.
-EVENT_TYPES = ('track', 'page', 'screen', 'group')
+__all__ = ['DEFAULT_MAPPING', 'Mapping', 'MappingError', 'Path', 'compile_path',
+           'compile_template', 'default_mapping', 'load_mapping', 'mapping_from_dict']
 
 _EVENT_DEFAULTS = {
     'eventName': '$.event',
     'email': ['$.properties.email', '$.context.traits.email'],
     'eventProperties': '$.properties',
     'contactProperties': {},
+    MAILING_LISTS: None,
     'colon_replacement': None,
 }
+_CONTACT_DEFAULTS = {
+    'email': ['$.traits.email', '$.email'],
+    'firstName': ['$.traits.firstName', '$.traits.first_name'],
+    'lastName': ['$.traits.lastName', '$.traits.last_name'],
+    'userGroup': ['$.traits.userGroup', '$.traits.user_group'],
+    'source': ['$.traits.source', {'literal': 'Segment'}],
+    'subscribed': '$.traits.subscribed',
+    'createdAt': None,
+    MAILING_LISTS: '$.traits.mailingLists',
+    'properties': '$.traits',
+    'rename': {},
+    'skip': [],
+    'dates': ['createdAt', 'birthday'],
+}
 DEFAULT_MAPPING = {
-    'contact': {
-        'email': ['$.traits.email', '$.email'],
-        'firstName': ['$.traits.firstName', '$.traits.first_name'],
-        'lastName': ['$.traits.lastName', '$.traits.last_name'],
-        'userGroup': ['$.traits.userGroup', '$.traits.user_group'],
-        'source': ['$.traits.source', {'literal': 'Segment'}],
-        'subscribed': '$.traits.subscribed',
-        'createdAt': None,
-        MAILING_LISTS: '$.traits.mailingLists',
-        'properties': '$.traits',
-        'rename': {},
-        'skip': [],
-        'dates': ['createdAt', 'birthday'],
-    },
+    'contact': dict(_CONTACT_DEFAULTS),
     'event': dict(_EVENT_DEFAULTS),
     'page': None,
     'screen': None,
     'group': None,
+    'rules': [],
     'values': {'nested_objects': 'flatten', 'arrays': 'join',
                'long_strings': 'truncate', 'separator': None},
 }
@@ -104,14 +119,9 @@ _CALL_EVENT_DEFAULTS = {
     'screen': {**_EVENT_DEFAULTS, 'eventName': None},
     'group': {**_EVENT_DEFAULTS, 'eventName': None, 'eventProperties': '$.traits'},
 }
-CONTACT_SOURCE_KEYS = ('email', 'firstName', 'lastName', 'userGroup', 'source',
-                       'subscribed', 'createdAt', MAILING_LISTS)
-
-_PATH_SEGMENT = re.compile(r'''\.([^.\[\]'"\s]+)'''
-                           r'''|\[\s*"((?:[^"\\]|\\.)*)"\s*\]'''
-                           r"""|\[\s*'((?:[^'\\]|\\.)*)'\s*\]""")
-_ESCAPE = re.compile(r'\\(.)')
-_PLACEHOLDER = re.compile(r'\{([^{}]*)\}')
+# The keys of a rule, besides its action (`contact` or `event`).
+_RULE_KEYS = ('name', 'trigger', 'contact', 'event')
+_ACTIONS = {'contact': (CONTACT_UPSERT, map_contact), 'event': (EVENT_SEND, map_event_send)}
 
 
 class MappingError(ValueError):
@@ -119,100 +129,34 @@ class MappingError(ValueError):
     wrong and where (e.g. "contact.email[1]: ..."), for a person to fix."""
 
 
-class Path(NamedTuple):
-    """A compiled path: its text (for messages) and the keys from the event root."""
-    text: str
-    keys: tuple
-
-
-class Literal(NamedTuple):
-    """A fixed value used as a source."""
-    value: Any
-
-
-class Template(NamedTuple):
-    """Event-name text with placeholders: `parts` alternate literal text
-    (even positions) and paths (odd positions)."""
-    text: str
-    parts: tuple
-
-
-# Candidates in order of preference; empty means "not sent".
-Source = tuple
-
-
-@dataclass(frozen=True)
-class EventMapping:
-    """How one call type (track, page, screen, group) becomes an event send.
-    `contact_properties` is {Loops key: Source}, or a Path whose object is
-    spread flat like a contact's traits."""
-    event_name: Source
-    email: Source
-    event_properties: Optional[Path]
-    contact_properties: Union[dict, Path]
-    colon_replacement: Optional[str]
-
-
-class FieldLookup(NamedTuple):
-    """The explicit contact fields as a mapper looks them up. Most events set
-    a few traits where the mapping reads many: a field read only from keys of
-    the properties object (the traits) that an event lacks has no value, and
-    needs no look-up of its paths one by one."""
-    trait_fields: dict     # field -> its traits keys, for fields read only from traits
-    trait_keys: frozenset  # all of those keys
-    other_fields: tuple    # (field, Source) of the fields read from elsewhere too
-
-
 @dataclass(frozen=True)
 class Mapping:
-    """A validated, compiled mapping (picklable: Beam ships it to workers).
+    """A validated, compiled mapping of our language (picklable: Beam ships
+    it to workers). Build it with default_mapping(), load_mapping() or
+    mapping_from_dict().
 
-    Build it with default_mapping(), load_mapping() or mapping_from_dict().
-    `contact_fields` maps each explicit Loops contact field to its Source;
-    `events` maps each call type sent as an event to its EventMapping;
-    `consumed_keys`, `unsendable_names` and `field_lookup` are derived once
-    here so that mapping an event does no set-up work.
+    `contact` says how an identify call becomes a contact upsert; `events`
+    maps each call type sent as an event to its EventMapping; `rules` are the
+    routes of the document's `rules:`; `values` the value rules they all
+    share. `routes` (derived) is what the per-event path runs: the sections'
+    routes (identify -> contact, track -> event, page, screen, group when
+    given), then the rules, in order (transforms/mapping/routes.py).
     """
-    contact_fields: dict
-    contact_properties: Optional[Path]
-    rename: dict
-    skip: frozenset
-    dates: frozenset
+    contact: ContactMapping
     events: dict
+    rules: tuple
     values: ValueRules
-    consumed_keys: frozenset = field(init=False)
-    unsendable_names: frozenset = field(init=False)
-    field_lookup: 'FieldLookup' = field(init=False)
+    routes: tuple = field(init=False)
+    # Nothing a document of ours says is left unused.
+    skipped = ()
 
     def __post_init__(self):
-        # A trait read by an explicit field (firstName <- traits.first_name)
-        # is that field's value, not also a custom property.
-        consumed = set(self.skip)
-        trait_fields = {}
-        if self.contact_properties is not None:
-            parent = self.contact_properties.keys
-            for name, source in self.contact_fields.items():
-                keys = [candidate.keys[-1] for candidate in source
-                        if type(candidate) is Path and len(candidate.keys) == len(parent) + 1
-                        and candidate.keys[:-1] == parent]
-                consumed.update(keys)
-                if source and len(keys) == len(source):
-                    trait_fields[name] = frozenset(keys)
-        mapped = {name for name, source in self.contact_fields.items() if source}
-        object.__setattr__(self, 'consumed_keys', frozenset(consumed))
-        object.__setattr__(self, 'unsendable_names',
-                           LOOPS_CONTACT_FIELDS | RESERVED_NAMES | mapped)
-        object.__setattr__(self, 'field_lookup', FieldLookup(
-            trait_fields=trait_fields,
-            trait_keys=frozenset().union(*trait_fields.values()),
-            other_fields=tuple((name, source) for name, source in self.contact_fields.items()
-                               if source and name not in trait_fields)))
-
-    @property
-    def event_types(self) -> frozenset:
-        """The call types this mapping sends as events (track, and page,
-        screen or group when their section is given)."""
-        return frozenset(self.events)
+        sections = (section_route('contact', 'identify', CONTACT_UPSERT, map_contact,
+                                  self.contact),)
+        sections += tuple(section_route('event' if call_type == 'track' else call_type,
+                                        call_type, EVENT_SEND, map_event_send, spec)
+                          for call_type, spec in self.events.items())
+        object.__setattr__(self, 'routes', sections + self.rules)
 
 
 def default_mapping() -> Mapping:
@@ -260,24 +204,16 @@ def mapping_from_dict(d: dict) -> Mapping:
     defaults, key by key within each section. Raises MappingError."""
     if not isinstance(d, dict):
         raise MappingError('a mapping is an object with the sections contact, event, page, '
-                           f'screen, group and values, not {_type_name(d)}')
+                           f'screen, group, rules and values, not {_type_name(d)}')
     _check_keys(d, DEFAULT_MAPPING, '', 'section')
-    sections = {name: _section(d, name) for name in DEFAULT_MAPPING}
-    contact = sections['contact']
-    events = {'track': _event_mapping(sections['event'], 'event')}
+    values = _value_rules(_section(d, 'values'))
+    events = {'track': _event_mapping(_section(d, 'event'), 'event', values)}
     for call_type in ('page', 'screen', 'group'):
-        if sections[call_type] is not None:
-            events[call_type] = _event_mapping(sections[call_type], call_type)
-    return Mapping(
-        contact_fields={key: _source(contact[key], f'contact.{key}')
-                        for key in CONTACT_SOURCE_KEYS},
-        contact_properties=_optional_path(contact['properties'], 'contact.properties'),
-        rename=_renames(contact['rename']),
-        skip=frozenset(_names(contact['skip'], 'contact.skip')),
-        dates=frozenset(_names(contact['dates'], 'contact.dates')),
-        events=events,
-        values=_value_rules(sections['values']),
-    )
+        section = _section(d, call_type)
+        if section is not None:
+            events[call_type] = _event_mapping(section, call_type, values)
+    return Mapping(contact=_contact_mapping(_section(d, 'contact'), 'contact', values),
+                   events=events, rules=_rules(d.get('rules'), values), values=values)
 
 
 def _section(d: dict, name: str) -> Optional[dict]:
@@ -289,18 +225,36 @@ def _section(d: dict, name: str) -> Optional[dict]:
         if given is None:
             return None
         defaults = _CALL_EVENT_DEFAULTS[name]
-    elif given is None:   # a section left empty in YAML (`contact:`) reads as null
+    return _merged(given, defaults, name)
+
+
+def _merged(given: Any, defaults: dict, where: str) -> dict:
+    """A section as given (an object, or null for an empty one: `contact:`
+    in YAML), merged over its defaults."""
+    if given is None:
         given = {}
     if not isinstance(given, dict):
-        raise MappingError(f'{name}: expected an object, got {_type_name(given)}')
-    if 'userId' in given and name != 'values':
-        raise MappingError(f"{name}.userId: userId is not mappable: it is always "
+        raise MappingError(f'{where}: expected an object, got {_type_name(given)}')
+    if 'userId' in given and not where.endswith('values'):
+        raise MappingError(f"{where}.userId: userId is not mappable: it is always "
                            "the event's userId")
-    _check_keys(given, defaults, f'{name}.', 'key')
+    _check_keys(given, defaults, f'{where}.', 'key')
     return {**defaults, **given}
 
 
-def _event_mapping(section: dict, where: str) -> EventMapping:
+def _contact_mapping(section: dict, where: str, values: ValueRules) -> ContactMapping:
+    return ContactMapping(
+        contact_fields={key: _source(section[key], f'{where}.{key}')
+                        for key in CONTACT_SOURCE_KEYS},
+        contact_properties=_optional_path(section['properties'], f'{where}.properties'),
+        rename=_renames(section['rename'], f'{where}.rename'),
+        skip=frozenset(_names(section['skip'], f'{where}.skip')),
+        dates=frozenset(_names(section['dates'], f'{where}.dates')),
+        values=values,
+    )
+
+
+def _event_mapping(section: dict, where: str, values: ValueRules) -> EventMapping:
     replacement = section['colon_replacement']
     if replacement is not None and (not isinstance(replacement, str) or ':' in replacement):
         raise MappingError(f'{where}.colon_replacement: expected null or text without ":", '
@@ -314,45 +268,61 @@ def _event_mapping(section: dict, where: str) -> EventMapping:
                             if isinstance(contact_properties, str)
                             else _event_contact_properties(contact_properties, where)),
         colon_replacement=replacement,
+        values=values,
+        mailing_lists=_source(section[MAILING_LISTS], f'{where}.{MAILING_LISTS}'),
     )
 
 
-def compile_path(text: str) -> Path:
-    """'$.traits["Invited User?"]' -> Path(text, ('traits', 'Invited User?')).
-    Raises ValueError saying what is wrong."""
-    if not isinstance(text, str) or not text.startswith('$'):
-        raise ValueError(f"{text!r} is not a path (paths start with '$.')")
-    keys = []
-    position = 1
-    while position < len(text):
-        match = _PATH_SEGMENT.match(text, position)
-        if match is None:
-            raise ValueError(f'{text!r} is not a valid path: cannot read {text[position:]!r} '
-                             '(segments are .name, ["any key"] or [\'any key\'])')
-        name, double_quoted, single_quoted = match.groups()
-        if name is not None:
-            keys.append(name)
+def _rules(given: Any, values: ValueRules) -> tuple:
+    """The routes of a document's `rules:` list, in order."""
+    if given is None:
+        return ()
+    if not isinstance(given, list):
+        raise MappingError(f'rules: expected a list of rules, got {_type_name(given)}')
+    routes, names = [], {}
+    for index, rule in enumerate(given):
+        where = f'rules[{index}]'
+        if not isinstance(rule, dict):
+            raise MappingError(f'{where}: expected an object with a trigger and an action '
+                               f'(contact or event), got {_type_name(rule)}')
+        _check_keys(rule, dict.fromkeys(_RULE_KEYS), f'{where}.', 'key')
+        name = _rule_name(rule.get('name', where), where)
+        if name in names:
+            raise MappingError(f'{where}.name: {name!r} is the name of {names[name]} too '
+                               '(a rule\'s name sets its event sends apart)')
+        names[name] = where
+        actions = [action for action in _ACTIONS if action in rule]
+        if len(actions) != 1:
+            raise MappingError(f'{where}: a rule has one action, contact or event, '
+                               f'not {" and ".join(actions) or "none"}')
+        action = actions[0]
+        kind, resolve = _ACTIONS[action]
+        here = f'{where}.{action}'
+        if action == 'contact':
+            spec = _contact_mapping(_merged(rule[action], _CONTACT_DEFAULTS, here), here, values)
         else:
-            keys.append(_ESCAPE.sub(r'\1', double_quoted if double_quoted is not None
-                                    else single_quoted))
-        position = match.end()
-    return Path(text, tuple(keys))
+            spec = _event_mapping(_merged(rule[action], _EVENT_DEFAULTS, here), here, values)
+        trigger, condition = _trigger(rule.get('trigger'), f'{where}.trigger')
+        label = where if name == where else f"{where} '{name}'"
+        routes.append(fql_route(label, trigger, condition, kind, resolve, spec, name))
+    return tuple(routes)
 
 
-def compile_template(text: str) -> Template:
-    """'Viewed {name} Page' -> Template; ValueError for an empty or unreadable
-    placeholder."""
-    parts = []
-    for index, piece in enumerate(_PLACEHOLDER.split(text)):
-        if index % 2 == 0:
-            if '{' in piece or '}' in piece:
-                raise ValueError(f'{text!r}: unbalanced braces')
-            parts.append(piece)
-        else:
-            if not piece.strip():
-                raise ValueError(f'{text!r}: an empty placeholder')
-            parts.append(compile_path('$.' + piece.strip()))
-    return Template(text, tuple(parts))
+def _rule_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise MappingError(f'{where}.name: expected text, got {preview(value)}')
+    return value
+
+
+def _trigger(value: Any, where: str) -> tuple:
+    """(the FQL text, its condition) of a rule's trigger."""
+    if not isinstance(value, str) or not value.strip():
+        raise MappingError(f'{where}: required: an FQL condition such as '
+                           'type = "track" and event = "Signed Up"')
+    try:
+        return value, parse_trigger(value)
+    except FqlError as error:
+        raise MappingError(f'{where}: {error}') from None
 
 
 # --- Reading a mapping document ---
@@ -434,18 +404,18 @@ def _names(value: Any, where: str) -> list:
     return value
 
 
-def _renames(value: Any) -> dict:
+def _renames(value: Any, where: str) -> dict:
     if not isinstance(value, dict):
-        raise MappingError(f'contact.rename: expected an object (source key: Loops key), '
+        raise MappingError(f'{where}: expected an object (source key: Loops key), '
                            f'got {_type_name(value)}')
     for source_key, loops_key in value.items():
-        where = f'contact.rename.{source_key}'
+        here = f'{where}.{source_key}'
         if not isinstance(source_key, str):
-            raise MappingError(f'{where}: a source key must be text')
+            raise MappingError(f'{here}: a source key must be text')
         if not isinstance(loops_key, str) or not loops_key:
-            raise MappingError(f'{where}: expected a property name, got {preview(loops_key)}')
+            raise MappingError(f'{here}: expected a property name, got {preview(loops_key)}')
         if loops_key in LOOPS_CONTACT_FIELDS or loops_key in RESERVED_NAMES:
-            raise MappingError(f'{where}: {loops_key!r} is a Loops field or reserved name, '
+            raise MappingError(f'{here}: {loops_key!r} is a Loops field or reserved name, '
                                'not a custom property')
     return dict(value)
 

@@ -1,8 +1,8 @@
 """Segment events -> Loops requests in a stream: a thin DoFn around EventProcessor.
 
-`ProcessEvents`: one RawEvent in, its request out; failure records (whole
-events, and refused parts) to `failed`, and what the processor counts as Beam
-metrics. The backfill's DoFn (transforms/contacts/process_archive.py) is
+`ProcessEvents`: one RawEvent in, its requests out (one per route of the
+mapping that takes it); failure records (whole events, a route's, and refused
+parts) to `failed`, and what the processor counts as Beam metrics. The backfill's DoFn (transforms/contacts/process_archive.py) is
 this one, gathering a bundle's requests per contact.
 """
 import apache_beam as beam
@@ -24,8 +24,7 @@ class ProcessEventFn(beam.DoFn):
         processed = self._processor.process(raw, self._counts)
         for failure in processed.failures:
             yield beam.pvalue.TaggedOutput(FAILED, failure)
-        if processed.request is not None:
-            yield processed.request
+        yield from processed.requests
 
     def finish_bundle(self):
         self._counts.flush()

@@ -1,8 +1,17 @@
-"""The per-event path, written once: a raw event in; a Loops request, or failure
+"""The per-event path, written once: a raw event in; Loops requests, or failure
 records with their stage and reason, out.
 
-    parse -> filter -> map -> hold back what the owner would not send
+    parse -> filter -> map by every route that takes the call
+          -> hold back what the owner would not send
           -> fit to the account (a refused part costs only itself)
+
+A mapping is a list of routes (transforms/mapping/routes.py): our mapping
+language's sections and rules, or a Segment destination's subscriptions. A
+call gets a request from each route that takes it, in order, as Segment
+sends one per subscription; a route that cannot map it is a failure record
+(stage map) that costs only that route's request. Two upserts of one
+contact from one call are one upsert, the later route's values winning.
+A call no route takes is filtered out (`filter/no_route`).
 
 A Segment delete message, when the Selection takes deletions (the
 stream), skips the filter, the holding back and the fitting: it becomes
@@ -29,19 +38,19 @@ import collections
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
-from transforms.core.kinds import CONTACT_UPSERT
+from transforms.core.kinds import MAILING_LISTS
 from transforms.core.records import LoopsRequest, RawEvent, failure_record
 from transforms.core.text import compact_json
 from transforms.mapping.conform import AccountSchema, check_policy, conform_body
-from transforms.mapping.language import Mapping
-from transforms.mapping.mapper import map_event
+from transforms.mapping.routes import Route, routes_by_type
 from transforms.segment.deletions import DELETE_TYPE, deletion_of_event
 from transforms.segment.integrations import gives_to_loops
 from transforms.segment.parse import ParsedEvent, Rejected, event_text, parse_event
 
 Counts = collections.Counter
+_NO_ROUTES = ((), False)
 RESUBSCRIBES = 'held_back/resubscribes'
 
 
@@ -60,14 +69,16 @@ def without_resubscribe(body: dict, counts: Counts) -> dict:
 @dataclass(frozen=True)
 class Selection:
     """Which events become requests (call types, track names) and how they
-    map. `deletions`: a Segment delete message (a user-deletion request)
-    deletes its contact, whatever `types` says; without it, it is filtered
-    out like any type not selected (`filter/filtered_out_delete`).
+    map: `mapping` is our language's Mapping or a Segment destination's
+    subscriptions (anything with `routes`, transforms/mapping/routes.py).
+    `deletions`: a Segment delete message (a user-deletion request) deletes
+    its contact, whatever `types` says; without it, it is filtered out like
+    any type not selected (`filter/filtered_out_delete`).
     `ignore_integrations` sends the calls whose `integrations` turned Loops
     off (Segment would not have given them to Loops)."""
     types: tuple
     event_names: Optional[tuple]
-    mapping: Mapping
+    mapping: Any
     deletions: bool = False
     ignore_integrations: bool = False
 
@@ -109,12 +120,15 @@ class Policy:
 
 
 class Processed(NamedTuple):
-    """What became of one event: the request to send (None when there is
-    none), failure records (of the whole event, or of refused parts of a
-    request that is still sent), and the parsed event, when it parsed."""
-    request: Optional[LoopsRequest]
+    """What became of one event: the requests to send (none, one, or one per
+    route that took it, in the routes' order), failure records (of the whole
+    event, of a route that could not map it, and of refused parts of requests
+    that are still sent), the parsed event, when it parsed, and the routes
+    that took it."""
+    requests: tuple
     failures: tuple
     event: Optional[ParsedEvent] = None
+    routes: tuple = ()
 
 
 class EventProcessor:
@@ -122,7 +136,7 @@ class EventProcessor:
 
     In: the Selection, the Policy and, when sending to an account, its
     AccountSchema and the `unknown_properties` policy ('send', 'drop',
-    'fail'). `process` is the whole path; `to_request` and `fit` are its two
+    'fail'). `process` is the whole path; `to_requests` and `fit` are its two
     halves, for `check`, which looks at each request between them.
     Picklable (Beam ships it to workers); it keeps no state between events.
     """
@@ -134,22 +148,25 @@ class EventProcessor:
         self.policy = policy
         self.account = account
         self.unknown_properties = unknown_properties
+        # call type -> (the routes that can take it, whether any has a condition to test)
+        self._routes = {call_type: (routes, any(route.condition is not None for route in routes))
+                        for call_type, routes in routes_by_type(selection.mapping.routes).items()}
 
     def process(self, raw: RawEvent, counts: Counts) -> Processed:
-        processed = self.to_request(raw, counts)
-        if (processed.request is None or self.account is None
-                or processed.request.spec.removes_contact):
+        processed = self.to_requests(raw, counts)
+        if (not processed.requests or self.account is None
+                or processed.requests[0].spec.removes_contact):
             return processed
         return self.fit(processed, counts)
 
-    def to_request(self, raw: RawEvent, counts: Counts) -> Processed:
-        """Parse, filter, map and hold back: the request as mapped."""
+    def to_requests(self, raw: RawEvent, counts: Counts) -> Processed:
+        """Parse, filter, map and hold back: the requests as mapped."""
         try:
             event = parse_event(raw.data, raw.where)
         except Rejected as rejected:
             counts['parse/failed'] += 1
             counts['parse/' + rejected.reason] += 1
-            return Processed(None, (failure_record(
+            return Processed((), (failure_record(
                 'parse', rejected.reason, rejected.message, event=event_text(raw.data),
                 source=raw.where),))
         if event.type == DELETE_TYPE and self.selection.deletions:
@@ -157,34 +174,66 @@ class EventProcessor:
         if not self.selection.keeps(event):
             counts['filter/filtered_out'] += 1
             counts['filter/filtered_out_' + event.type] += 1
-            return Processed(None, (), event)
+            return Processed((), (), event)
         if self.selection.turned_off(event):
             counts['filter/filtered_out'] += 1
             counts['filter/integrations_off'] += 1
-            return Processed(None, (), event)
+            return Processed((), (), event)
+        candidates, conditional = self._routes.get(event.type, _NO_ROUTES)
+        routes = (tuple(route for route in candidates if route.takes(event)) if conditional
+                  else candidates)
+        if not routes:
+            counts['filter/filtered_out'] += 1
+            counts['filter/no_route'] += 1
+            return Processed((), (), event)
         counts['filter/kept'] += 1
+        if len(routes) == 1:   # the usual case, and every call of a mapping without rules
+            request, failures = self._mapped(routes[0], event, False, counts)
+            return Processed(() if request is None else (request,), failures, event, routes)
+        counts['map/more_routes'] += len(routes) - 1   # each a request or failure of its own
+        requests, failures = [], ()
+        keyed_before = False   # whether an earlier route of this call sends events
+        for route in routes:
+            request, route_failures = self._mapped(route, event, keyed_before, counts)
+            keyed_before = keyed_before or route.kind.keyed
+            failures += route_failures
+            if request is not None:
+                requests.append(request)
+        if len(requests) > 1:
+            requests = _one_upsert_per_contact(requests, counts)
+        return Processed(tuple(requests), failures, event, routes)
+
+    def _mapped(self, route: Route, event: ParsedEvent, after_event_send: bool,
+                counts: Counts) -> tuple:
+        """(the route's request for the call as the owner would send it, or
+        None; its failure records), counted. Held back: an event send too old
+        to send (None), an event send's `subscribed: true` unless the policy
+        resubscribes."""
         try:
-            mapped = map_event(event, self.selection.mapping, self.policy.require_user_id)
+            mapped = route.resolve(event, route.spec, self.policy.require_user_id,
+                                   route.key_id if after_event_send else '')
         except Rejected as rejected:
             counts['map/failed'] += 1
             counts['map/' + rejected.reason] += 1
-            return Processed(None, (failure_record(
-                'map', rejected.reason, rejected.message, event=compact_json(event.data),
-                source=event.source),), event)
+            return None, (failure_record('map', rejected.reason, _named(route, rejected.message),
+                                         event=compact_json(event.data), source=event.source),)
         request = mapped.request
-        counts['map/contact_updates' if request.kind == CONTACT_UPSERT.name
-               else 'map/event_sends'] += 1
         for name, n in mapped.adjustments.items():
             counts['map/' + name] += n
-        if self.policy.too_old(request):
-            counts['held_back/old_events'] += 1
-            return Processed(None, (), event)
-        if not self.policy.resubscribe and not request.spec.mergeable:
-            body = without_resubscribe(request.body, counts)
-            if body is not request.body:
-                request = dataclasses.replace(request, body=body)
-        failures = _refused_records(mapped.refused, event, counts) if mapped.refused else ()
-        return Processed(request, failures, event)
+        if route.kind.mergeable:
+            counts['map/contact_updates'] += 1
+        else:
+            counts['map/event_sends'] += 1
+            if self.policy.too_old(request):
+                counts['held_back/old_events'] += 1
+                return None, ()
+            if not self.policy.resubscribe:
+                body = without_resubscribe(request.body, counts)
+                if body is not request.body:
+                    request = dataclasses.replace(request, body=body)
+        if not mapped.refused:
+            return request, ()
+        return request, _refused_records(mapped.refused, event, counts, route)
 
     def _deletion(self, event: ParsedEvent, counts: Counts) -> Processed:
         """A delete message -> its contact's deletion (never held back: a
@@ -195,36 +244,70 @@ class EventProcessor:
         except Rejected as rejected:
             counts['map/failed'] += 1
             counts['map/' + rejected.reason] += 1
-            return Processed(None, (failure_record(
+            return Processed((), (failure_record(
                 'map', rejected.reason, rejected.message, event=compact_json(event.data),
                 source=event.source),), event)
         counts['map/contact_deletions'] += 1
-        return Processed(request, (), event)
+        return Processed((request,), (), event)
 
     def fit(self, processed: Processed, counts: Counts) -> Processed:
-        """A mapped request fitted to the account: coerced, and without the
+        """Mapped requests fitted to the account: coerced, and without the
         parts the account refuses (each a failure record of stage conform)."""
-        request = processed.request
-        body, adjustments, refused = conform_body(request.body, self.account,
-                                                  self.unknown_properties, kind=request.spec)
-        for name, n in adjustments.items():
-            counts['conform/' + name] += n
-        failures = processed.failures
-        if refused:
-            failures += _refused_records(refused, processed.event, counts)
-        return Processed(_with_body(request, body), failures, processed.event)
+        fitted, failures = [], processed.failures
+        for request in processed.requests:
+            body, adjustments, refused = conform_body(request.body, self.account,
+                                                      self.unknown_properties, kind=request.spec)
+            for name, n in adjustments.items():
+                counts['conform/' + name] += n
+            if refused:
+                failures += _refused_records(refused, processed.event, counts)
+            fitted.append(_with_body(request, body))
+        return processed._replace(requests=tuple(fitted), failures=failures)
 
 
-def _refused_records(parts: list | tuple, event: ParsedEvent, counts: Counts) -> tuple:
+def _named(route: Route, message: str) -> str:
+    """A failure's message, naming the route when the mapping has several of its kind."""
+    return f'{route.name}: {message}' if route.named else message
+
+
+def _refused_records(parts: list | tuple, event: ParsedEvent, counts: Counts,
+                     route: Optional[Route] = None) -> tuple:
     """The failure records (stage conform) of the refused parts of an
     event's request, counted `refused/<reason>`."""
     text = compact_json(event.data)
     records = []
     for part in parts:
         counts['refused/' + part.reason] += 1
-        records.append(failure_record('conform', part.reason, part.message, event=text,
+        message = part.message if route is None else _named(route, part.message)
+        records.append(failure_record('conform', part.reason, message, event=text,
                                       source=event.source))
     return tuple(records)
+
+
+def _one_upsert_per_contact(requests: list, counts: Counts) -> list:
+    """The requests of one call, its upserts of one contact folded into the
+    first (counted `map/upserts_combined`): property by property, a later
+    route's value wins, mailing lists list by list. They share the call's
+    stamp, so no merge downstream could order them; the routes' order does,
+    the same way in a backfill, a stream and `check`."""
+    combined, first = [], {}
+    for request in requests:
+        if not request.spec.mergeable:
+            combined.append(request)
+            continue
+        position = first.get(request.contact)
+        if position is None:
+            first[request.contact] = len(combined)
+            combined.append(request)
+            continue
+        counts['map/upserts_combined'] += 1
+        earlier = combined[position]
+        body = {**earlier.body, **request.body}
+        lists = {**earlier.body.get(MAILING_LISTS, {}), **request.body.get(MAILING_LISTS, {})}
+        if lists:
+            body[MAILING_LISTS] = lists
+        combined[position] = dataclasses.replace(earlier, body=body)
+    return combined
 
 
 def _with_body(request: LoopsRequest, body: dict) -> LoopsRequest:

@@ -11,6 +11,10 @@ action.ts execute):
     for subscription in subscriptions_for(subscriptions, event):
         outcome = action_request(subscription, event)    # ActionRequest or ActionRefusal
 
+`action_request` gives Segment's own request, as Segment sends it; this
+tool's pipeline sends the request of `action_payload`'s payload by its own
+rules instead (transforms/mapping/segment_routes.py).
+
 Every enabled subscription whose trigger matches applies, in the order of the
 list, each on its own: one that is refused does not stop the others.
 Subscriptions that are disabled, or feed a Reverse ETL model, never apply;
@@ -22,9 +26,10 @@ from typing import Any, Optional, Union
 
 from transforms.core.kinds import RequestKind
 from transforms.mapping.actions_core import PayloadValidationError
-from transforms.mapping.fql import Condition, FqlError, matches, parse_fql
+from transforms.mapping.fql import Condition, FqlError, matches
 from transforms.mapping.loops_actions import LOOPS_ACTIONS, LOOPS_API, LoopsAction
 from transforms.mapping.mapping_kit import MappingKitError, prepare_mapping, transform_validated
+from transforms.mapping.routes import parse_trigger
 
 Document = Union[str, dict, list]
 
@@ -148,11 +153,20 @@ def action_request(subscription: Subscription, event: dict) -> Union[ActionReque
     request it sends, or its refusal (a mapping that fails on this call, or a
     payload that fails the action's field checks)."""
     try:
-        resolved = transform_validated(subscription.prepared_mapping, event)
-        payload = subscription.action.schema.prepare(resolved)
+        payload = action_payload(subscription, event)
     except (MappingKitError, PayloadValidationError) as error:
         return ActionRefusal(subscription, str(error))
     return ActionRequest(subscription, subscription.action.kind, subscription.action.body(payload))
+
+
+def action_payload(subscription: Subscription, event: dict) -> dict:
+    """The payload Segment's destination gives the action's `perform` for the
+    call: the subscription's mapping resolved by Mapping Kit, then Segment's
+    checks of the action's fields. Raises MappingKitError (the mapping fails
+    on this call) or PayloadValidationError (the fields fail the checks),
+    each with Segment's message."""
+    resolved = transform_validated(subscription.prepared_mapping, event)
+    return subscription.action.schema.prepare(resolved)
 
 
 def _entries(document: Document) -> list:
@@ -211,24 +225,9 @@ def _condition(trigger: Any) -> tuple[Optional[Condition], Optional[str]]:
     if not isinstance(trigger, str) or not trigger.strip():
         return None, 'should be an FQL condition, such as type = "identify"'
     try:
-        condition = parse_fql(trigger)
-        _try_each_condition(condition)
+        return parse_trigger(trigger), None
     except FqlError as error:
         return None, str(error)
-    return condition, None
-
-
-def _try_each_condition(condition: Condition) -> None:
-    """Segment throws on every call that reaches a condition on a path naming no
-    field (`properties.\\[`); trying each condition once on an empty call makes
-    that a load error."""
-    pending = [condition]
-    while pending:
-        node = pending.pop()
-        if node.get('type') == 'group':
-            pending.extend(node['children'])
-        else:
-            matches({'type': 'group', 'operator': 'and', 'children': [node]}, {})
 
 
 def _prepared(settings: Any) -> tuple[Optional[dict], list[str]]:

@@ -9,6 +9,10 @@ report how much of the input was reshaped rather than sent as is. Flattened
 names are camelCase by default (address.city -> addressCity), the names Loops
 gives the properties it creates.
 
+Loops' own names are here too: the contact fields Loops has itself
+(`LOOPS_CONTACT_FIELDS`), the ones it sets alone (`READ_ONLY_FIELDS`) and
+the names it keeps for itself (`RESERVED_NAMES`): never custom properties.
+
 Adjustment names (stable; they appear in metrics and reports): `flattened`,
 `json_encoded`, `joined`, `dropped_nested`, `dropped_array`, `truncated`,
 `dropped_long`, `dropped_non_finite`, `dropped_long_key`, and for event
@@ -23,8 +27,17 @@ from dataclasses import dataclass
 from math import isfinite
 from typing import Any, Optional, Union
 
+from transforms.core.kinds import MAILING_LISTS
 from transforms.segment.parse import Rejected
 
+# Names Loops keeps for itself (unconfirmed list): never custom properties.
+RESERVED_NAMES = frozenset({'id', 'listId', 'softDeleteAt', 'teamId', 'updatedAt'})
+# Contact fields Loops sets itself: never sent.
+READ_ONLY_FIELDS = frozenset({'optInStatus'})
+# Loops' own contact fields: set only through their explicit field.
+LOOPS_CONTACT_FIELDS = frozenset({'email', 'firstName', 'lastName', 'source',
+                                  'subscribed', 'userGroup', 'userId',
+                                  MAILING_LISTS, 'optInStatus'})
 MAX_STRING_LENGTH = 500
 # Loops stores numbers as doubles: integers beyond this lose digits.
 MAX_SAFE_INTEGER = 2 ** 53 - 1
@@ -175,7 +188,8 @@ def to_loops_properties(obj: dict, rules: ValueRules,
                 name = f'{parent}{separator}{key}'
             # Loops refuses a body with a key over 500 characters (400), which
             # would lose every other update of the contact merged with it.
-            if is_too_long(name):
+            # (is_too_long's own first test, written out: it runs for every key.)
+            if len(name) > _ALWAYS_SHORT and is_too_long(name):
                 adjustments['dropped_long_key'] += 1
                 continue
             kind = type(value)

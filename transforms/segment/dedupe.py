@@ -2,9 +2,10 @@
 
 Pub/Sub delivers at least once and Segment itself sends duplicates. A batch
 backfill drops them inside each contact's group (transforms/contacts/ordering.py); a
-stream cannot wait for a whole group, so it remembers each messageId for
-`ttl_seconds` of processing time in keyed state and drops repeats seen in
-that time. Behind it, the stream's per-contact state never sends a
+stream cannot wait for a whole group, so it remembers each request of a
+messageId (`repeat_key`: a call the mapping's routes map several times gives
+several requests) for `ttl_seconds` of processing time in keyed state and
+drops repeats seen in that time. Behind it, the stream's per-contact state never sends a
 property again at the same stamp (transforms/contacts/stream_state.py); an
 event send's later copy is dropped by the sync state, which records every
 event delivered (--state, transforms/state/delivered_events.py), and else
@@ -27,6 +28,14 @@ from transforms.core.metrics import NAMESPACE
 def message_id_of(request) -> str:
     """The Segment messageId a request came from ('' when the event had none)."""
     return request.stamp.message_id
+
+
+def repeat_key(request) -> str:
+    """What a request is known by among the repeats of its message: the
+    messageId, and what sets it apart from the other requests of the same
+    call (its kind, its contact and its Idempotency-Key)."""
+    return '\x1f'.join((request.stamp.message_id, request.kind, request.contact,
+                        request.idempotency_key or ''))
 
 
 class _DropRepeats(beam.DoFn):
@@ -56,8 +65,9 @@ class _DropRepeats(beam.DoFn):
 
 
 class DropRepeatedMessages(beam.PTransform):
-    """LoopsRequest -> LoopsRequest, without repeats of a messageId seen in the
-    last `ttl_seconds` (processing time; `clock`, in seconds, is for tests).
+    """LoopsRequest -> LoopsRequest, without repeats of a message's request
+    seen in the last `ttl_seconds` (processing time; `clock`, in seconds, is
+    for tests).
     Requests of events without a messageId pass through. Repeats are counted
     (`dedupe/duplicates`), not failures."""
 
@@ -73,7 +83,7 @@ class DropRepeatedMessages(beam.PTransform):
             lambda request, _: 0 if message_id_of(request) else 1, 2)
         deduplicated = (
             with_id[0]
-            | 'KeyByMessageId' >> beam.Map(lambda request: (message_id_of(request), request))
+            | 'KeyByMessageId' >> beam.Map(lambda request: (repeat_key(request), request))
             .with_output_types(Tuple[str, Any])
             | 'DropRepeats' >> beam.ParDo(_DropRepeats(self._ttl_seconds, self._clock)))
         return (deduplicated, with_id[1]) | 'Rejoin' >> beam.Flatten()
