@@ -295,10 +295,7 @@ def main(argv=None) -> int:
     """`segment-loops backfill`: the exit status, EXIT_FAILURES when the run
     left failures that need action (pipeline/lifecycle.py) unless --failures_ok."""
     summary, job = _run(argv, sys.stdout)
-    status = lifecycle.exit_status(summary, job.failures_ok)
-    if status:
-        print(f'segment-loops backfill: {lifecycle.exit_line(status)}', file=sys.stderr)
-    return status
+    return lifecycle.batch_exit_status('backfill', summary, job.failures_ok)
 
 
 def _run(argv, out) -> tuple:
@@ -307,25 +304,16 @@ def _run(argv, out) -> tuple:
         result, job = start(argv, out, signals=signals)
         try:
             with sync.state_failures(job.state):
-                result.wait_until_finish()
-        except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting stopped
-            raise lifecycle.cancel_remote_job(result, stopped, job.rerun) from None
+                lifecycle.wait_for_batch(result, job.rerun)
         finally:
             remove_runs(job.run_directory)
             sync.release(job.state)
         counters = run_summary.pipeline_counters(result)
         raise_if_key_rejected(counters)
         summary = run_summary.backfill_summary(counters, summary_keys(job))
-        stopped = signals.stopped(stop_line(summary, job))
-        if stopped is None:
-            print(run_summary.format_table(summary, 'backfill summary'), file=out)
-            for note in end_notes(summary, job):
-                if note:
-                    print(note, file=out)
-        if job.summary_path:
-            run_summary.write_summary(summary, job.summary_path)
-        if stopped is not None:
-            raise stopped
+        lifecycle.end_batch(signals, summary, title='backfill summary',
+                            notes=end_notes(summary, job), stop_line=stop_line(summary, job),
+                            summary_path=job.summary_path, out=out)
         return summary, job
 
 

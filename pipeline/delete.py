@@ -321,29 +321,20 @@ def _run(argv, out) -> tuple:
             signals.running(in_process=runs_locally(options))
             with sync.state_failures(state):
                 result = p.run()
-                try:
-                    result.wait_until_finish()
-                except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting
-                    raise lifecycle.cancel_remote_job(result, stopped, again) from None
+                lifecycle.wait_for_batch(result, again)
         finally:
             sync.release(state)
         counters = run_summary.pipeline_counters(result)
         summary = delete_summary(counters, sent=job.loops is not None)
-        stopped = signals.stopped(
-            f'{summary.get("deleted", 0) + summary.get("deleted_already_gone", 0):,} of '
-            f'{summary["deletions"]:,} deletions done; run it again to finish (a contact '
-            f'already deleted is answered 404 and counted as already gone): {again}')
-        if stopped is None:
-            print(run_summary.format_table(summary, 'delete summary'), file=out)
-            print(outcome_note(summary, job), file=out)
-            report = lifecycle.failure_report(summary, job.dead_letter,
-                                              f'To delete them, run it again: {again}')
-            if report:
-                print(report, file=out)
-        if job.summary_path:
-            run_summary.write_summary(summary, job.summary_path)
-        if stopped is not None:
-            raise stopped
+        lifecycle.end_batch(
+            signals, summary, title='delete summary', summary_path=job.summary_path, out=out,
+            notes=(outcome_note(summary, job),
+                   lifecycle.failure_report(summary, job.dead_letter,
+                                            f'To delete them, run it again: {again}')),
+            stop_line=(
+                f'{summary.get("deleted", 0) + summary.get("deleted_already_gone", 0):,} of '
+                f'{summary["deletions"]:,} deletions done; run it again to finish (a contact '
+                f'already deleted is answered 404 and counted as already gone): {again}'))
         raise_if_key_rejected(counters)
         return summary, job
 
@@ -353,7 +344,4 @@ def main(argv: Optional[list] = None) -> int:
     0, or EXIT_FAILURES when deletions failed (unless --failures_ok);
     UsageError, AuthError and lifecycle.Stopped are left to the caller."""
     summary, job = _run(argv, sys.stdout)
-    status = lifecycle.exit_status(summary, job.failures_ok)
-    if status:
-        print(f'segment-loops delete: {lifecycle.exit_line(status)}', file=sys.stderr)
-    return status
+    return lifecycle.batch_exit_status('delete', summary, job.failures_ok)

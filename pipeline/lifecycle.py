@@ -47,8 +47,9 @@ import sys
 import tempfile
 import threading
 import uuid
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
+from pipeline import summary as run_summary
 from transforms.core.sinks import DEAD_LETTER_PREFIX
 from transforms.core.stop import STOP_FILE_ENV, clear_stop, request_stop
 from transforms.loops.retry import STOPPED
@@ -220,6 +221,44 @@ def cancel_remote_job(result, stopped: Stopped, resume: str) -> Stopped:
                    f'stopped by {name}: the job was cancelled on its runner; its sync state has '
                    'what it delivered up to its writers\' last flush (--state_flush_seconds); '
                    f'to resume: {resume}')
+
+
+def wait_for_batch(result, resume: str) -> None:
+    """Waits for a batch job to finish. A signal on a runner elsewhere stops
+    only the waiting: the job is then cancelled (`cancel_remote_job`)."""
+    try:
+        result.wait_until_finish()
+    except Stopped as stopped:
+        raise cancel_remote_job(result, stopped, resume) from None
+
+
+def end_batch(signals: StopSignals, summary: Mapping[str, int], *, title: str,
+              notes: Iterable[str], stop_line: str, summary_path: Optional[str],
+              out) -> None:
+    """How a batch job (backfill, replay, delete) ends once its pipeline is
+    done: its summary table and `notes` (empty ones skipped) for a person,
+    the summary file written (`summary_path`), and, after a signal, Stopped
+    raised with `stop_line` instead of the table (what was done and how to
+    resume)."""
+    stopped = signals.stopped(stop_line)
+    if stopped is None:
+        print(run_summary.format_table(summary, title), file=out)
+        for note in notes:
+            if note:
+                print(note, file=out)
+    if summary_path:
+        run_summary.write_summary(summary, summary_path)
+    if stopped is not None:
+        raise stopped
+
+
+def batch_exit_status(command: str, summary: Mapping[str, int], accepted: frozenset) -> int:
+    """A batch command's exit status (`exit_status`), said on stderr when it
+    is not 0."""
+    status = exit_status(summary, accepted)
+    if status:
+        print(f'segment-loops {command}: {exit_line(status)}', file=sys.stderr)
+    return status
 
 
 def command_line(command: str, argv: list) -> str:

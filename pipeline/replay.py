@@ -335,31 +335,21 @@ def _run(argv, out) -> tuple:
         build_replay(p, files, args.include_permanent, loops, args.replay_dead_letter)
         signals.running(in_process=runs_locally(options))
         result = p.run()
-        try:
-            result.wait_until_finish()
-        except lifecycle.Stopped as stopped:  # a runner elsewhere: only the waiting stopped
-            raise lifecycle.cancel_remote_job(
-                result, stopped, lifecycle.command_line('replay', argv)) from None
+        again = lifecycle.command_line('replay', argv)
+        lifecycle.wait_for_batch(result, again)
         counters = run_summary.pipeline_counters(result)
         summary = replay_summary(counters)
-        again = lifecycle.command_line('replay', argv)
-        stopped = signals.stopped(
-            f'{lifecycle.sent_so_far(summary, args.replay_dead_letter)}; run it again to '
-            f'finish (what was delivered is sent again; Loops answers 409 to the events it got '
-            f'in the last 24 h): {again}')
-        if stopped is None:
-            print(run_summary.format_table(summary, 'replay summary'), file=out)
-            print(outcome_note(summary, args.include_permanent), file=out)
-            report = lifecycle.failure_report(
-                summary, args.replay_dead_letter,
-                'To replay what failed again: ' + lifecycle.command_line(
-                    'replay', replay_again_argv(argv, args.replay_dead_letter)))
-            if report:
-                print(report, file=out)
-        if args.summary:
-            run_summary.write_summary(summary, args.summary)
-        if stopped is not None:
-            raise stopped
+        lifecycle.end_batch(
+            signals, summary, title='replay summary', summary_path=args.summary, out=out,
+            notes=(outcome_note(summary, args.include_permanent),
+                   lifecycle.failure_report(
+                       summary, args.replay_dead_letter,
+                       'To replay what failed again: ' + lifecycle.command_line(
+                           'replay', replay_again_argv(argv, args.replay_dead_letter)))),
+            stop_line=(
+                f'{lifecycle.sent_so_far(summary, args.replay_dead_letter)}; run it again to '
+                f'finish (what was delivered is sent again; Loops answers 409 to the events it '
+                f'got in the last 24 h): {again}'))
         raise_if_key_rejected(counters)
         return summary, args
 
@@ -399,7 +389,5 @@ def main(argv: Optional[list] = None) -> int:
     0, or EXIT_FAILURES when requests failed again (unless --failures_ok);
     UsageError, AuthError and lifecycle.Stopped are left to the caller."""
     summary, args = _run(argv, sys.stdout)
-    status = lifecycle.exit_status(summary, lifecycle.parse_failures_ok(args.failures_ok))
-    if status:
-        print(f'segment-loops replay: {lifecycle.exit_line(status)}', file=sys.stderr)
-    return status
+    return lifecycle.batch_exit_status(
+        'replay', summary, lifecycle.parse_failures_ok(args.failures_ok))
