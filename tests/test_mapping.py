@@ -88,6 +88,12 @@ def test_the_event_source_stands_in_for_a_missing_message_id():
     assert map_identify(identify({}, message_id=''), DEFAULT).request.source == SOURCE
 
 
+def test_a_trait_loops_sets_itself_is_left_out_and_counted():
+    body, adjustments = contact_body({'email': 'ann@example.com', 'optInStatus': 'accepted'})
+    assert body == {'userId': 'u1', 'email': 'ann@example.com', 'source': 'Segment'}
+    assert adjustments == {'dropped_read_only': 1}
+
+
 @pytest.mark.parametrize('traits, top, expected', [
     ({'email': ' Ann@Example.com '}, {}, 'Ann@Example.com'),      # stripped, case kept
     ({}, {'email': 'top@example.com'}, 'top@example.com'),          # else top-level email

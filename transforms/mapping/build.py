@@ -395,6 +395,8 @@ def _selected(source: dict, rename: dict, consumed: frozenset, unsendable: froze
         if name in unsendable:
             if name in RESERVED_NAMES:
                 adjustments['dropped_reserved'] += 1
+            elif name in READ_ONLY_FIELDS:
+                adjustments['dropped_read_only'] += 1
             continue
         selected[name] = value
     return selected
