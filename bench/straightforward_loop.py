@@ -9,7 +9,8 @@ Loops accepts as a careful person would: nested objects flattened to
 camelCase names, arrays joined, strings cut at 500 characters, dates as
 ISO-8601, no null event property nor an integer Loops would round in one, an
 invalid email left out of a call that has a userId, and never
-`subscribed: true`.
+`subscribed: true`; an event with a userId goes without its email, which
+rides beside it as the email to use only if Loops has no such contact.
 bench/processing.py checks that it writes the same requests as the backfill.
 
     .venv/bin/python bench/straightforward_loop.py --input 'archive/segment-logs/*/*/*' \
@@ -209,14 +210,16 @@ def track_body(event, user_id):
     if not user_id and not email:
         raise ValueError('no identity')
     body = {'eventName': name}
+    fallback_email = None
     if user_id:
         body['userId'] = user_id
-    if email:
+        fallback_email = email   # sent only if Loops has no contact of that userId
+    elif email:
         body['email'] = email
     event_properties = flat(properties, event=True)
     if event_properties:
         body['eventProperties'] = event_properties
-    return body
+    return body, fallback_email
 
 
 def run(pattern, output):
@@ -251,11 +254,11 @@ def run(pattern, output):
                                     merged[name][0], repr(merged[name][1])):
                                 merged[name] = (stamp, value)
                     else:
-                        body = track_body(event, user_id)
+                        body, fallback_email = track_body(event, user_id)
                         key = user_id and 'user:' + user_id or 'email:' + body['email'].lower()
                         idempotency = 'segment-' + hashlib.sha256(
                             message_id.encode('utf-8', 'surrogatepass')).hexdigest()
-                        events.setdefault(key, {})[(stamp, idempotency)] = body
+                        events.setdefault(key, {})[(stamp, idempotency)] = (body, fallback_email)
                 except (ValueError, TypeError):
                     continue
     merge_leads(contacts)
@@ -295,11 +298,14 @@ def write(output, contacts, events):
                                   'body': body}, sort_keys=True, ensure_ascii=False) + '\n')
             written += 1
         for by_key in events.values():
-            for (_, key), body in sorted(by_key.items()):
-                out.write(json.dumps({'method': 'POST', 'path': '/v1/events/send',
-                                      'headers': {'Content-Type': 'application/json',
-                                                  'Idempotency-Key': key},
-                                      'body': body}, sort_keys=True, ensure_ascii=False) + '\n')
+            for (_, key), (body, fallback_email) in sorted(by_key.items()):
+                request = {'method': 'POST', 'path': '/v1/events/send',
+                           'headers': {'Content-Type': 'application/json',
+                                       'Idempotency-Key': key},
+                           'body': body}
+                if fallback_email:
+                    request['fallback_email'] = fallback_email
+                out.write(json.dumps(request, sort_keys=True, ensure_ascii=False) + '\n')
                 written += 1
     return written
 
