@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND, MAILING_LISTS, RequestKind
 from transforms.mapping.actions_core import ActionField, PayloadSchema
-from transforms.mapping.mapping_kit.js import property_order
+from transforms.core.javascript import property_order
 
 # Segment's URLs are https://app.loops.so/api/v1/...; the kinds' paths start at /v1.
 LOOPS_API = 'https://app.loops.so/api'

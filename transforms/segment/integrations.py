@@ -22,6 +22,8 @@ message) selects no destination and turns nothing off.
 """
 from typing import Any
 
+from transforms.core.javascript import is_truthy
+
 LOOPS_NAMES = ('Loops (Actions)', 'Loops')
 
 
@@ -33,14 +35,5 @@ def gives_to_loops(integrations: Any) -> bool:
     if any(value is False for value in named):
         return False
     if integrations.get('All') is False:
-        return any(_truthy(value) for value in named)
-    return True
-
-
-def _truthy(value: Any) -> bool:
-    """JavaScript's truthiness of a JSON value: an empty object or array is true."""
-    if value is None or value is False or value == '':
-        return False
-    if type(value) in (int, float):
-        return value != 0
+        return any(is_truthy(value) for value in named)
     return True

@@ -12,7 +12,7 @@ import re
 from typing import Callable
 
 from transforms.mapping.actions_core.js_date import MAX_TIME_MS, is_valid_date
-from transforms.mapping.mapping_kit.js import format_number
+from transforms.core.javascript import format_number
 
 # ajv-formats 2.1.1 fullFormats.email. JavaScript's /i without /u folds ASCII
 # letters only, hence re.ASCII; fullmatch stands for its ^...$.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from transforms.mapping.actions_core.formats import FORMAT_CHECKS
-from transforms.mapping.mapping_kit.js import to_string
+from transforms.core.javascript import to_string, type_name
 
 # Segment's field types, as the JSON schema types AJV checks (toJsonSchemaType);
 # only the types Loops' actions use.
@@ -178,15 +178,6 @@ def _article(words: str) -> str:
 
 
 def _described(value: Any) -> str:
-    """ajv-human-errors' humanizeTypeOf."""
-    if value is None:
-        return 'null'
-    if isinstance(value, list):
-        return 'an array'
-    if isinstance(value, dict):
-        return 'an object'
-    if isinstance(value, bool):
-        return 'a boolean'
-    if isinstance(value, (int, float)):
-        return 'a number'
-    return 'a string'
+    """ajv-human-errors' humanizeTypeOf: 'null', else the JSON type with its article."""
+    name = type_name(value)
+    return name if name == 'null' else f'{_article(name)} {name}'

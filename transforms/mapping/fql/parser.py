@@ -28,20 +28,17 @@ must select the same events here as in Segment:
 Segment returns `{"error": Error}` for an unreadable trigger; parse_fql raises FqlError.
 The tokens come from lexer.py, which keeps the rules of Segment's lexer.
 """
-import math
 import re
 from collections import deque
-from decimal import Decimal
 from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
+from transforms.core.javascript import (UNDEFINED, format_number, is_truthy, to_double,
+                                        to_number, to_string)
 from transforms.mapping.fql.lexer import FqlError, Token, lex
 
 Condition = dict[str, Any]
 
-# JavaScript's `undefined`: a field the event does not have, which Segment tells apart
-# from a field set to null.
-_UNDEFINED = object()
 
 # Which event field each condition type reads.
 _TOP_LEVEL_FIELDS = {'event-type': 'type', 'event': 'event', 'name': 'name', 'userId': 'userId'}
@@ -213,7 +210,7 @@ def _token_value(token: Token) -> str | int | float | bool:
     if token.kind == 'string':  # Segment strips double quotes only: 'x' keeps its quotes
         return token.text.removeprefix('"').removesuffix('"')
     if token.kind == 'number':
-        return _plain_number(_js_to_number(token.text))
+        return _plain_number(to_number(token.text))
     if token.kind == 'ident' and token.text in ('true', 'false'):
         return token.text == 'true'
     return token.text
@@ -226,7 +223,7 @@ def matches(condition: Condition, event: Any) -> bool:
     condition tree. No event (None) matches nothing, nor does a failed parse `{"error"}`.
     Raises FqlError for a field path made only of dots and brackets, where Segment
     throws."""
-    if _js_truthy(condition.get('error', _UNDEFINED)) or event is None:
+    if is_truthy(condition.get('error', UNDEFINED)) or event is None:
         return False
     return _group_matches(condition, event)
 
@@ -246,10 +243,10 @@ def _condition_matches(condition: Condition, event: Any) -> bool:
     if kind in _TOP_LEVEL_FIELDS:
         actual = _js_member(event, _TOP_LEVEL_FIELDS[kind])
     elif kind in _PATH_FIELDS:
-        actual = _js_path(_js_member(event, _PATH_FIELDS[kind]), condition.get('name', _UNDEFINED))
+        actual = _js_path(_js_member(event, _PATH_FIELDS[kind]), condition.get('name', UNDEFINED))
     else:
         return False
-    return _compare(actual, condition.get('operator'), condition.get('value', _UNDEFINED))
+    return _compare(actual, condition.get('operator'), condition.get('value', UNDEFINED))
 
 
 _NUMBER_COMPARISONS = {'number_equals': eq, 'number_not_equals': ne,
@@ -270,13 +267,13 @@ def _compare(actual: Any, operator: Any, expected: Any) -> bool:
         return not (isinstance(actual, str) and actual == _js_string(expected))
     if operator in _NUMBER_COMPARISONS:
         return _is_js_number(actual) and _NUMBER_COMPARISONS[operator](
-            _js_to_number(actual), _js_to_number(expected))
+            to_number(actual), to_number(expected))
     if operator in _TEXT_TESTS:
         return isinstance(actual, str) and _TEXT_TESTS[operator](actual, _js_string(expected))
     if operator == 'exists':
-        return actual is not _UNDEFINED and actual is not None
+        return actual is not UNDEFINED and actual is not None
     if operator == 'not_exists':
-        return actual is _UNDEFINED or actual is None
+        return actual is UNDEFINED or actual is None
     if operator == 'is_true':
         return actual is True
     if operator == 'is_false':
@@ -291,14 +288,14 @@ _ARRAY_INDEX = re.compile(r'0|[1-9][0-9]*')
 def _js_path(root: Any, path: Any) -> Any:
     """Segment's get(): `a.b[0].c` read step by step; a step from a falsy value (0, '',
     false, null) stays on that value, as JavaScript's `value && value[key]` does."""
-    if not _js_truthy(path):
-        return _UNDEFINED
+    if not is_truthy(path):
+        return UNDEFINED
     keys = _PATH_KEY.findall(path)
     if not keys:
         raise FqlError(f'the field path {path!r} names no field')
     value = root
     for key in keys:
-        if _js_truthy(value):
+        if is_truthy(value):
             value = _js_member(value, key)
     return value
 
@@ -307,7 +304,7 @@ def _js_member(value: Any, key: str) -> Any:
     """`value[key]` for JSON values. Strings and arrays have `length` and indices;
     JavaScript counts strings in UTF-16 code units."""
     if isinstance(value, dict):
-        return value.get(key, _UNDEFINED)
+        return value.get(key, UNDEFINED)
     if isinstance(value, str):
         value = _utf16_units(value)
     if isinstance(value, list):
@@ -315,7 +312,7 @@ def _js_member(value: Any, key: str) -> Any:
             return len(value)
         if _ARRAY_INDEX.fullmatch(key) and int(key) < len(value):
             return value[int(key)]
-    return _UNDEFINED
+    return UNDEFINED
 
 
 def _utf16_units(text: str) -> list[str]:
@@ -329,8 +326,8 @@ def _utf16_units(text: str) -> list[str]:
 def generate_fql(condition: Condition) -> str:
     """Segment's `generateFql`: the FQL text of a condition tree (a group). Raises
     FqlError for a failed parse `{"error": ...}` and for an unknown condition type."""
-    error = condition.get('error', _UNDEFINED)
-    if _js_truthy(error):
+    error = condition.get('error', UNDEFINED)
+    if is_truthy(error):
         raise FqlError(str(error))
     text = _group_fql(condition)
     # Segment unwraps a lone top-level group, judging by the parentheses in the whole text.
@@ -342,7 +339,7 @@ def generate_fql(condition: Condition) -> str:
 def _group_fql(group: Condition) -> str:
     parts = [f'({_group_fql(child)})' if child.get('type') == 'group' else _condition_fql(child)
              for child in group['children']]
-    return f" {_js_string(group.get('operator', _UNDEFINED))} ".join(parts)
+    return f" {_js_string(group.get('operator', UNDEFINED))} ".join(parts)
 
 
 _EXPRESSIONS = {
@@ -361,14 +358,14 @@ def _condition_fql(condition: Condition) -> str:
     if kind in _TOP_LEVEL_FIELDS:
         field = _TOP_LEVEL_FIELDS[kind]
     elif kind in _PATH_FIELDS:
-        field = f"{_PATH_FIELDS[kind]}.{_escape_path(condition.get('name', _UNDEFINED))}"
+        field = f"{_PATH_FIELDS[kind]}.{_escape_path(condition.get('name', UNDEFINED))}"
     else:
         raise FqlError(f'Unknown condition type {kind!r}')
-    operator = condition.get('operator', _UNDEFINED)
-    value = condition.get('value', _UNDEFINED)
+    operator = condition.get('operator', UNDEFINED)
+    value = condition.get('value', UNDEFINED)
     template = _EXPRESSIONS.get(operator, '{field} {operator} {literal}')
     return template.format(field=field, operator=_js_string(operator), text=_js_string(value),
-                           number=_js_number_text(_js_to_number(value)),
+                           number=format_number(to_number(value)),
                            literal=_fql_literal(value))
 
 
@@ -387,67 +384,15 @@ def _fql_literal(value: Any) -> str:
     return f'"{_js_string(value)}"'
 
 
-# --- JavaScript value semantics -------------------------------------------------------
-
-def _js_truthy(value: Any) -> bool:
-    if value is _UNDEFINED or value is None:
-        return False
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return value != 0 and not math.isnan(value)
-    if isinstance(value, str):
-        return value != ''
-    return True
-
+# --- JavaScript's values, as FQL uses them ---------------------------------------------
 
 def _is_js_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _js_string(value: Any) -> str:
-    """JavaScript's String() for the values conditions hold."""
-    if value is _UNDEFINED:
-        return 'undefined'
-    if value is None:
-        return 'null'
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if isinstance(value, (int, float)):
-        return _js_number_text(_double(value))
-    return str(value)
-
-
-def _double(number: int | float) -> float:
-    try:
-        return float(number)
-    except OverflowError:  # an int beyond the doubles, which JavaScript reads as Infinity
-        return math.copysign(math.inf, number)
-
-
-_JS_WHITESPACE = ('\t\n\v\f\r \xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff'
-                  + ''.join(chr(code) for code in range(0x2000, 0x200b)))
-_JS_DECIMAL = re.compile(r'[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)')
-_JS_RADIX = re.compile(r'0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)')
-
-
-def _js_to_number(value: Any) -> float:
-    """JavaScript's Number() for the values conditions and events hold (undefined and
-    objects are NaN)."""
-    if value is None:
-        return 0.0
-    if isinstance(value, (bool, int, float)):
-        return _double(value)
-    if not isinstance(value, str):
-        return math.nan
-    text = value.strip(_JS_WHITESPACE)
-    if text == '':
-        return 0.0
-    if _JS_DECIMAL.fullmatch(text):
-        return float(text)
-    if _JS_RADIX.fullmatch(text):
-        return _double(int(text[2:], {'x': 16, 'o': 8, 'b': 2}[text[1].lower()]))
-    return math.nan
+    """JavaScript's String(), numbers read as the doubles JavaScript holds."""
+    return to_string(to_double(value) if _is_js_number(value) else value)
 
 
 def _plain_number(number: float) -> int | float:
@@ -455,26 +400,3 @@ def _plain_number(number: float) -> int | float:
     if number.is_integer() and abs(number) <= 2 ** 53:
         return int(number)
     return number
-
-
-def _js_number_text(number: float) -> str:
-    """JavaScript's String(number): the shortest digits that read back as the number,
-    in exponent form from 1e21 up and below 1e-6."""
-    if math.isnan(number):
-        return 'NaN'
-    if math.isinf(number):
-        return 'Infinity' if number > 0 else '-Infinity'
-    if number == 0:
-        return '0'
-    sign = '-' if number < 0 else ''
-    _, digit_tuple, exponent = Decimal(repr(abs(number))).normalize().as_tuple()
-    digits = ''.join(map(str, digit_tuple))
-    point = exponent + len(digits)  # the number is 0.<digits> times 10 ** point
-    if len(digits) <= point <= 21:
-        return sign + digits + '0' * (point - len(digits))
-    if 0 < point <= 21:
-        return sign + digits[:point] + '.' + digits[point:]
-    if -6 < point <= 0:
-        return sign + '0.' + '0' * -point + digits
-    mantissa = digits[0] + ('.' + digits[1:] if len(digits) > 1 else '')
-    return f'{sign}{mantissa}e{"+" if point > 0 else "-"}{abs(point - 1)}'

@@ -8,8 +8,8 @@ packages/core/src/mapping-kit evaluates it.
 - validate.py: `validate_mapping`, Segment's validation and its messages;
 - liquid.py: `@liquid` on python-liquid with Segment's restrictions;
 - paths.py: Segment's path lookup and {{templates}}; keys.py: the fields a
-  mapping reads; js.py: the JavaScript rules the port keeps (undefined,
-  truthiness, printing).
+  mapping reads. The JavaScript rules the port keeps (undefined,
+  truthiness, printing) are transforms/core/javascript.py, shared with FQL.
 """
 from transforms.mapping.mapping_kit.transform import (prepare_mapping, transform, transform_batch,
                                                       transform_validated)

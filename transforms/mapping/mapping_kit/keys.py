@@ -9,7 +9,7 @@ list, with its blind spots: @merge and @transform are not looked into, and
 import re
 from typing import Any, Optional
 
-from transforms.mapping.mapping_kit.js import is_truthy, property_order
+from transforms.core.javascript import is_truthy, property_order
 from transforms.mapping.mapping_kit.liquid import liquid_variable_paths
 
 _DIRECTIVE_NAMES = frozenset((

@@ -34,7 +34,7 @@ from liquid.exceptions import FilterError, LiquidError, LiquidSyntaxError
 from liquid.stream import TokenStream
 from liquid.tag import Tag
 
-from transforms.mapping.mapping_kit.js import (UNDEFINED, json_stringify, remove_undefined,
+from transforms.core.javascript import (UNDEFINED, json_stringify, remove_undefined,
                                                to_string, utf16_length)
 
 MAX_TEMPLATE_LENGTH = 1000

@@ -9,7 +9,7 @@ import functools
 import re
 from typing import Any, Union
 
-from transforms.mapping.mapping_kit.js import (UNDEFINED, is_truthy, property_order, to_string,
+from transforms.core.javascript import (UNDEFINED, is_truthy, property_order, to_string,
                                                type_name, utf16_length)
 
 # Splits "a.b[0]['c d']" into its keys. A bracket only separates when it holds

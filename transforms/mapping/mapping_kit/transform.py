@@ -16,7 +16,7 @@ Segment's: see tests/data/segment/mapping_kit_*.json for its own cases.
 import re
 from typing import Any, Callable, Optional
 
-from transforms.mapping.mapping_kit.js import (UNDEFINED, is_truthy, json_parse, json_stringify,
+from transforms.core.javascript import (UNDEFINED, is_truthy, json_parse, json_stringify,
                                                loosely_equals_empty_string, property_order,
                                                remove_undefined, to_string, type_name, utf16_length)
 from transforms.mapping.mapping_kit.liquid import LiquidTemplateError, evaluate_liquid

@@ -14,7 +14,7 @@ them; transform() reports the rest when it runs.
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from transforms.mapping.mapping_kit.js import UNDEFINED, json_stringify, type_name, utf16_length
+from transforms.core.javascript import UNDEFINED, json_stringify, type_name, utf16_length
 
 MAX_PATTERN_LENGTH = 10
 MAX_REPLACEMENT_LENGTH = 10

@@ -1,17 +1,22 @@
-"""The JavaScript value rules that Segment's Mapping Kit inherits from running on Node.
+"""JavaScript's value rules, for the ports of Segment's TypeScript that must decide as it does.
 
-Mapping Kit (segmentio/action-destinations, packages/core/src/mapping-kit) is
-TypeScript, and several of its rules are plain JavaScript: which values are
-truthy, how a value becomes a string, what JSON.stringify writes, and that
-`undefined` (a missing value) is not `null`. This module states those rules for
-the values a JSON payload holds in Python (dict, list, str, int, float, bool,
-None) plus UNDEFINED, the port's stand-in for `undefined`.
+Segment's filter language (transforms/mapping/fql), its Mapping Kit
+(transforms/mapping/mapping_kit), its action checks (mapping/actions_core) and
+its reading of a call's `integrations` (transforms/segment/integrations.py)
+run on Node, and several of their rules are plain JavaScript: which values are
+truthy, how a value becomes a string or a number, what JSON.stringify writes,
+and that `undefined` (a missing value) is not `null`. This module states those
+rules once, for the values a JSON payload holds in Python (dict, list, str,
+int, float, bool, None) plus UNDEFINED, the stand-in for `undefined`.
 
-UNDEFINED belongs to the mapping-kit modules only: transform() removes it
-before it returns, so callers never see it.
+Numbers: JavaScript has only doubles. format_number and to_string keep an
+int's every digit (a payload holds it exactly, and rounding it would only
+lose data); a port that must compare or print as JavaScript does converts
+first with to_double.
 """
 import json
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -98,6 +103,40 @@ def format_number(number: float) -> str:
         mantissa = digits if count == 1 else f"{digits[0]}.{digits[1:]}"
         text = f"{mantissa}e{'+' if power >= 0 else '-'}{abs(power)}"
     return sign + text
+
+
+def to_double(number: int | float) -> float:
+    """A number as JavaScript holds it: a double (an int beyond the doubles
+    is Infinity, with its sign)."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.copysign(math.inf, number)
+
+
+_WHITESPACE = ('\t\n\v\f\r \xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff'
+               + ''.join(chr(code) for code in range(0x2000, 0x200b)))
+_DECIMAL = re.compile(r'[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)')
+_RADIX = re.compile(r'0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)')
+
+
+def to_number(value: Any) -> float:
+    """JavaScript's Number(value) for JSON values (undefined, objects and
+    text that is not a number are NaN; null and blank text are 0)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, (bool, int, float)):
+        return to_double(value)
+    if not isinstance(value, str):
+        return math.nan
+    text = value.strip(_WHITESPACE)
+    if text == '':
+        return 0.0
+    if _DECIMAL.fullmatch(text):
+        return float(text)
+    if _RADIX.fullmatch(text):
+        return to_double(int(text[2:], {'x': 16, 'o': 8, 'b': 2}[text[1].lower()]))
+    return math.nan
 
 
 def to_string(value: Any) -> str:
