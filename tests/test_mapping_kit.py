@@ -10,7 +10,7 @@ import pytest
 
 from transforms.mapping.mapping_kit import (MappingKitError, prepare_mapping, transform,
                                             transform_batch, transform_validated, validate_mapping)
-from transforms.mapping.mapping_kit.js import UNDEFINED
+from transforms.core.javascript import UNDEFINED
 from transforms.mapping.mapping_kit.keys import field_value_keys
 from transforms.mapping.mapping_kit.paths import flatten_object, get_path, render_template
 
