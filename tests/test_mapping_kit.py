@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from transforms.core.javascript import UNDEFINED
 from transforms.mapping.mapping_kit import (MappingKitError, prepare_mapping, transform,
                                             transform_batch, transform_validated, validate_mapping)
-from transforms.core.javascript import UNDEFINED
 from transforms.mapping.mapping_kit.keys import field_value_keys
 from transforms.mapping.mapping_kit.paths import flatten_object, get_path, render_template
 

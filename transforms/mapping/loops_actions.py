@@ -20,9 +20,9 @@ A body's top-level keys are in the order JSON.stringify would write them.
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from transforms.core.javascript import property_order
 from transforms.core.kinds import CONTACT_UPSERT, EVENT_SEND, MAILING_LISTS, RequestKind
 from transforms.mapping.actions_core import ActionField, PayloadSchema
-from transforms.core.javascript import property_order
 
 # Segment's URLs are https://app.loops.so/api/v1/...; the kinds' paths start at /v1.
 LOOPS_API = 'https://app.loops.so/api'

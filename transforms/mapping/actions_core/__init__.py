@@ -9,6 +9,7 @@ passes on or refuses (packages/core/src/destination-kit).
 - js_date.py: whether JavaScript's `new Date(text)` is a date, which
   `date-like` falls back on.
 """
-from transforms.mapping.actions_core.payload import ActionField, PayloadSchema, PayloadValidationError
+from transforms.mapping.actions_core.payload import (ActionField, PayloadSchema,
+                                                     PayloadValidationError)
 
 __all__ = ['ActionField', 'PayloadSchema', 'PayloadValidationError']

@@ -11,8 +11,8 @@ formats of its own (packages/core/src/schema-validation.ts):
 import re
 from typing import Callable
 
-from transforms.mapping.actions_core.js_date import MAX_TIME_MS, is_valid_date
 from transforms.core.javascript import format_number
+from transforms.mapping.actions_core.js_date import MAX_TIME_MS, is_valid_date
 
 # ajv-formats 2.1.1 fullFormats.email. JavaScript's /i without /u folds ASCII
 # letters only, hence re.ASCII; fullmatch stands for its ^...$.

@@ -20,8 +20,8 @@ subscription's mapping, and nothing fills in a field the mapping leaves out.
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from transforms.mapping.actions_core.formats import FORMAT_CHECKS
 from transforms.core.javascript import to_string, type_name
+from transforms.mapping.actions_core.formats import FORMAT_CHECKS
 
 # Segment's field types, as the JSON schema types AJV checks (toJsonSchemaType);
 # only the types Loops' actions use.

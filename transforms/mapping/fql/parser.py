@@ -33,8 +33,8 @@ from collections import deque
 from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
-from transforms.core.javascript import (UNDEFINED, format_number, is_truthy, to_double,
-                                        to_number, to_string)
+from transforms.core.javascript import (UNDEFINED, format_number, is_truthy, to_double, to_number,
+                                        to_string)
 from transforms.mapping.fql.lexer import FqlError, Token, lex
 
 Condition = dict[str, Any]

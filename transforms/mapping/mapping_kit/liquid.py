@@ -34,8 +34,8 @@ from liquid.exceptions import FilterError, LiquidError, LiquidSyntaxError
 from liquid.stream import TokenStream
 from liquid.tag import Tag
 
-from transforms.core.javascript import (UNDEFINED, json_stringify, remove_undefined,
-                                               to_string, utf16_length)
+from transforms.core.javascript import (UNDEFINED, json_stringify, remove_undefined, to_string,
+                                        utf16_length)
 
 MAX_TEMPLATE_LENGTH = 1000
 DISABLED_TAGS = ("case", "for", "include", "layout", "render", "tablerow")

@@ -9,8 +9,8 @@ import functools
 import re
 from typing import Any, Union
 
-from transforms.core.javascript import (UNDEFINED, is_truthy, property_order, to_string,
-                                               type_name, utf16_length)
+from transforms.core.javascript import (UNDEFINED, is_truthy, property_order, to_string, type_name,
+                                        utf16_length)
 
 # Splits "a.b[0]['c d']" into its keys. A bracket only separates when it holds
 # a number or a quoted name, so a key like "[txt] non" stays whole.

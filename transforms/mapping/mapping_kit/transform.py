@@ -17,8 +17,8 @@ import re
 from typing import Any, Callable, Optional
 
 from transforms.core.javascript import (UNDEFINED, is_truthy, json_parse, json_stringify,
-                                               loosely_equals_empty_string, property_order,
-                                               remove_undefined, to_string, type_name, utf16_length)
+                                        loosely_equals_empty_string, property_order,
+                                        remove_undefined, to_string, type_name, utf16_length)
 from transforms.mapping.mapping_kit.liquid import LiquidTemplateError, evaluate_liquid
 from transforms.mapping.mapping_kit.paths import flatten_object, get_path, render_template
 from transforms.mapping.mapping_kit.validate import (MAX_PATTERN_LENGTH, MAX_REPLACEMENT_LENGTH,
