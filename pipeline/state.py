@@ -35,8 +35,8 @@ from transforms.contacts.ordering import RESENT_AFTER_REFUSAL
 from transforms.mapping.processor import Policy
 from transforms.state.contacts_csv import DEFAULT_ROWS_PER_FILE
 from transforms.state.delivered_events import DropDeliveredEvents
-from transforms.state.files import (StateListing, event_day, list_state, new_run_id,
-                                    pending_prefix, read_facts)
+from transforms.state.files import (StateListing, event_day, list_state, new_run_id, pending_prefix,
+                                    read_facts)
 from transforms.state.lease import (DEFAULT_TTL_SECONDS, HANDED_OVER_TTL_SECONDS, LOST_MARK,
                                     HandedOverLease, Lease, LeaseCheck, LeaseError, LeaseLost,
                                     acquire)
@@ -406,9 +406,11 @@ def csv_note(summary: dict, csv_prefix: str, state: SyncState) -> str:
         'Next:',
         '  1. Loops > Audience > Import: import each file. Create the custom properties first '
         '(`segment-loops check` lists them): a column becomes the property of its name.',
-        f'  2. Then: segment-loops state confirm-import --state {state.prefix}',
-        '     Until then the state counts these contacts as not sent, and a run sends them '
-        'as upserts.',
+        f'  2. Then: segment-loops state confirm-import --state {state.prefix} --check '
+        f'--contacts_csv {csv_prefix}',
+        '     (with your Loops key, as here). It confirms once Loops has a sample of the '
+        'files\' contacts. Until then the state counts these contacts as not sent, and a '
+        'run sends them as upserts.',
         '  3. Then run this same command without --contacts_csv. With the same --state it sends '
         f'what a file cannot carry ({left:,} contacts: mailing lists, subscribed: true, values a '
         f'cell would change) and the {summary.get("events", 0):,} events, not the contacts '

@@ -7,8 +7,10 @@
     state repair         --state PREFIX   keep what can be read, set the rest aside,
                                           rebuild the manifest, say what will be sent again
     state confirm-import --state PREFIX   the CSV loads are imported into Loops: count
-                                          their contacts as delivered (--discard: forget
-                                          them, the files will not be imported)
+                                          their contacts as delivered (--check N: only
+                                          when Loops has N rows of the files looked up;
+                                          --discard: forget them, the files will not be
+                                          imported)
 
 Each holds the state's lease while it works (`--break_lease` as for a
 backfill), so none runs beside a backfill or another of them.
@@ -16,9 +18,12 @@ backfill), so none runs beside a backfill or another of them.
 import sys
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import summary as run_summary
+from pipeline.import_check import DEFAULT_SAMPLE, check_import, check_report
+from pipeline.loops_options import add_loops_options, connect_to_loops
 from pipeline.options import (DEFAULT_BATCH_RUNNER, UsageError, job_parser, parse_job_args,
                               set_default_runner)
 from pipeline.state import add_lease_options, open_state, state_failures
@@ -34,7 +39,8 @@ commands:
   repair          keep what can be read, set damaged files aside, rebuild the manifest
   confirm-import  the CSV loads are imported: count their contacts as delivered'''
 
-EXIT_OK, EXIT_DAMAGED = 0, 1
+# 1: a damaged state (verify), or a CSV load Loops does not have (confirm-import --check).
+EXIT_OK, EXIT_DAMAGED, EXIT_NOT_IMPORTED = 0, 1, 1
 
 
 def state_parser(command: str, description: str):
@@ -53,7 +59,19 @@ def _held(command: str, argv, out):
     if command == 'confirm-import':
         parser.add_argument('--discard', action='store_true', default=False,
                             help='The files will not be imported: forget the pending loads.')
+        parser.add_argument(
+            '--check', type=int, nargs='?', const=DEFAULT_SAMPLE, default=0, metavar='N',
+            help=f'Confirm only if Loops has N rows of the CSV files (default '
+                 f'{DEFAULT_SAMPLE}), looked up by User ID, else Email; needs '
+                 '--contacts_csv and a Loops API key.')
+        parser.add_argument('--contacts_csv', default=None, metavar='PREFIX',
+                            help='With --check: where the backfill wrote the CSV files.')
+        add_loops_options(parser)
     args, beam_args = parse_job_args(parser, argv)
+    if command == 'confirm-import' and args.check:
+        if args.check < 0 or args.discard or not args.contacts_csv:
+            raise UsageError('--check N (a number of rows) needs --contacts_csv PREFIX, '
+                             'and does not go with --discard')
     options = PipelineOptions(beam_args)
     set_default_runner(options, DEFAULT_BATCH_RUNNER)
     require_writable(options, {'--state': args.state})
@@ -142,14 +160,26 @@ def repair(argv=None, out=None) -> int:
 
 
 def confirm_import(argv=None, out=None) -> int:
-    """Confirms (or with --discard forgets) the state's pending CSV loads."""
+    """Confirms (or with --discard forgets) the state's pending CSV loads;
+    with --check, only once Loops has a sample of their rows (else
+    EXIT_NOT_IMPORTED)."""
     out = out or sys.stdout
-    args, _, state = _held('confirm-import', argv, out)
+    args, options, state = _held('confirm-import', argv, out)
     try:
         listing = state.listing
         if not listing.pending:
             print(f'Sync state {args.state}: no CSV load is pending.', file=out)
             return EXIT_OK
+        if args.check:
+            FileSystems.set_options(options)
+            client = connect_to_loops(args).client()
+            try:
+                check = check_import(client, args.contacts_csv, args.check)
+            finally:
+                client.close()
+            print(check_report(check, args.contacts_csv), file=out)
+            if not check.imported:
+                return EXIT_NOT_IMPORTED
         done = (discard_pending if args.discard else confirm_pending)(listing)
     finally:
         state.close()

@@ -212,3 +212,47 @@ def test_every_upsert_field_is_a_row_or_left_for_the_api():
                                                                     subscribed=True)))
     assert set(row) | set(rest) == {'userId', 'email', 'mailingLists', 'subscribed', 'n'}
     assert 'subscribed' in rest and 'subscribed' not in row
+
+
+def test_confirm_import_with_check_confirms_only_once_loops_has_the_files_contacts(
+        archive, custom_properties, tmp_path):
+    state, csv_prefix = str(tmp_path / 'state'), str(tmp_path / 'csv') + '/'
+    with LoopsSandbox(api_key=KEY, rate_limit=None,
+                      custom_properties=custom_properties) as loops:
+        argv = backfill_argv(loops, tmp_path, archive)
+        connection = argv[argv.index('--loops_base_url'):argv.index('--rate_limit') + 2]
+        backfill.run(argv + ['--state', state, '--contacts_csv', csv_prefix, '--csv_rows', '15'],
+                     out=io.StringIO())
+        files = sorted(glob.glob(csv_prefix + '*.csv'))
+        check = ['--state', state, '--check', '12', '--contacts_csv', csv_prefix, *connection]
+
+        # All files but the last imported: the sample reaches the last, nothing is confirmed.
+        for path in files[:-1]:
+            loops.import_csv(open(path, encoding='utf-8').read())
+        half = io.StringIO()
+        half_status = state_commands.confirm_import(check, out=half)
+        still_pending = os.path.exists(os.path.join(state, 'pending'))
+        looked_up = len([r for r in loops.state()['requests']
+                         if r['path'].startswith('/v1/contacts/find')])
+
+        loops.import_csv(open(files[-1], encoding='utf-8').read())
+        whole = io.StringIO()
+        whole_status = state_commands.confirm_import(check, out=whole)
+
+    assert len(files) >= 3
+    assert half_status == state_commands.EXIT_NOT_IMPORTED and still_pending
+    assert 'Not confirmed:' in half.getvalue() and os.path.basename(files[-1]) in half.getvalue()
+    assert '@' not in half.getvalue()          # rows are named by file and line, not email
+    assert 12 <= looked_up <= 24               # by User ID, else Email
+    assert whole_status == 0
+    assert 'Looked up 12 contacts of the' in whole.getvalue() and 'all found' in whole.getvalue()
+    assert 'Confirmed the CSV load of run' in whole.getvalue()
+    assert not os.path.exists(os.path.join(state, 'pending'))
+
+
+@pytest.mark.parametrize('extra', [['--check', '5'], ['--check', '5', '--discard',
+                                                        '--contacts_csv', 'x/']])
+def test_confirm_import_check_needs_the_files_and_not_discard(tmp_path, extra):
+    with pytest.raises(UsageError, match='--check N'):
+        state_commands.confirm_import(['--state', str(tmp_path / 'state'), *extra],
+                                      out=io.StringIO())
