@@ -3,16 +3,24 @@ delivered message is found by its key in its day's facts, read once per
 worker and listed again after the refresh interval."""
 import datetime
 import os
+import time
 
+import apache_beam as beam
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.contacts.ordering import resend_after_refusal
 from transforms.core.records import Stamp, event_send, idempotency_key_for
 from transforms.loops.retry import Outcome
 from transforms.state import delivered_events
-from transforms.state.delivered_events import DAY_EDGE_MS, DeliveredEventFacts, days_of
+from transforms.state.delivered_events import (DAY_EDGE_MS, DeliveredEventFacts,
+                                               DropDeliveredEvents, days_of)
 from transforms.state.recorder import StateRecorder
 
 DELIVERED = Outcome('delivered', 200, '{}', 1, 0, None, None)
+REFUSED = Outcome('failed', 400, '{"message": "Invalid event name"}', 1, 0, 'http_400',
+                  'Invalid event name')
 NOV_4 = int(datetime.datetime(2026, 11, 4, tzinfo=datetime.timezone.utc).timestamp() * 1000)
 HOUR_MS = 3600 * 1000
 
@@ -31,12 +39,12 @@ def send(user, message_id, event_ms, received_ms=None):
                       idempotency_key_for(message_id))
 
 
-def record(prefix, *requests):
-    """What a stream's writers record for delivered `requests`: one log file."""
+def record(prefix, *requests, outcome=DELIVERED):
+    """What a stream's writers record for `requests` ending with `outcome`: one log file."""
     recorder = StateRecorder(prefix, 'run')
     recorder.open()
     for request in requests:
-        recorder.record(request, DELIVERED)
+        recorder.record(request, outcome)
     recorder.close()
 
 
@@ -109,3 +117,28 @@ def test_a_file_deleted_after_the_listing_is_skipped(tmp_path, monkeypatch):
     os.remove(log)
     monkeypatch.setattr(delivered_events, 'day_files', lambda *_: listed)
     assert not DeliveredEventFacts(prefix, refresh_seconds=30).delivered(event)
+
+
+def test_a_copy_of_an_event_loops_refused_goes_again_under_a_new_key(tmp_path):
+    prefix = str(tmp_path / 'state')
+    refused, delivered = send('u1', 'm1', NOV_4 + HOUR_MS), send('u1', 'm2', NOV_4 + HOUR_MS)
+    record(prefix, refused, outcome=REFUSED)
+    record(prefix, delivered)
+    new = send('u1', 'm3', NOV_4 + HOUR_MS)
+    refused_ms = DeliveredEventFacts(prefix, refresh_seconds=30).refused_at(refused)
+    assert abs(refused_ms - time.time() * 1000) < 60_000
+    assert DeliveredEventFacts(prefix, refresh_seconds=30).refused_at(delivered) is None
+
+    with TestPipeline() as p:
+        out = (p | beam.Create([refused, delivered, new])
+               | DropDeliveredEvents(prefix, refresh_seconds=30)
+               | beam.Map(lambda r: (r.source, r.idempotency_key, r.own_key)))
+        assert_that(out, equal_to([
+            ('m1', resend_after_refusal(refused, refused_ms).idempotency_key,
+             refused.idempotency_key),
+            ('m3', new.idempotency_key, None)]))
+    counters = p.result.metrics().query()['counters']
+    counts = {c.key.metric.name: c.committed for c in counters}
+    assert counts['state/refused_events_resent'] == 1
+    assert counts['state/events_already_sent'] == 1
+

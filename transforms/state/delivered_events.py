@@ -21,6 +21,12 @@ but before its original's delivery is in the state and listed is sent;
 Loops then answers 409 on its key, spent within 24 hours (counted
 `already_delivered`), so it is not delivered twice either.
 
+An event the state records as refused by Loops (a 4xx, which may have
+spent its key) and not delivered since goes again under a new key, as a
+backfill sends it (transforms/contacts/ordering.py, resend_after_refusal),
+counted `state/refused_events_resent`: under its own key Loops would answer
+with the refusal it keeps for that key.
+
 A copy's timestamp may differ from its original's by the difference in
 network delay (Segment corrects it by sentAt and receivedAt): within
 DAY_EDGE_MS of midnight the neighbouring day is looked at too.
@@ -28,12 +34,13 @@ DAY_EDGE_MS of midnight the neighbouring day is looked at too.
 import collections
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
+from transforms.contacts.ordering import RESENT_AFTER_REFUSAL, resend_after_refusal
 from transforms.core.digests import contact_digest, key_digest
 from transforms.core.metrics import NAMESPACE
 from transforms.core.records import LoopsRequest
@@ -57,11 +64,13 @@ def days_of(event_ms: int) -> tuple:
 
 
 class _Day:
-    """One event day's delivered facts (contact digest + key digest), the
-    files they were read from, and when the day was last listed."""
+    """One event day's delivered facts (contact digest + key digest), its
+    refusals (the same -> when Loops refused it, the latest), the files they
+    were read from, and when the day was last listed."""
 
     def __init__(self):
         self.facts = set()
+        self.refused = {}
         self.files = set()
         self.listed_at: Optional[float] = None
 
@@ -82,20 +91,33 @@ class DeliveredEventFacts:
 
     def delivered(self, request: LoopsRequest) -> bool:
         """Whether the state records `request` (an event send) as delivered."""
+        return self._find(request, lambda held, fact: fact in held.facts) is not None
+
+    def refused_at(self, request: LoopsRequest) -> Optional[int]:
+        """When Loops last refused `request` (an event send), in epoch ms, as
+        the state records it; None when it did not."""
+        return self._find(request, lambda held, fact: held.refused.get(fact))
+
+    def _find(self, request: LoopsRequest, found_in: Callable) -> Any:
+        """The first thing `found_in(day, fact)` finds (not None, not False)
+        for the request's fact in its days, a day listed again when its
+        refresh interval passed; else None."""
         key = request.idempotency_key
         if not key:
-            return False
+            return None
         fact = contact_digest(request.contact) + key_digest(key)
         with self._lock:
             for day in days_of(request.stamp.event_ms):
                 held = self._day(day)
-                if fact in held.facts:
-                    return True
-                if self._clock() - held.listed_at >= self._refresh_seconds:
+                found = found_in(held, fact)
+                if found is None or found is False:
+                    if self._clock() - held.listed_at < self._refresh_seconds:
+                        continue
                     self._read_new_files(day, held)
-                    if fact in held.facts:
-                        return True
-        return False
+                    found = found_in(held, fact)
+                if found is not None and found is not False:
+                    return found
+        return None
 
     def _day(self, day: str) -> _Day:
         held = self._days.get(day)
@@ -116,6 +138,9 @@ class DeliveredEventFacts:
             try:
                 for contact, facts in read_facts_file(metadata.path):
                     held.facts.update(contact + event for event in facts.events)
+                    for key, refused_ms in facts.refused:
+                        fact = contact + key
+                        held.refused[fact] = max(refused_ms, held.refused.get(fact, -1))
             except OSError:
                 # Folded into a snapshot and deleted since the listing: the
                 # snapshot is in the next one.
@@ -134,18 +159,26 @@ class _DropDelivered(beam.DoFn):
             lambda: DeliveredEventFacts(self._prefix, self._refresh_seconds),
             tag=(self._prefix, self._refresh_seconds))
         self._already_sent = Metrics.counter(NAMESPACE, 'state/events_already_sent')
+        self._resent = Metrics.counter(NAMESPACE, RESENT_AFTER_REFUSAL)
 
     def process(self, request: LoopsRequest):
-        if not request.spec.mergeable and self._facts.delivered(request):
-            self._already_sent.inc()
-            return
+        if not request.spec.mergeable:
+            if self._facts.delivered(request):
+                self._already_sent.inc()
+                return
+            refused_ms = self._facts.refused_at(request)
+            if refused_ms is not None:
+                self._resent.inc()
+                request = resend_after_refusal(request, refused_ms)
         yield request
 
 
 class DropDeliveredEvents(beam.PTransform):
     """LoopsRequest -> LoopsRequest, without the event sends the sync state
-    under `prefix` records as delivered (counted `state/events_already_sent`);
-    a day's files are listed again at most every `refresh_seconds`."""
+    under `prefix` records as delivered (counted `state/events_already_sent`),
+    and those it records as refused under a new key (counted
+    `state/refused_events_resent`); a day's files are listed again at most
+    every `refresh_seconds`."""
 
     def __init__(self, prefix: str, refresh_seconds: float):
         super().__init__()
