@@ -91,7 +91,8 @@ class DeliveredEventFacts:
 
     def delivered(self, request: LoopsRequest) -> bool:
         """Whether the state records `request` (an event send) as delivered."""
-        return self._find(request, lambda held, fact: fact in held.facts) is not None
+        found = self._find(request, lambda held, fact: True if fact in held.facts else None)
+        return found is True
 
     def refused_at(self, request: LoopsRequest) -> Optional[int]:
         """When Loops last refused `request` (an event send), in epoch ms, as
@@ -99,9 +100,9 @@ class DeliveredEventFacts:
         return self._find(request, lambda held, fact: held.refused.get(fact))
 
     def _find(self, request: LoopsRequest, found_in: Callable) -> Any:
-        """The first thing `found_in(day, fact)` finds (not None, not False)
-        for the request's fact in its days, a day listed again when its
-        refresh interval passed; else None."""
+        """What `found_in(day, fact)` finds (None: nothing) for the request's
+        fact in the first of its days that has it, a day listed again when
+        its refresh interval passed; else None."""
         key = request.idempotency_key
         if not key:
             return None
@@ -110,12 +111,10 @@ class DeliveredEventFacts:
             for day in days_of(request.stamp.event_ms):
                 held = self._day(day)
                 found = found_in(held, fact)
-                if found is None or found is False:
-                    if self._clock() - held.listed_at < self._refresh_seconds:
-                        continue
+                if found is None and self._clock() - held.listed_at >= self._refresh_seconds:
                     self._read_new_files(day, held)
                     found = found_in(held, fact)
-                if found is not None and found is not False:
+                if found is not None:
                     return found
         return None
 
