@@ -74,24 +74,29 @@ def rows_with_email(path: str) -> Iterable[CsvRow]:
                 yield CsvRow(path, line, user_id or None, email)
 
 
-def spread_sample(rows: list, size: int) -> list:
-    """`size` rows spread evenly from the first to the last (all when fewer)."""
-    if len(rows) <= size:
-        return list(rows)
+def spread_indices(total: int, size: int) -> list:
+    """`size` indices of `total` rows, spread evenly from the first to the
+    last (all of them when there are no more)."""
+    if total <= size:
+        return list(range(total))
     if size == 1:
-        return [rows[0]]
-    return [rows[round(i * (len(rows) - 1) / (size - 1))] for i in range(size)]
+        return [0]
+    return [round(i * (total - 1) / (size - 1)) for i in range(size)]
 
 
 def check_import(client: LoopsClient, contacts_csv: str, size: int) -> ImportCheck:
-    """Looks up `size` rows of the CSV files in Loops. Raises AuthError or
-    LoopsError when Loops cannot be asked."""
+    """Looks up `size` rows of the CSV files in Loops. The files are read
+    twice, to count their rows and then to take the sample, so a load of
+    millions of contacts is checked in the memory of `size` rows. Raises
+    AuthError or LoopsError when Loops cannot be asked."""
     files = csv_files(contacts_csv)
-    rows = [row for path in files for row in rows_with_email(path)]
-    sampled = spread_sample(rows, size)
+    total = sum(1 for path in files for _ in rows_with_email(path))
+    chosen = set(spread_indices(total, size))
+    every_row = (row for path in files for row in rows_with_email(path))
+    sampled = tuple(row for index, row in enumerate(every_row) if index in chosen)
     missing = tuple(row for row in sampled
                     if find_contact(client, row.user_id, row.email) is None)
-    return ImportCheck(tuple(files), tuple(sampled), missing)
+    return ImportCheck(tuple(files), sampled, missing)
 
 
 def check_report(check: ImportCheck, contacts_csv: str) -> str:
